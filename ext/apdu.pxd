@@ -1,0 +1,153 @@
+# Declarations shared by the extensions: the packed records that mirror POINT_DTYPE and
+# FRAME_DTYPE (src/iec104/types.py), the constants of the standard, and little-endian readers.
+# Header only: nothing here needs a module at run time.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t
+from libc.string cimport memcpy
+
+cdef packed struct point_t:
+    uint32_t station
+    uint16_t ca
+    uint32_t ioa
+    uint8_t type_id
+    uint8_t cot
+    uint8_t flags
+    uint8_t originator
+    double value
+    uint8_t quality
+    int64_t time
+    uint8_t time_flags
+    int32_t extra
+    int64_t recv_ns
+
+cdef packed struct frame_t:
+    uint32_t offset
+    uint16_t length
+    uint8_t format
+    uint8_t status
+    uint16_t ns
+    uint16_t nr
+    uint8_t u_function
+    uint8_t type_id
+    uint8_t sq
+    uint8_t count
+    uint8_t cot
+    uint8_t negative
+    uint8_t test
+    uint8_t originator
+    uint16_t ca
+    uint32_t first_point
+    uint16_t n_points
+
+cdef enum:
+    START = 0x68
+    APDU_MAX = 255          # start + length octet + 253
+    APCI_LEN = 6
+    LEN_MIN = 4
+    LEN_MAX = 253
+    SEQ_MOD = 32768
+
+cdef enum FrameFormat:
+    FORMAT_I = 0
+    FORMAT_S = 1
+    FORMAT_U = 2
+
+cdef enum FrameStatus:
+    ST_OK = 0
+    ST_BAD_START = 1
+    ST_BAD_LENGTH = 2
+    ST_BAD_CONTROL = 3
+    ST_SHORT_ASDU = 4
+    ST_UNKNOWN_TYPE = 5
+    ST_LENGTH_MISMATCH = 6
+    ST_EMPTY = 7
+    ST_TRUNCATED = 8
+
+cdef enum UFunction:
+    U_NONE = 0
+    U_STARTDT_ACT = 0x07
+    U_STARTDT_CON = 0x0B
+    U_STOPDT_ACT = 0x13
+    U_STOPDT_CON = 0x23
+    U_TESTFR_ACT = 0x43
+    U_TESTFR_CON = 0x83
+
+cdef enum PointFlag:
+    FLAG_NEGATIVE = 0x01
+    FLAG_TEST = 0x02
+    FLAG_SQ = 0x04
+
+cdef enum TimeFlag:
+    TF_IV = 0x01
+    TF_SU = 0x02
+    TF_CP24 = 0x04
+    TF_GEN = 0x08
+
+cdef extern from *:
+    """
+    #define IEC104_NO_TIME ((int64_t)(-9223372036854775807LL - 1))
+    """
+    int64_t NO_TIME "IEC104_NO_TIME"
+
+cdef inline uint16_t rd_u16(const uint8_t* p) noexcept nogil:
+    return <uint16_t>(p[0] | (p[1] << 8))
+
+cdef inline int16_t rd_i16(const uint8_t* p) noexcept nogil:
+    return <int16_t>(p[0] | (p[1] << 8))
+
+cdef inline uint32_t rd_u24(const uint8_t* p) noexcept nogil:
+    return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
+
+cdef inline uint32_t rd_u32(const uint8_t* p) noexcept nogil:
+    return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+cdef inline float rd_f32(const uint8_t* p) noexcept nogil:
+    cdef uint32_t u = rd_u32(p)
+    cdef float f
+    memcpy(&f, &u, 4)
+    return f
+
+cdef inline void wr_u16(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+
+cdef inline void wr_u24(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+    p[2] = (v >> 16) & 0xFF
+
+cdef inline void wr_u32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+    p[2] = (v >> 16) & 0xFF
+    p[3] = (v >> 24) & 0xFF
+
+cdef inline void wr_f32(uint8_t* p, float f) noexcept nogil:
+    cdef uint32_t u
+    memcpy(&u, &f, 4)
+    wr_u32(p, u)
+
+cdef inline int type_family(int t) noexcept nogil:
+    """The family (base type) joining a monitor type and its time-tagged variants."""
+    if t == 2 or t == 30:
+        return 1
+    if t == 4 or t == 31:
+        return 3
+    if t == 6 or t == 32:
+        return 5
+    if t == 8 or t == 33:
+        return 7
+    if t == 10 or t == 34 or t == 21:
+        return 9
+    if t == 12 or t == 35:
+        return 11
+    if t == 14 or t == 36:
+        return 13
+    if t == 16 or t == 37:
+        return 15
+    if t == 38:
+        return 17
+    if t == 39:
+        return 18
+    if t == 40:
+        return 19
+    return t

@@ -1,0 +1,284 @@
+"""Constants of IEC 60870-5-104 and the record layouts the codec writes.
+
+The ``cdef enum`` blocks of ``ext/apdu.pxd`` mirror the enums here; ``tests/test_types.py``
+checks that both agree, and that the packed C structs have the sizes of the dtypes.
+"""
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+import numpy as np
+
+__all__ = [
+    "TypeID", "Cot", "UFunction", "FrameFormat", "FrameStatus", "Flag", "Quality", "TimeFlag",
+    "POINT_DTYPE", "FRAME_DTYPE", "NO_TIME", "NO_EXTRA", "BROADCAST_CA", "family_of",
+    "MONITOR_TYPES", "COMMAND_TYPES", "SYSTEM_TYPES",
+]
+
+
+class TypeID(IntEnum):
+    """ASDU type identification (IEC 60870-5-101/104, 7.2.1)."""
+
+    # monitor direction: process information
+    M_SP_NA_1 = 1
+    M_SP_TA_1 = 2
+    M_DP_NA_1 = 3
+    M_DP_TA_1 = 4
+    M_ST_NA_1 = 5
+    M_ST_TA_1 = 6
+    M_BO_NA_1 = 7
+    M_BO_TA_1 = 8
+    M_ME_NA_1 = 9
+    M_ME_TA_1 = 10
+    M_ME_NB_1 = 11
+    M_ME_TB_1 = 12
+    M_ME_NC_1 = 13
+    M_ME_TC_1 = 14
+    M_IT_NA_1 = 15
+    M_IT_TA_1 = 16
+    M_EP_TA_1 = 17
+    M_EP_TB_1 = 18
+    M_EP_TC_1 = 19
+    M_PS_NA_1 = 20
+    M_ME_ND_1 = 21
+    M_SP_TB_1 = 30
+    M_DP_TB_1 = 31
+    M_ST_TB_1 = 32
+    M_BO_TB_1 = 33
+    M_ME_TD_1 = 34
+    M_ME_TE_1 = 35
+    M_ME_TF_1 = 36
+    M_IT_TB_1 = 37
+    M_EP_TD_1 = 38
+    M_EP_TE_1 = 39
+    M_EP_TF_1 = 40
+    # control direction: process information
+    C_SC_NA_1 = 45
+    C_DC_NA_1 = 46
+    C_RC_NA_1 = 47
+    C_SE_NA_1 = 48
+    C_SE_NB_1 = 49
+    C_SE_NC_1 = 50
+    C_BO_NA_1 = 51
+    C_SC_TA_1 = 58
+    C_DC_TA_1 = 59
+    C_RC_TA_1 = 60
+    C_SE_TA_1 = 61
+    C_SE_TB_1 = 62
+    C_SE_TC_1 = 63
+    C_BO_TA_1 = 64
+    # monitor direction: system information
+    M_EI_NA_1 = 70
+    # control direction: system information
+    C_IC_NA_1 = 100
+    C_CI_NA_1 = 101
+    C_RD_NA_1 = 102
+    C_CS_NA_1 = 103
+    C_TS_NA_1 = 104
+    C_RP_NA_1 = 105
+    C_CD_NA_1 = 106
+    C_TS_TA_1 = 107
+    # control direction: parameters
+    P_ME_NA_1 = 110
+    P_ME_NB_1 = 111
+    P_ME_NC_1 = 112
+    P_AC_NA_1 = 113
+    # file transfer
+    F_FR_NA_1 = 120
+    F_SR_NA_1 = 121
+    F_SC_NA_1 = 122
+    F_LS_NA_1 = 123
+    F_AF_NA_1 = 124
+    F_SG_NA_1 = 125
+    F_DR_TA_1 = 126
+    F_SC_NB_1 = 127
+
+    @classmethod
+    def parse(cls, value: "TypeID | int | str") -> "TypeID":
+        """A TypeID from itself, its number or its name (``"C_SC_NA_1"``, any case)."""
+        if isinstance(value, str):
+            try:
+                return cls[value.strip().upper()]
+            except KeyError:
+                raise ValueError(f"unknown type {value!r}") from None
+        return cls(int(value))
+
+
+MONITOR_TYPES = frozenset(t for t in TypeID if t <= 44)
+COMMAND_TYPES = frozenset(t for t in TypeID if 45 <= t <= 64)
+SYSTEM_TYPES = frozenset(t for t in TypeID if 100 <= t <= 107)
+
+# A type family joins a monitor type with its time-tagged variants: they are one point.
+_FAMILY = {int(t): int(t) for t in TypeID}
+_FAMILY.update({
+    2: 1, 30: 1, 4: 3, 31: 3, 6: 5, 32: 5, 8: 7, 33: 7, 10: 9, 34: 9, 21: 9, 12: 11, 35: 11,
+    14: 13, 36: 13, 16: 15, 37: 15, 38: 17, 39: 18, 40: 19,
+    58: 45, 59: 46, 60: 47, 61: 48, 62: 49, 63: 50, 64: 51, 107: 104,
+})
+
+
+def family_of(type_id: int) -> int:
+    """The family (base type id) of a type id; unknown ids are their own family."""
+    return _FAMILY.get(int(type_id), int(type_id))
+
+
+class Cot(IntEnum):
+    """Cause of transmission (7.2.3), the 6-bit cause without the P/N and T bits."""
+
+    PERIODIC = 1
+    BACKGROUND = 2
+    SPONTANEOUS = 3
+    INITIALIZED = 4
+    REQUEST = 5
+    ACTIVATION = 6
+    ACTIVATION_CON = 7
+    DEACTIVATION = 8
+    DEACTIVATION_CON = 9
+    ACTIVATION_TERMINATION = 10
+    RETURN_REMOTE = 11
+    RETURN_LOCAL = 12
+    FILE_TRANSFER = 13
+    INTERROGATED_BY_STATION = 20
+    INTERROGATED_BY_GROUP_1 = 21
+    INTERROGATED_BY_GROUP_16 = 36
+    REQUESTED_BY_GENERAL_COUNTER = 37
+    REQUESTED_BY_GROUP_1_COUNTER = 38
+    REQUESTED_BY_GROUP_4_COUNTER = 41
+    UNKNOWN_TYPE_ID = 44
+    UNKNOWN_CAUSE = 45
+    UNKNOWN_CA = 46
+    UNKNOWN_IOA = 47
+
+
+class UFunction(IntEnum):
+    """U-frame functions as the bits of the first control octet (with the 0b11 format bits)."""
+
+    NONE = 0
+    STARTDT_ACT = 0x07
+    STARTDT_CON = 0x0B
+    STOPDT_ACT = 0x13
+    STOPDT_CON = 0x23
+    TESTFR_ACT = 0x43
+    TESTFR_CON = 0x83
+
+
+class FrameFormat(IntEnum):
+    I = 0  # noqa: E741 - the standard's name
+    S = 1
+    U = 2
+
+
+class FrameStatus(IntEnum):
+    """Why a frame could not be decoded; OK for a good one."""
+
+    OK = 0
+    BAD_START = 1          # first octet is not 0x68: resynchronised at the next 0x68
+    BAD_LENGTH = 2         # length octet outside 4..253
+    BAD_CONTROL = 3        # U-frame with no or several functions, or unused format bits
+    SHORT_ASDU = 4         # I-frame too short for the data unit identifier
+    UNKNOWN_TYPE = 5       # type id not of the standard: header kept, objects skipped
+    LENGTH_MISMATCH = 6    # VSQ object count does not fit the APDU length
+    EMPTY = 7              # VSQ count of zero
+    TRUNCATED = 8          # stream ended inside this frame (decode of a finite buffer only)
+
+
+class Flag(IntFlag):
+    """Bits of POINT_DTYPE.flags: the COT octet's P/N and T bits and the VSQ's SQ bit."""
+
+    NEGATIVE = 0x01
+    TEST = 0x02
+    SQ = 0x04
+
+
+class Quality(IntFlag):
+    """Quality descriptor bits as sent (QDS, SIQ, DIQ; counters' BCR flags; VTI's transient)."""
+
+    OV = 0x01          # overflow (QDS)
+    BL = 0x10
+    SB = 0x20
+    NT = 0x40
+    IV = 0x80
+    # binary counter reading: the sequence number is the low five bits
+    CY = 0x20
+    CA = 0x40
+    # step position: transient state
+    TRANSIENT = 0x80
+    # protection events: elapsed time invalid
+    EI = 0x08
+
+
+class TimeFlag(IntFlag):
+    """Bits of POINT_DTYPE.time_flags, from CP56Time2a / CP24Time2a."""
+
+    IV = 0x01        # time invalid
+    SU = 0x02        # summer time
+    CP24 = 0x04      # time was a CP24Time2a resolved against the receive time
+    GEN = 0x08       # CP56 'substituted' (RES1/GEN) bit
+
+
+NO_TIME = np.iinfo(np.int64).min
+"""``time`` of an object that carried no time tag."""
+NO_EXTRA = -1
+"""``extra`` of an object that has no second value."""
+BROADCAST_CA = 0xFFFF
+
+POINT_DTYPE = np.dtype([
+    ("station", "<u4"),
+    ("ca", "<u2"),
+    ("ioa", "<u4"),
+    ("type_id", "u1"),
+    ("cot", "u1"),
+    ("flags", "u1"),
+    ("originator", "u1"),
+    ("value", "<f8"),
+    ("quality", "u1"),
+    ("time", "<i8"),
+    ("time_flags", "u1"),
+    ("extra", "<i4"),
+    ("recv_ns", "<i8"),
+])
+"""One row per information object as received, packed (no padding) to match ``point_t``.
+
+``value`` per type: 0/1 single point; 0..3 double point; step position -64..63; bitstring as
+an unsigned 32-bit integer (little-endian, as sent); normalized as value/32768; scaled as the
+int16; short float; counter reading as int32; commands' state (SCS 0/1, DCS/RCS 0..3) or
+setpoint value; interrogation QOI; counter interrogation QCC; test command FBP; reset QRP;
+delay acquisition CP16 ms; parameter value; file transfer NOF (name of file); M_EI_NA_1 COI.
+
+``quality`` is the qualifier octet as sent: QDS/SIQ/DIQ bits, the BCR's sequence and
+CY/CA/IV, the VTI's transient bit (0x80), the protection events' quality, a command's
+qualifier (QOC with S/E 0x80, QOS with S/E 0x80), QPM/QPA for parameters, the qualifier of
+file transfer (FRQ, SRQ, SCQ, LSQ, AFQ; SOF for a directory).
+
+``extra`` holds what does not fit one float: CP16Time2a of protection events (17-19, 38-40:
+elapsed time or relay operating time in ms), M_PS_NA_1's change-detection octets (20: the
+16-bit CD word), the length of file or section (120, 121, 126: LOF), the section name (122-125:
+NOS), the segment length (125: LOS); NO_EXTRA (-1) elsewhere. M_EP_TB/TC's relay duration (CP16
+before the operating time) is not kept: only the operating time is.
+
+``time`` is CP56Time2a (or CP24Time2a resolved against the receive time) in ms since the Unix
+epoch, interpreted in the decoder's time zone (UTC by default; years 00..99 are 2000..2099);
+NO_TIME when the object had no time tag. C_CS_NA_1 and C_TS_TA_1 put their time here too.
+"""
+
+FRAME_DTYPE = np.dtype([
+    ("offset", "<u4"),
+    ("length", "<u2"),
+    ("format", "u1"),
+    ("status", "u1"),
+    ("ns", "<u2"),
+    ("nr", "<u2"),
+    ("u_function", "u1"),
+    ("type_id", "u1"),
+    ("sq", "u1"),
+    ("count", "u1"),
+    ("cot", "u1"),
+    ("negative", "u1"),
+    ("test", "u1"),
+    ("originator", "u1"),
+    ("ca", "<u2"),
+    ("first_point", "<u4"),
+    ("n_points", "<u2"),
+])
+"""One row per APDU: where it was, its APCI, its data unit identifier, its status, and the
+rows of the point array it produced (``first_point``, ``n_points``)."""
