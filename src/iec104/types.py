@@ -201,8 +201,8 @@ class Quality(IntFlag):
     # binary counter reading: the sequence number is the low five bits
     CY = 0x20
     CA = 0x40
-    # step position: transient state
-    TRANSIENT = 0x80
+    # step position: the VTI's transient bit, moved into a bit QDS leaves reserved
+    TRANSIENT = 0x02
     # protection events: elapsed time invalid
     EI = 0x08
 
@@ -245,10 +245,13 @@ int16; short float; counter reading as int32; commands' state (SCS 0/1, DCS/RCS 
 setpoint value; interrogation QOI; counter interrogation QCC; test command FBP; reset QRP;
 delay acquisition CP16 ms; parameter value; file transfer NOF (name of file); M_EI_NA_1 COI.
 
-``quality`` is the qualifier octet as sent: QDS/SIQ/DIQ bits, the BCR's sequence and
-CY/CA/IV, the VTI's transient bit (0x80), the protection events' quality, a command's
-qualifier (QOC with S/E 0x80, QOS with S/E 0x80), QPM/QPA for parameters, the qualifier of
-file transfer (FRQ, SRQ, SCQ, LSQ, AFQ; SOF for a directory).
+``quality`` is the qualifier octet as sent: SIQ/DIQ with the state bits cleared, QDS, the
+BCR's sequence and CY/CA/IV, the SEP with its event state cleared or the QDP of protection
+events; for step positions the QDS plus the VTI's transient bit as 0x02 (a bit QDS leaves
+reserved); for commands the SCO/DCO/RCO octet with its state bits cleared (QU, S/E 0x80) or
+the QOS; QPM for parameters (P_AC_NA_1: 0); for file transfer FRQ, SRQ, SCQ, LSQ, AFQ or SOF.
+``value`` of a single/double point is SPI/DPI, of M_EP_TA/TD the event state ES, of
+M_EP_TB/TE the SPE octet, of M_EP_TC/TF the OCI octet; M_PS_NA_1's status word ST.
 
 ``extra`` holds what does not fit one float: CP16Time2a of protection events (17-19, 38-40:
 elapsed time or relay operating time in ms), M_PS_NA_1's change-detection octets (20: the
