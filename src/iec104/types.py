@@ -253,11 +253,12 @@ the QOS; QPM for parameters (P_AC_NA_1: 0); for file transfer FRQ, SRQ, SCQ, LSQ
 ``value`` of a single/double point is SPI/DPI, of M_EP_TA/TD the event state ES, of
 M_EP_TB/TE the SPE octet, of M_EP_TC/TF the OCI octet; M_PS_NA_1's status word ST.
 
-``extra`` holds what does not fit one float: CP16Time2a of protection events (17-19, 38-40:
-elapsed time or relay operating time in ms), M_PS_NA_1's change-detection octets (20: the
-16-bit CD word), the length of file or section (120, 121, 126: LOF), the section name (122-125:
-NOS), the segment length (125: LOS); NO_EXTRA (-1) elsewhere. M_EP_TB/TC's relay duration (CP16
-before the operating time) is not kept: only the operating time is.
+``extra`` holds what does not fit one float: the CP16Time2a of protection events (17-19,
+38-40: elapsed time, relay duration or relay operating time, in ms), M_PS_NA_1's
+change-detection word CD, the length of file or section LOF (120, 121, 126), the section name
+NOS (122-125; for F_SG_NA_1 ``quality`` holds the segment length LOS); NO_EXTRA (-1) elsewhere.
+What the row has no room for: F_SR_NA_1's NOS, F_LS_NA_1's checksum, F_SC_NB_1's stop time and
+F_SG_NA_1's segment octets (decode the frame's bytes at ``FRAME_DTYPE.offset`` for those).
 
 ``time`` is CP56Time2a (or CP24Time2a resolved against the receive time) in ms since the Unix
 epoch, interpreted in the decoder's time zone (UTC by default; years 00..99 are 2000..2099);
