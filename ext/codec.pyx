@@ -400,9 +400,12 @@ cdef Py_ssize_t scan(const uint8_t* buf, Py_ssize_t n, bint final, const ctx_t* 
             break
         length = buf[pos + 1]
         if length < LEN_MIN or length > LEN_MAX:
-            blank(f, pos, 2, ST_BAD_LENGTH)         # resynchronise after this octet pair
+            # resynchronise at the next start octet; the octets skipped belong to this record
+            q = <const uint8_t*>memchr(buf + pos + 1, START, n - pos - 1)
+            skip = (q - (buf + pos)) if q != NULL else n - pos
+            blank(f, pos, skip, ST_BAD_LENGTH)
             nf[0] += 1
-            pos += 1
+            pos += skip
             continue
         if n - pos < length + 2:
             if final:
