@@ -1,0 +1,137 @@
+"""Control-direction requests: validate what the caller asked, build the ASDU, and the
+bookkeeping that matches confirmations (ActCon/ActTerm) to the request that awaits them."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+
+from iec104._encode import encode_asdu
+from iec104.errors import BY_COT, CommandError, NegativeConfirmation
+from iec104.types import NO_TIME, Cot, TypeID
+
+__all__ = ["CommandResult", "build_command", "Pending", "TIME_TAGGED", "to_ms"]
+
+# the time-tagged variant of each command type, for `time=` on a plain one
+TIME_TAGGED = {45: 58, 46: 59, 47: 60, 48: 61, 49: 62, 50: 63, 51: 64}
+_SE = 0x80
+
+
+def to_ms(time) -> int:
+    """Milliseconds since the epoch (UTC wall clock) of a datetime, a number of ms, or True (now)."""
+    if time is True:
+        return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    if isinstance(time, dt.datetime):
+        if time.tzinfo is None:
+            time = time.replace(tzinfo=dt.timezone.utc)
+        return int(time.timestamp() * 1000)
+    return int(time)
+
+
+def build_command(type, ca: int, ioa: int, value, *, select: bool = False, qualifier: int = 0,
+                  time=None, cot: int = Cot.ACTIVATION, sizes: dict) -> tuple[int, bytes]:
+    """Validate a command and encode its ASDU; returns ``(type_id, asdu)``.
+
+    ``qualifier`` is QU (0..31) for single, double and regulating step commands and QL
+    (0..127) for setpoints; ``select`` sets S/E; ``time`` (datetime, ms or True for now)
+    selects the time-tagged variant of the type.
+    """
+    t = int(TypeID.parse(type))
+    if time is not None and t in TIME_TAGGED:
+        t = TIME_TAGGED[t]
+    if not (45 <= t <= 51 or 58 <= t <= 64):
+        raise ValueError(f"{TypeID(t).name} is not a command type (45-51, 58-64)")
+    base = t - 13 if t >= 58 else t
+    if base in (45, 46, 47) and not 0 <= qualifier <= 31:
+        raise ValueError(f"qualifier QU {qualifier} not in 0..31")
+    if base in (48, 49, 50) and not 0 <= qualifier <= 127:
+        raise ValueError(f"qualifier QL {qualifier} not in 0..127")
+    se = _SE if select else 0
+    if base == 45:
+        if value not in (0, 1, True, False):
+            raise ValueError(f"single command value {value!r}: 0 or 1")
+        q = (qualifier << 2) | se
+    elif base in (46, 47):
+        if value not in (1, 2):
+            raise ValueError(f"{TypeID(t).name} state {value!r}: 1 (off/lower) or 2 (on/higher)")
+        q = (qualifier << 2) | se
+    elif base == 48:
+        if not -1.0 <= value <= 32767 / 32768:
+            raise ValueError(f"normalized setpoint {value!r} not in -1..1")
+        q = qualifier | se
+    elif base == 49:
+        if not -32768 <= value <= 32767 or value != int(value):
+            raise ValueError(f"scaled setpoint {value!r} not an int16")
+        q = qualifier | se
+    elif base == 50:
+        q = qualifier | se
+    else:
+        if select:
+            raise ValueError("a bitstring command (C_BO) has no select/execute")
+        if not 0 <= value <= 0xFFFFFFFF or value != int(value):
+            raise ValueError(f"bitstring {value!r} not a 32-bit unsigned integer")
+        q = 0
+    time_ms = to_ms(time if time is not None else True) if t >= 58 else NO_TIME
+    return t, encode_asdu(t, ca, ioa, float(value), q, cot=cot, time_ms=time_ms, **sizes)
+
+
+@dataclass
+class CommandResult:
+    """What the outstation answered to a request."""
+
+    type_id: int
+    ca: int
+    ioa: int
+    value: float
+    con_cot: int | None = None
+    terminated: bool = False
+    rtt: float | None = None
+
+
+@dataclass
+class Pending:
+    """A request waiting for its ActCon and, if asked, its ActTerm."""
+
+    type_id: int
+    ca: int
+    ioa: int
+    want_term: bool
+    con: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    term: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    confirmed_cas: set = field(default_factory=set)
+
+    def confirm(self, cot: int, negative: bool, ca: int) -> None:
+        """Feed one answer (its cause, P/N bit and CA) to the futures."""
+        err = _error(self.type_id, ca, self.ioa, cot, negative)
+        if cot == Cot.ACTIVATION_TERMINATION:
+            if not self.term.done():
+                self.term.set_result(ca)
+            if not self.con.done():             # some RTUs skip ActCon of a terminated request
+                self.con.set_result(cot)
+            return
+        if err is not None:
+            for fut in (self.con, self.term):
+                if not fut.done():
+                    fut.set_exception(err)
+                    fut.exception()             # retrieved: nobody may await term
+            return
+        if not self.con.done():
+            self.con.set_result(cot)
+
+    def fail(self, exc: BaseException) -> None:
+        for fut in (self.con, self.term):
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()
+
+
+def _error(type_id, ca, ioa, cot, negative) -> CommandError | None:
+    name = TypeID(type_id).name if type_id in TypeID._value2member_map_ else str(type_id)
+    if cot in BY_COT:
+        cls = BY_COT[cot]
+        return cls(f"{name} CA {ca} IOA {ioa}: {Cot(cot).name.lower().replace('_', ' ')}"
+                   f" (COT {cot})", type_id=type_id, ca=ca, ioa=ioa, cot=cot, negative=negative)
+    if negative:
+        return NegativeConfirmation(f"{name} CA {ca} IOA {ioa}: negative confirmation (COT {cot})",
+                                    type_id=type_id, ca=ca, ioa=ioa, cot=cot)
+    return None

@@ -1,0 +1,161 @@
+"""The control station: many sessions in one event loop, one store, one point catalog."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from iec104.export import write_table
+from iec104.metadata import Catalog
+from iec104.session import Session, SessionSettings
+from iec104.store import Store
+
+__all__ = ["Master", "run"]
+
+log = logging.getLogger("iec104.master")
+
+
+def run(main, *, debug: bool = False):
+    """Run a coroutine on uvloop when installed (plain asyncio otherwise)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main, debug=debug)
+    return uvloop.run(main, debug=debug)
+
+
+class Master:
+    """An IEC 104 master: sessions to many RTUs, their latest values and event log.
+
+    Parameters
+    ----------
+    event_capacity : int
+        Rows the in-memory event log keeps for consumers that read it (``events()``).
+    **defaults
+        Session settings applied to every :meth:`connect` (see :class:`SessionSettings`).
+
+    Examples
+    --------
+    >>> async with iec104.Master() as master:
+    ...     rtu = await master.connect("127.0.0.1", 2404, name="substation-7")
+    ...     await rtu.interrogate()
+    ...     df = master.parameters()
+    """
+
+    def __init__(self, *, event_capacity: int = 1_000_000, **defaults):
+        self.defaults = SessionSettings.of(**defaults)
+        self.store = Store(event_capacity=event_capacity)
+        self.catalog = Catalog()
+        self.sessions: list[Session] = []
+
+    async def __aenter__(self) -> "Master":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def connect(self, host: str, port: int = 2404, *, name: str | None = None,
+                      **settings) -> Session:
+        """Open a session to an RTU and return it once data transfer has started.
+
+        The general interrogation at start runs in the background (``await
+        session.interrogate()`` to wait for a complete image). Raises
+        :class:`iec104.errors.ConnectError` when the first connection attempt fails.
+        """
+        merged = {f: getattr(self.defaults, f) for f in self.defaults.__dataclass_fields__}
+        merged.update(settings)
+        s = Session(host, port, name=name or f"{host}:{port}", station=len(self.sessions),
+                    settings=SessionSettings.of(**merged), on_points=self.store.update,
+                    check_command=self.catalog.check_command)
+        self.sessions.append(s)
+        try:
+            await s.start()
+        except BaseException:
+            self.sessions[s.station] = None     # keep station numbers stable
+            raise
+        return s
+
+    def session(self, name_or_station) -> Session:
+        for s in self.sessions:
+            if s is not None and (s.name == name_or_station or s.station == name_or_station):
+                return s
+        raise KeyError(name_or_station)
+
+    async def close(self) -> None:
+        """Stop data transfer and close every session, then the event log's consumers."""
+        await asyncio.gather(*(s.close() for s in self.sessions if s is not None),
+                             return_exceptions=True)
+        self.store.close()
+
+    # ---- tables ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """The total number of parameters (latest-value rows)."""
+        return len(self.store)
+
+    def points(self, *, station: int | None = None) -> pl.DataFrame:
+        """The latest value of every (station, CA, IOA, type family), as received."""
+        return self.store.points(station=station)
+
+    def parameters(self) -> pl.DataFrame:
+        """Live values left-joined with the point list: engineering values, names, units,
+        readable quality; rows the list does not know ("unknown") and rows never received
+        ("missing") included."""
+        return self.catalog.parameters(self.store.points())
+
+    def command_points(self) -> pl.DataFrame:
+        """IOAs that accept commands: from the point list, and learned from confirmations."""
+        learned = [dict(station=k[0], ca=k[1], ioa=k[2], type_id=k[3],
+                        last_result=v["last_result"])
+                   for s in self.sessions if s is not None
+                   for k, v in s.learned_commands.items()]
+        return self.catalog.command_points(learned=learned)
+
+    def devices(self) -> pl.DataFrame:
+        """One row per common address seen behind each session."""
+        counts = self.store.counts_by_device()
+        rows = []
+        for s in self.sessions:
+            if s is None:
+                continue
+            for ca, dev in sorted(s.devices.items()):
+                rows.append({"station": s.station, "session": s.name, "ca": ca,
+                             "objects": int(counts.get((s.station, ca), 0)),
+                             "last_gi": dev.get("last_gi"), "gi_state": dev.get("gi_state"),
+                             "tcp_state": s.tcp_state, "data_transfer": s.data_transfer})
+        schema = {"station": pl.UInt32, "session": pl.String, "ca": pl.UInt16,
+                  "objects": pl.UInt32, "last_gi": pl.Float64, "gi_state": pl.String,
+                  "tcp_state": pl.String, "data_transfer": pl.String}
+        df = pl.DataFrame(rows, schema=schema)
+        return df.with_columns(pl.from_epoch(pl.col("last_gi") * 1000, time_unit="ms")
+                               .dt.replace_time_zone("UTC"))
+
+    def status(self) -> list[dict]:
+        return [s.status() for s in self.sessions if s is not None]
+
+    # ---- point lists -------------------------------------------------------------------------
+
+    def import_points(self, source, *, station: int | None = None, **options) -> pl.DataFrame:
+        """Read a point list (CSV/XLSX path or DataFrame) now; all or nothing."""
+        return self.catalog.load(source, station=station, **options)
+
+    async def import_points_async(self, source=None, *, station: int | None = None, **options):
+        """Import off the event loop (large lists, import hooks); ``catalog.status`` shows
+        its progress while it runs."""
+        return await self.catalog.import_points(source, station=station, **options)
+
+    # ---- export ------------------------------------------------------------------------------
+
+    def export(self, path: str | Path) -> Path:
+        """Write the parameter table (.parquet, .csv, .arrow, .jsonl), atomically."""
+        return write_table(self.parameters(), path)
+
+    def export_events(self, path: str | Path) -> Path:
+        """Write the event log held in memory, atomically."""
+        return write_table(self.store.event_frame(), path)
+
+    def events(self, **options):
+        """Async iterator of batches of every object received (see :meth:`Store.events`)."""
+        return self.store.events(**options)
