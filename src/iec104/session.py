@@ -478,12 +478,12 @@ class Session:
         """"stopped", "starting", "started", "stopping", or "-" when not connected."""
         if self._link is None or self._transport is None:
             return "-"
-        return self._link.status()["data_transfer"]
+        return self._link.data_transfer
 
     def _send(self, asdu: bytes) -> None:
         if self._link is None or self._transport is None or self.data_transfer != "started":
             raise NotConnected(f"{self.name}: data transfer is not started ({self.tcp_state})")
-        self._link.send_asdu(asdu)
+        self._link.send_asdu(asdu, self._loop.time())
         self.counts["requests"] += 1
         self._pump()
 
