@@ -52,7 +52,8 @@ cdef inline int64_t cp56_to_ms(const uint8_t* p, uint8_t* flags) noexcept nogil:
             + minute * MS_PER_MIN + ms)
 
 cdef inline void ms_to_cp56(int64_t t, uint8_t flags, uint8_t* p) noexcept nogil:
-    """Write wall-clock milliseconds as CP56Time2a (day of week filled in, Monday = 1)."""
+    """Write wall-clock milliseconds as CP56Time2a. Day of week is left 0 (not used), as
+    lib60870 does: receivers must not depend on it."""
     cdef int64_t days = t // MS_PER_DAY
     cdef int64_t rem = t - days * MS_PER_DAY
     cdef int y, m, d
@@ -60,12 +61,11 @@ cdef inline void ms_to_cp56(int64_t t, uint8_t flags, uint8_t* p) noexcept nogil
     cdef int ms = <int>(rem % MS_PER_MIN)
     cdef int minute = <int>((rem // MS_PER_MIN) % 60)
     cdef int hour = <int>(rem // MS_PER_HOUR)
-    cdef int dow = <int>((days + 3) % 7) + 1      # 1970-01-01 was a Thursday (4)
     p[0] = ms & 0xFF
     p[1] = (ms >> 8) & 0xFF
     p[2] = minute | (0x80 if flags & TF_IV else 0) | (0x40 if flags & TF_GEN else 0)
     p[3] = hour | (0x80 if flags & TF_SU else 0)
-    p[4] = d | (dow << 5)
+    p[4] = d
     p[5] = m
     p[6] = (y - 2000) & 0x7F
 
