@@ -1,5 +1,4 @@
 """A real IEC 104 outstation for interoperability tests: lib60870-C through the c104 package."""
-from __future__ import annotations
 
 import socket
 import threading
@@ -60,7 +59,8 @@ class C104Outstation:
                 p = st.add_point(io_address=ioa, type=typ, command_mode=mode)
                 p.on_receive(callable=self._on_command)
 
-    def _on_command(self, point, previous_info, message):
+    def _on_command(self, point: c104.Point, previous_info: c104.Information,
+                    message: c104.IncomingMessage) -> c104.ResponseState:
         with self._lock:
             self.received.append({"ca": point.station.common_address, "ioa": point.io_address,
                                   "type": int(point.type), "value": point.value,

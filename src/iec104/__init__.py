@@ -1,12 +1,31 @@
 """iec104: a fast IEC 60870-5-104 master (control station) for Python."""
 from iec104._codec import Decoder, decode, decode_all, decode_frames
+from iec104.errors import (
+    CommandError, ConfirmationTimeout, ConnectError, IEC104Error, NegativeConfirmation,
+    NotConnected, UnknownCommonAddressError, UnknownIOAError,
+)
+from iec104.master import Master, run
+from iec104.metadata import CommandNotAllowed, PointListError, read_point_list
+from iec104.session import Session, SessionSettings
 from iec104.types import (
     BROADCAST_CA, FRAME_DTYPE, NO_TIME, POINT_DTYPE, Cot, Flag, FrameFormat, FrameStatus,
     Quality, TimeFlag, TypeID, UFunction,
 )
 
 __all__ = [
-    "Decoder", "decode", "decode_all", "decode_frames",
+    "Decoder", "decode", "decode_all", "decode_frames", "Master", "Session", "SessionSettings",
+    "run", "read_point_list",
     "BROADCAST_CA", "FRAME_DTYPE", "NO_TIME", "POINT_DTYPE", "Cot", "Flag", "FrameFormat",
     "FrameStatus", "Quality", "TimeFlag", "TypeID", "UFunction",
+    "IEC104Error", "ConnectError", "NotConnected", "CommandError", "NegativeConfirmation",
+    "UnknownIOAError", "UnknownCommonAddressError", "ConfirmationTimeout", "PointListError",
+    "CommandNotAllowed",
 ]
+
+
+def __getattr__(name):
+    # the simulator pulls in more than a master needs: load it on first use
+    if name == "Outstation":
+        from iec104.outstation import Outstation
+        return Outstation
+    raise AttributeError(f"module 'iec104' has no attribute {name!r}")

@@ -15,6 +15,7 @@ __all__ = ["CommandResult", "build_command", "Pending", "TIME_TAGGED", "to_ms"]
 # the time-tagged variant of each command type, for `time=` on a plain one
 TIME_TAGGED = {45: 58, 46: 59, 47: 60, 48: 61, 49: 62, 50: 63, 51: 64}
 _SE = 0x80
+NEGATIVE_GRACE = 0.05   # s to wait after a negative ActCon for the COT 44-47 that may follow
 
 
 def to_ms(time) -> int:
@@ -98,7 +99,7 @@ class Pending:
     want_term: bool
     con: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     term: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    confirmed_cas: set = field(default_factory=set)
+    _refusal: asyncio.TimerHandle | None = None
 
     def confirm(self, cot: int, negative: bool, ca: int) -> None:
         """Feed one answer (its cause, P/N bit and CA) to the futures."""
@@ -110,13 +111,24 @@ class Pending:
                 self.con.set_result(cot)
             return
         if err is not None:
-            for fut in (self.con, self.term):
-                if not fut.done():
-                    fut.set_exception(err)
-                    fut.exception()             # retrieved: nobody may await term
+            if cot in BY_COT or self._refusal is not None:
+                self._refuse(err)
+            else:
+                # lib60870 follows a negative ActCon with COT 44-47 naming the cause: give it
+                # a moment so the caller gets the precise error
+                self._refusal = asyncio.get_running_loop().call_later(
+                    NEGATIVE_GRACE, self._refuse, err)
             return
         if not self.con.done():
             self.con.set_result(cot)
+
+    def _refuse(self, err: Exception) -> None:
+        if self._refusal is not None:
+            self._refusal.cancel()
+        for fut in (self.con, self.term):
+            if not fut.done():
+                fut.set_exception(err)
+                fut.exception()                 # retrieved: nobody may await term
 
     def fail(self, exc: BaseException) -> None:
         for fut in (self.con, self.term):

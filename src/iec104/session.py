@@ -183,7 +183,7 @@ class Session:
         self._reads: dict[tuple, asyncio.Future] = {}
         self._interrogations: dict[tuple, _Interrogation] = {}
         self._started: asyncio.Future | None = None
-        self._lost = asyncio.Event()
+        self._lost_evt = asyncio.Event()
         self._closing = False
         self._now_reconnect = False
         self._run_task: asyncio.Task | None = None
@@ -249,7 +249,7 @@ class Session:
         if self._transport is not None:
             self._transport.close()
         else:
-            self._lost.set()
+            self._lost_evt.set()
         await self._started
 
     async def _wait_stopped(self):
@@ -261,7 +261,7 @@ class Session:
         loop = self._loop
         while not self._closing:
             self.tcp_state = "connecting"
-            self._lost.clear()
+            self._lost_evt.clear()
             try:
                 await asyncio.wait_for(
                     loop.create_connection(lambda: _Protocol(self), self.host, self.port),
@@ -273,7 +273,7 @@ class Session:
                 log.warning("%s: %s", self.name, self.last_error)
                 self._fail_start(ConnectError(self.last_error))
             else:
-                await self._lost.wait()
+                await self._lost_evt.wait()
                 if self.counts["started"]:
                     failures = 0
             if self._closing or not self.settings.reconnect:
@@ -328,7 +328,7 @@ class Session:
         self._reads.clear()
         self._interrogations.clear()
         self._fail_start(ConnectError(f"{self.name}: {self.last_error or 'connection closed before STARTDT con'}"))
-        self._lost.set()
+        self._lost_evt.set()
 
     def _received(self, nbytes: int) -> None:
         self._end += nbytes

@@ -1,0 +1,363 @@
+"""Point lists: read (CSV/XLSX), validate, keep per station, join with live values.
+
+A point list is the operators' view of an RTU: which IOA is what, in which unit, scaled how,
+and which IOAs accept commands. Imports are all or nothing: a bad file raises
+:class:`PointListError` naming file, row and column, and the list in force stays.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from iec104.errors import IEC104Error
+from iec104.types import TypeID, family_of
+
+__all__ = ["read_point_list", "PointListError", "CommandNotAllowed", "ImportStatus", "Catalog"]
+
+# canonical column -> accepted spellings (compared without case, spaces, _ and -)
+ALIASES = {
+    "ioa": ["ioa", "address", "informationobjectaddress", "objectaddress", "ioaaddress",
+            "infoaddress", "iaddress"],
+    "ca": ["ca", "commonaddress", "asduaddress", "stationaddress", "casdu", "asdu"],
+    "station": ["station", "rtu", "session"],
+    "name": ["name", "tag", "signal", "pointname", "tagname", "signalname"],
+    "description": ["description", "desc", "text", "comment"],
+    "unit": ["unit", "units", "engineeringunit", "engunit", "eu"],
+    "type": ["type", "typeid", "asdutype", "datatype", "kind"],
+    "scale": ["scale", "factor", "gain", "multiplier"],
+    "offset": ["offset", "bias"],
+    "raw_min": ["rawmin", "rawlow"], "raw_max": ["rawmax", "rawhigh"],
+    "eng_min": ["engmin", "englow"], "eng_max": ["engmax", "enghigh"],
+    "command_type": ["commandtype", "command", "controltype", "cmdtype", "settype"],
+    "min": ["min", "minimum", "lowlimit", "lolimit"],
+    "max": ["max", "maximum", "highlimit", "hilimit"],
+}
+_KIND = {"digital": 1, "binary": 1, "analog": 13, "analogue": 13, "counter": 15}
+OUT_SCHEMA = {"station": pl.UInt32, "ca": pl.UInt16, "ioa": pl.UInt32, "family": pl.UInt8,
+              "type_id": pl.UInt8, "name": pl.String, "description": pl.String, "unit": pl.String,
+              "scale": pl.Float64, "offset": pl.Float64, "command_type": pl.UInt8,
+              "min": pl.Float64, "max": pl.Float64}
+
+
+class PointListError(IEC104Error, ValueError):
+    """A point list that cannot be used: says which file, row (1-based data row) and column."""
+
+    def __init__(self, message: str, *, path=None, row: int | None = None,
+                 column: str | None = None):
+        where = ", ".join(x for x in (str(path) if path else None,
+                                      f"row {row}" if row else None,
+                                      f"column {column!r}" if column else None) if x)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path, self.row, self.column = path, row, column
+
+
+class CommandNotAllowed(IEC104Error):
+    """The point list in force does not list this IOA as a command point of this type."""
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-./()]+", "", str(name).lower())
+
+
+def _read_raw(source, *, sheet, separator, encoding) -> tuple[pl.DataFrame, str]:
+    if isinstance(source, pl.DataFrame):
+        return source, "<DataFrame>"
+    path = Path(source)
+    if not path.exists():
+        raise PointListError("no such file", path=path)
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods"):
+        try:
+            kw = {"sheet_name": sheet} if isinstance(sheet, str) else {"sheet_id": (sheet or 0) + 1 if sheet is not None else 1}
+            df = pl.read_excel(path, engine="calamine", infer_schema_length=0, **kw)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise PointListError(f"cannot read the workbook ({msg})", path=path,
+                                 column=None) from None
+        return df, str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise PointListError(f"unreadable ({e.strerror})", path=path) from None
+    if encoding is None:
+        for encoding in ("utf-8-sig", "latin-1"):
+            try:
+                text = raw.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+    else:
+        text = raw.decode(encoding)
+    if separator is None:
+        head = "\n".join(text.splitlines()[:5])
+        separator = max([",", ";", "\t", "|"], key=head.count)
+    try:
+        df = pl.read_csv(io.StringIO(text), separator=separator, infer_schema_length=0,
+                         truncate_ragged_lines=False)
+    except Exception as e:
+        raise PointListError(f"not a readable CSV ({str(e).splitlines()[0]})", path=path) from None
+    return df, str(path)
+
+
+def _parse_type(value: str | None, row: int, path, column: str) -> int | None:
+    if value is None or str(value).strip() == "":
+        return None
+    v = str(value).strip()
+    if v.lower() in _KIND:
+        return _KIND[v.lower()]
+    try:
+        return int(TypeID.parse(int(float(v)) if re.fullmatch(r"\d+(\.0+)?", v) else v))
+    except ValueError:
+        raise PointListError(f"unknown type {v!r}", path=path, row=row, column=column) from None
+
+
+def read_point_list(source, *, sheet=None, separator: str | None = None,
+                    encoding: str | None = None, station: int | None = None) -> pl.DataFrame:
+    """Read and validate a point list (CSV, XLSX or a DataFrame) into the normalised schema:
+    station, ca, ioa, family, type_id, name, description, unit, scale, offset, command_type,
+    min, max, then every other column as read."""
+    df, path = _read_raw(source, sheet=sheet, separator=separator, encoding=encoding)
+    lookup = {alias: canon for canon, names in ALIASES.items() for alias in names}
+    rename, original = {}, {}
+    for col in df.columns:
+        canon = lookup.get(_norm(col))
+        if canon and canon not in rename.values():
+            rename[col] = canon
+            original[canon] = col
+    if "ioa" not in rename.values():
+        raise PointListError(f"no IOA column (columns seen: {', '.join(df.columns)})",
+                             path=path, column="IOA")
+    df = df.rename(rename)
+    if df.schema != {c: pl.String for c in df.columns}:
+        df = df.select([pl.col(c).cast(pl.String) for c in df.columns])
+    n = len(df)
+
+    def numeric(col, lo=None, hi=None, integer=True):
+        if col not in df.columns:
+            return None
+        s = df[col].str.strip_chars()
+        parsed = s.cast(pl.Float64, strict=False)
+        bad = parsed.is_null() & s.is_not_null() & (s != "")
+        if integer:
+            bad |= parsed.is_not_null() & (parsed != parsed.floor())
+        if lo is not None:
+            bad |= parsed.is_not_null() & ((parsed < lo) | (parsed > hi))
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            rng = f" in {lo}..{hi}" if lo is not None else ""
+            raise PointListError(f"{s[i]!r} is not a{'n integer' if integer else ' number'}{rng}",
+                                 path=path, row=i + 1, column=original.get(col, col))
+        return parsed
+
+    ioa = numeric("ioa", 0, 16_777_215)
+    missing = ioa.is_null()
+    if missing.any():
+        raise PointListError("IOA is empty", path=path, row=int(missing.arg_true()[0]) + 1,
+                             column=original["ioa"])
+    ca = numeric("ca", 0, 65535)
+    st = numeric("station", 0, 2**32 - 1)
+    types = [_parse_type(v, i + 1, path, original.get("type")) for i, v in
+             enumerate(df["type"])] if "type" in df.columns else [None] * n
+    cmds = [_parse_type(v, i + 1, path, original.get("command_type")) for i, v in
+            enumerate(df["command_type"])] if "command_type" in df.columns else [None] * n
+    for i, c in enumerate(cmds):
+        if c is not None and not (45 <= c <= 51 or 58 <= c <= 64):
+            raise PointListError(f"{TypeID(c).name} is not a command type", path=path,
+                                 row=i + 1, column=original["command_type"])
+    scale, offset = numeric("scale", integer=False), numeric("offset", integer=False)
+    ranges = [numeric(c, integer=False) for c in ("raw_min", "raw_max", "eng_min", "eng_max")]
+    if all(r is not None for r in ranges):
+        span = ranges[1] - ranges[0]
+        lin_scale = (ranges[3] - ranges[2]) / span
+        lin_offset = ranges[2] - ranges[0] * lin_scale
+        scale = lin_scale if scale is None else scale.fill_null(lin_scale)
+        offset = lin_offset if offset is None else offset.fill_null(lin_offset)
+    out = pl.DataFrame({
+        "station": (st if st is not None else pl.Series([station] * n, dtype=pl.Float64)),
+        "ca": ca if ca is not None else pl.Series([1.0] * n),
+        "ioa": ioa,
+        "family": pl.Series([family_of(t) if t is not None else None for t in types], dtype=pl.Int64),
+        "type_id": pl.Series(types, dtype=pl.Int64),
+        "name": df["name"] if "name" in df.columns else pl.Series([None] * n, dtype=pl.String),
+        "description": df["description"] if "description" in df.columns else pl.Series([None] * n, dtype=pl.String),
+        "unit": df["unit"] if "unit" in df.columns else pl.Series([None] * n, dtype=pl.String),
+        "scale": scale if scale is not None else pl.Series([None] * n, dtype=pl.Float64),
+        "offset": offset if offset is not None else pl.Series([None] * n, dtype=pl.Float64),
+        "command_type": pl.Series(cmds, dtype=pl.Int64),
+        "min": numeric("min", integer=False) if "min" in df.columns else pl.Series([None] * n, dtype=pl.Float64),
+        "max": numeric("max", integer=False) if "max" in df.columns else pl.Series([None] * n, dtype=pl.Float64),
+    }).with_columns(pl.col("ca").fill_null(1)).cast(OUT_SCHEMA)
+    extras = [c for c in df.columns if c not in ALIASES]
+    out = pl.concat([out, df.select(extras)], how="horizontal") if extras else out
+    key = ["station", "ca", "ioa", "family"]
+    dup = out.select(key).with_row_index("row").filter(pl.struct(key).is_duplicated())
+    if len(dup):
+        rows = dup.group_by(key, maintain_order=True).agg(pl.col("row")).row(0, named=True)["row"]
+        raise PointListError(f"duplicate point (CA {dup['ca'][0]}, IOA {dup['ioa'][0]}) in rows "
+                             f"{rows[0] + 1} and {rows[1] + 1}", path=path, row=rows[1] + 1,
+                             column=original["ioa"])
+    return out
+
+
+@dataclass
+class ImportStatus:
+    """Where an import stands: pending, in_progress (step), completed or failed."""
+
+    state: str = "pending"
+    step: str | None = None
+    source: str | None = None
+    rows: int = 0
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None
+
+
+class Catalog:
+    """The point lists in force (one for all stations and/or one per station), their import
+    status, and the tables joined with live values."""
+
+    def __init__(self):
+        self.lists: dict[int | None, pl.DataFrame] = {}
+        self.status = ImportStatus()
+
+    def load(self, source, *, station: int | None = None, **options) -> pl.DataFrame:
+        """Read, validate and put in force now (all or nothing)."""
+        self.status = ImportStatus("in_progress", "reading", str(source)[:200], started=time.time())
+        try:
+            df = read_point_list(source, station=station, **options)
+        except Exception as e:
+            self.status.state, self.status.error, self.status.finished = "failed", str(e), time.time()
+            raise
+        self.status.step = "joining"
+        self.lists[station] = df
+        self.status = ImportStatus("completed", None, self.status.source, rows=len(df),
+                                   warnings=self._warnings(df), started=self.status.started,
+                                   finished=time.time())
+        return df
+
+    async def import_points(self, source=None, *, station: int | None = None, hook=None,
+                            timeout: float = 60.0, **options) -> pl.DataFrame:
+        """Like :meth:`load`, off the event loop; ``hook=`` runs an import hook instead."""
+        if hook is not None:
+            from iec104.importhooks import run_hook
+            self.status = ImportStatus("in_progress", "reading", f"hook {hook}", started=time.time())
+            try:
+                source = await run_hook(hook, device=options.pop("device", "ALL"),
+                                        timeout=timeout, **options)
+            except Exception as e:
+                self.status.state, self.status.error = "failed", str(e)
+                self.status.finished = time.time()
+                raise
+            options = {}
+        return await asyncio.to_thread(self.load, source, station=station, **options)
+
+    @staticmethod
+    def _warnings(df: pl.DataFrame) -> list[str]:
+        w = []
+        untyped = df["family"].null_count()
+        if untyped:
+            w.append(f"{untyped} row(s) without a type: matched to any type at their IOA")
+        return w
+
+    def table(self) -> pl.DataFrame:
+        """Every list in force, as imported."""
+        frames = [df for df in self.lists.values()]
+        return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=OUT_SCHEMA)
+
+    def parameters(self, points: pl.DataFrame, now: float | None = None) -> pl.DataFrame:
+        """Live values joined with the lists: status ok / unknown / missing, engineering value,
+        readable quality, age."""
+        now = time.time() if now is None else now
+        meta = self.table()
+        live = points.with_columns(pl.lit(True).alias("_live"))
+        if len(meta) == 0:
+            joined = live.with_columns(pl.lit(None, pl.String).alias("name"),
+                                       pl.lit(None, pl.String).alias("description"),
+                                       pl.lit(None, pl.String).alias("unit"),
+                                       pl.lit(None, pl.Float64).alias("scale"),
+                                       pl.lit(None, pl.Float64).alias("offset"),
+                                       pl.lit(False).alias("_listed"))
+        else:
+            meta = meta.with_columns(pl.lit(True).alias("_listed"))
+            joined = self._join(live, meta)
+        q = pl.col("quality")
+        out = joined.with_columns(
+            pl.when(pl.col("_live").is_null()).then(pl.lit("missing"))
+            .when(pl.col("_listed").is_null() | ~pl.col("_listed")).then(pl.lit("unknown"))
+            .otherwise(pl.lit("ok")).alias("status"),
+            (pl.col("value") * pl.col("scale").fill_null(1.0) + pl.col("offset").fill_null(0.0))
+            .alias("eng_value"),
+            *[((q & bit) != 0).alias(name) for name, bit in
+              (("iv", 0x80), ("nt", 0x40), ("sb", 0x20), ("bl", 0x10), ("ov", 0x01))],
+            (pl.lit(now) - pl.col("recv_time").dt.epoch("ns") / 1e9).alias("age"),
+        ).drop([c for c in ("_live", "_listed") if c in joined.columns])
+        first = ["station", "ca", "ioa", "name", "type", "value", "eng_value", "unit", "status",
+                 "iv", "nt", "sb", "bl", "ov", "time", "age", "description"]
+        first = [c for c in first if c in out.columns]
+        return out.select(first + [c for c in out.columns if c not in first]).sort(
+            ["station", "ca", "ioa"], nulls_last=True)
+
+    def _join(self, live: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
+        """Full join on (station, CA, IOA, family); list rows without a station match every
+        station, rows without a type match any family at their IOA."""
+        stations = live["station"].unique().to_list() or [0]
+        any_st = meta.filter(pl.col("station").is_null())
+        if len(any_st):
+            meta = pl.concat([meta.filter(pl.col("station").is_not_null()),
+                              *[any_st.with_columns(pl.lit(s, pl.UInt32).alias("station"))
+                                for s in stations]], how="vertical_relaxed")
+            meta = meta.unique(["station", "ca", "ioa", "family"], keep="first", maintain_order=True)
+        typed = meta.filter(pl.col("family").is_not_null())
+        untyped = meta.filter(pl.col("family").is_null()).drop(["family", "type_id"])
+        meta_cols = [c for c in meta.columns if c not in ("station", "ca", "ioa", "family", "type_id")]
+        j = live.join(typed.drop("type_id"), on=["station", "ca", "ioa", "family"], how="full",
+                      coalesce=True)
+        if len(untyped):
+            fill = j.filter(pl.col("_listed").is_null()).drop(meta_cols).join(
+                untyped, on=["station", "ca", "ioa"], how="full", coalesce=True)
+            j = pl.concat([j.filter(pl.col("_listed").is_not_null()), fill], how="diagonal_relaxed")
+        return j
+
+    def command_points(self, learned: list[dict] | None = None) -> pl.DataFrame:
+        """IOAs that accept commands: from the lists (command_type) and learned from RTUs."""
+        meta = self.table()
+        listed = meta.filter(pl.col("command_type").is_not_null()).select(
+            "station", "ca", "ioa", pl.col("command_type").alias("type_id"), "name", "unit",
+            "min", "max").with_columns(pl.lit("point list").alias("source")) \
+            if len(meta) else pl.DataFrame()
+        rows = pl.DataFrame(learned or [], schema={"station": pl.UInt32, "ca": pl.UInt16,
+                                                   "ioa": pl.UInt32, "type_id": pl.UInt8,
+                                                   "last_result": pl.String})
+        if len(listed):
+            out = listed.join(rows, on=["station", "ca", "ioa", "type_id"], how="full",
+                              coalesce=True, nulls_equal=True)
+        else:
+            out = rows.with_columns(pl.lit("learned").alias("source"))
+        names = {int(t): t.name for t in TypeID}
+        return out.with_columns(pl.col("type_id").map_elements(names.get, return_dtype=pl.String)
+                                .alias("type")).with_columns(
+            pl.col("source").fill_null("learned"))
+
+    def check_command(self, station: int, ca: int, ioa: int, type_id: int, *,
+                      allow_unlisted: bool = False) -> None:
+        """Refuse a command to an IOA outside the command table of the list in force."""
+        if allow_unlisted:
+            return
+        df = self.lists.get(station)
+        if df is None:
+            df = self.lists.get(None)
+        if df is None or df["command_type"].null_count() == len(df):
+            return
+        from iec104.types import family_of as fam
+        hit = df.filter((pl.col("ca") == ca) & (pl.col("ioa") == ioa)
+                        & pl.col("command_type").is_not_null())
+        if not len(hit) or fam(int(hit["command_type"][0])) != fam(type_id):
+            raise CommandNotAllowed(
+                f"station {station} CA {ca} IOA {ioa}: not a {TypeID(type_id).name} command point "
+                "of the point list in force (allow_unlisted=True to send anyway)")

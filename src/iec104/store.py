@@ -1,0 +1,298 @@
+"""The store: latest values (a Cython table) and the event log of every object received.
+
+The event log is a ring of POINT_DTYPE rows. Each consumer reads it from its own cursor; a
+consumer that falls behind by more than the ring loses the oldest rows, and that loss is
+counted, never hidden. A *lossless* consumer (``events(lossless=True)``, the Parquet sink)
+instead makes the store ask sessions to pause reading from their sockets when its backlog
+passes the high-water mark, and to resume below the low-water mark: TCP then pushes back on
+the RTUs, which is what k/w flow control is for.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+import numpy as np
+import polars as pl
+
+from iec104._store import LatestTable
+from iec104.types import NO_TIME, POINT_DTYPE, TypeID
+
+__all__ = ["Store", "EventLog", "Consumer", "ParquetSink", "points_frame"]
+
+log = logging.getLogger("iec104.store")
+_TYPE_NAMES = {int(t): t.name for t in TypeID}
+
+
+def _time_column(values: np.ndarray, unit: str) -> pl.Series:
+    s = pl.Series(values)
+    s = s.set(s == NO_TIME, None) if unit == "ms" else s
+    return s.cast(pl.Datetime(unit)).dt.replace_time_zone("UTC")
+
+
+def points_frame(cols: dict) -> pl.DataFrame:
+    """A Polars frame of store/event columns: times as UTC datetimes, type names, flags."""
+    tf = cols["time_flags"]
+    type_id = cols["type_id"]
+    names = np.array([_TYPE_NAMES.get(i, str(i)) for i in range(256)], dtype=object)
+    frame = {k: cols[k] for k in ("station", "ca", "ioa") if k in cols}
+    if "family" in cols:
+        frame["family"] = cols["family"]
+    frame.update({
+        "type_id": type_id,
+        "type": pl.Series(names[type_id], dtype=pl.String) if len(type_id) else pl.Series([], dtype=pl.String),
+        "value": cols["value"], "quality": cols["quality"],
+        "time": _time_column(cols["time"], "ms"),
+        "time_invalid": (tf & 0x01).astype(bool), "summer_time": (tf & 0x02).astype(bool),
+        "extra": cols["extra"], "cot": cols["cot"],
+    })
+    for k in ("flags", "originator"):
+        if k in cols:
+            frame[k] = cols[k]
+    frame["recv_time"] = _time_column(cols["recv_ns"], "ns")
+    if "updates" in cols:
+        frame["updates"] = cols["updates"]
+    return pl.DataFrame(frame)
+
+
+class Consumer:
+    """One reader of the event log: its cursor, its losses, whether it holds the store back."""
+
+    def __init__(self, log_: "EventLog", lossless: bool):
+        self.log = log_
+        self.cursor = log_.total
+        self.lost = 0
+        self.lossless = lossless
+
+    @property
+    def backlog(self) -> int:
+        return self.log.total - self.cursor
+
+    def take(self, max_rows: int | None = None) -> np.ndarray:
+        """Everything appended since the last take (copied), counting rows lost to overrun."""
+        lg = self.log
+        oldest = lg.total - min(lg.total, lg.capacity)
+        if self.cursor < oldest:
+            self.lost += oldest - self.cursor
+            log.warning("event consumer fell behind: %d rows lost", oldest - self.cursor)
+            self.cursor = oldest
+        end = lg.total if max_rows is None else min(lg.total, self.cursor + max_rows)
+        out = lg.slice(self.cursor, end)
+        self.cursor = end
+        lg.consumed(self)
+        return out
+
+    def close(self) -> None:
+        self.log.consumers.discard(self)
+        self.log.consumed(self)
+
+
+class EventLog:
+    """A bounded ring of every row received, read by any number of consumers."""
+
+    def __init__(self, capacity: int = 1_000_000, *, high_water: float = 0.75,
+                 low_water: float = 0.25):
+        self.capacity = capacity
+        self.ring = np.zeros(capacity, POINT_DTYPE)
+        self.total = 0                          # rows ever appended
+        self.consumers: set[Consumer] = set()
+        self.high = int(capacity * high_water)
+        self.low = int(capacity * low_water)
+        self.paused = False
+        self.on_pause: list[Callable[[], None]] = []
+        self.on_resume: list[Callable[[], None]] = []
+        self._arrived: asyncio.Event | None = None
+
+    def append(self, points: np.ndarray) -> None:
+        n = len(points)
+        if n == 0:
+            return
+        if n > self.capacity:
+            points = points[-self.capacity:]
+            self.total += n - self.capacity
+            n = self.capacity
+        start = self.total % self.capacity
+        first = min(n, self.capacity - start)
+        self.ring[start:start + first] = points[:first]
+        if first < n:
+            self.ring[:n - first] = points[first:]
+        self.total += n
+        if self._arrived is not None:
+            self._arrived.set()
+        if not self.paused and self._lossless_backlog() > self.high:
+            self.paused = True
+            for cb in self.on_pause:
+                cb()
+
+    def _lossless_backlog(self) -> int:
+        return max((c.backlog for c in self.consumers if c.lossless), default=0)
+
+    def consumed(self, consumer: Consumer) -> None:
+        if self.paused and self._lossless_backlog() < self.low:
+            self.paused = False
+            for cb in self.on_resume:
+                cb()
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        """Rows [start, end) by absolute position (they must still be in the ring)."""
+        n = end - start
+        if n <= 0:
+            return np.zeros(0, POINT_DTYPE)
+        s = start % self.capacity
+        if s + n <= self.capacity:
+            return self.ring[s:s + n].copy()
+        return np.concatenate([self.ring[s:], self.ring[:n - (self.capacity - s)]])
+
+    def snapshot(self) -> np.ndarray:
+        """Every row still held, oldest first."""
+        return self.slice(self.total - min(self.total, self.capacity), self.total)
+
+    def consumer(self, *, lossless: bool = False) -> Consumer:
+        c = Consumer(self, lossless)
+        self.consumers.add(c)
+        return c
+
+    async def wait(self, timeout: float | None = None) -> None:
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+class Store:
+    """Latest values and the event log, updated together from each decoded batch."""
+
+    def __init__(self, *, event_capacity: int = 1_000_000):
+        self.table = LatestTable()
+        self.log = EventLog(event_capacity)
+        self._sinks: list["ParquetSink"] = []
+
+    def update(self, points: np.ndarray) -> None:
+        self.table.update(points)
+        self.log.append(points)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def to_numpy(self) -> dict:
+        return self.table.columns()
+
+    def points(self, *, station: int | None = None) -> pl.DataFrame:
+        """The latest-value table as a Polars frame (one row per station, CA, IOA, family)."""
+        df = points_frame(self.table.columns())
+        return df if station is None else df.filter(pl.col("station") == station)
+
+    def counts_by_station(self) -> np.ndarray:
+        return self.table.count_by_station()
+
+    def counts_by_device(self) -> dict:
+        return self.table.count_by_device()
+
+    def event_frame(self) -> pl.DataFrame:
+        """The event log held in memory, oldest first."""
+        snap = self.log.snapshot()
+        return points_frame({k: snap[k] for k in POINT_DTYPE.names})
+
+    async def events(self, *, as_polars: bool = False, lossless: bool = False,
+                     max_rows: int | None = None, idle: float | None = None) -> AsyncIterator:
+        """Batches of every row received from now on: numpy POINT_DTYPE (or Polars frames).
+
+        ``lossless=True`` pauses the sessions' reading while this consumer is behind;
+        otherwise rows overwritten before they were read are counted in the consumer's
+        ``lost``. ``idle`` ends the iteration after that many seconds without data.
+        """
+        c = self.log.consumer(lossless=lossless)
+        try:
+            while True:
+                if c.backlog == 0:
+                    before = self.log.total
+                    await self.log.wait(idle)
+                    if idle is not None and self.log.total == before:
+                        return
+                    continue
+                batch = c.take(max_rows)
+                yield points_frame({k: batch[k] for k in POINT_DTYPE.names}) if as_polars else batch
+        finally:
+            c.close()
+
+    def add_sink(self, sink: "ParquetSink") -> "ParquetSink":
+        sink.start(self)
+        self._sinks.append(sink)
+        return sink
+
+    def close(self) -> None:
+        for s in self._sinks:
+            s.close()
+        self._sinks.clear()
+
+
+class ParquetSink:
+    """Writes every row of the event log to rotating Parquet files, each complete on its
+    own (written under a temporary name, then renamed), so that a pipeline can pick them up
+    while polling goes on. Lossless: a slow disk pauses the sessions instead of losing rows."""
+
+    def __init__(self, directory: str | Path, *, prefix: str = "events",
+                 rotate_rows: int = 1_000_000, rotate_seconds: float | None = 60.0,
+                 flush_interval: float = 1.0):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prefix, self.rotate_rows, self.rotate_seconds = prefix, rotate_rows, rotate_seconds
+        self.flush_interval = flush_interval
+        self.files: list[Path] = []
+        self.rows_written = 0
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+        self._opened = time.monotonic()
+        self._consumer: Consumer | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self, store: Store) -> None:
+        self._consumer = store.log.consumer(lossless=True)
+        self._task = asyncio.get_running_loop().create_task(self._run(store))
+
+    async def _run(self, store: Store) -> None:
+        while True:
+            await store.log.wait(self.flush_interval)
+            self._collect()
+
+    def _collect(self) -> None:
+        batch = self._consumer.take()
+        if len(batch):
+            self._pending.append(batch)
+            self._pending_rows += len(batch)
+        while self._pending_rows >= self.rotate_rows:
+            self._write(self.rotate_rows)
+        if self._pending_rows and self.rotate_seconds is not None and \
+                time.monotonic() - self._opened >= self.rotate_seconds:
+            self._write(self._pending_rows)
+
+    def _write(self, n: int) -> None:
+        rows = np.concatenate(self._pending)
+        out, rest = rows[:n], rows[n:]
+        self._pending = [rest] if len(rest) else []
+        self._pending_rows = len(rest)
+        name = f"{self.prefix}-{len(self.files):06d}-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
+        path = self.dir / name
+        tmp = path.with_suffix(".parquet.tmp")
+        points_frame({k: out[k] for k in POINT_DTYPE.names}).write_parquet(tmp)
+        tmp.replace(path)
+        self.files.append(path)
+        self.rows_written += len(out)
+        self._opened = time.monotonic()
+
+    def close(self) -> None:
+        """Write what is pending and stop."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._consumer is not None:
+            self._collect()
+            if self._pending_rows:
+                self._write(self._pending_rows)
+            self._consumer.close()
+            self._consumer = None
