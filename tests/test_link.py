@@ -1,0 +1,207 @@
+"""The link rules, deterministic: a fake clock, frames built as numpy rows, no sockets."""
+import numpy as np
+import pytest
+
+from iec104.link import (Acked, Close, Link, LinkConfig, Started, StartRequested, Stopped,
+                         TestConfirmed, WindowOpen)
+from iec104.types import FRAME_DTYPE, FrameStatus, UFunction
+
+from iec104 import decode_frames
+
+
+def frames(*specs):
+    """specs: ("I", ns, nr) | ("S", nr) | ("U", fn) | ("BAD", status)."""
+    out = np.zeros(len(specs), FRAME_DTYPE)
+    for row, spec in zip(out, specs):
+        kind = spec[0]
+        if kind == "I":
+            row["format"], row["ns"], row["nr"] = 0, spec[1], spec[2]
+        elif kind == "S":
+            row["format"], row["nr"] = 1, spec[1]
+        elif kind == "U":
+            row["format"], row["u_function"] = 2, spec[1]
+        else:
+            row["format"], row["status"] = 0, spec[1]
+    return out
+
+
+def sent(link):
+    data = link.data_to_send()
+    return decode_frames(data) if data else np.zeros(0, FRAME_DTYPE)
+
+
+def started_master(**cfg):
+    link = Link(LinkConfig(**cfg))
+    link.connection_made(0.0)
+    link.start(0.0)
+    assert sent(link)["u_function"].tolist() == [UFunction.STARTDT_ACT]
+    link.receive_frames(0.1, frames(("U", UFunction.STARTDT_CON)))
+    assert isinstance(link.events()[0], Started)
+    return link
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="t2"):
+        LinkConfig(t1=5, t2=5)
+    with pytest.raises(ValueError, match="w"):
+        LinkConfig(k=12, w=9)
+    with pytest.raises(ValueError, match="k"):
+        LinkConfig(k=40000, w=8)
+    LinkConfig(k=12, w=8)
+
+
+def test_outstation_answers_startdt_and_testfr():
+    link = Link(LinkConfig(role="outstation"))
+    link.connection_made(0)
+    link.receive_frames(1, frames(("U", UFunction.STARTDT_ACT), ("U", UFunction.TESTFR_ACT)))
+    assert sent(link)["u_function"].tolist() == [UFunction.STARTDT_CON, UFunction.TESTFR_CON]
+    ev = link.events()
+    assert any(isinstance(e, StartRequested) for e in ev) and link.data_transfer == "started"
+
+
+def test_received_i_frames_are_acked_at_exactly_w():
+    link = started_master(w=4, k=6)
+    link.receive_frames(1, frames(*[("I", i, 0) for i in range(3)]))
+    assert len(sent(link)) == 0
+    link.receive_frames(1, frames(("I", 3, 0)))
+    s = sent(link)
+    assert s["format"].tolist() == [1] and s["nr"].tolist() == [4]
+
+
+def test_received_i_frames_are_acked_at_t2():
+    link = started_master(t2=2.0, t1=5.0)
+    link.receive_frames(10.0, frames(("I", 0, 0)))
+    assert link.next_deadline() == pytest.approx(12.0)
+    link.tick(11.9)
+    assert len(sent(link)) == 0
+    link.tick(12.0)
+    assert sent(link)["nr"].tolist() == [1]
+
+
+def test_wrong_send_sequence_number_closes():
+    link = started_master()
+    link.receive_frames(1, frames(("I", 0, 0), ("I", 2, 0)))
+    ev = [e for e in link.events() if isinstance(e, Close)]
+    assert ev and "N(S)=2, expected 1" in ev[0].reason
+
+
+def test_nr_acknowledging_unsent_frames_closes():
+    link = started_master()
+    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 1.0)
+    link.receive_frames(2, frames(("S", 2)))
+    assert any(isinstance(e, Close) and "unsent" in e.reason for e in link.events())
+
+
+def test_full_window_queues_asdus_until_acked():
+    link = started_master(k=2, w=1)
+    for i in range(5):
+        link.send_asdu(bytes([45, 1, 6, 0, 1, 0, i, 0, 0, 1]), 1.0)
+    out = sent(link)
+    assert out["ns"].tolist() == [0, 1] and link.status()["queued"] == 3
+    link.receive_frames(2, frames(("S", 2)))
+    ev = link.events()
+    assert any(isinstance(e, Acked) and e.count == 2 for e in ev)
+    assert any(isinstance(e, WindowOpen) for e in ev)
+    assert sent(link)["ns"].tolist() == [2, 3]
+    link.receive_frames(3, frames(("S", 4)))
+    assert sent(link)["ns"].tolist() == [4] and link.status()["queued"] == 0
+
+
+def test_t1_expiry_of_an_unacked_i_frame_closes():
+    link = started_master(t1=3.0, t2=1.0)
+    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 10.0)
+    assert link.next_deadline() == pytest.approx(13.0)
+    link.tick(12.99)
+    assert not link.events()
+    link.tick(13.0)
+    assert any(isinstance(e, Close) and "t1" in e.reason for e in link.events())
+
+
+def test_unanswered_startdt_closes_at_t1():
+    link = Link(LinkConfig(t1=2.0, t2=1.0))
+    link.connection_made(0.0)
+    link.start(0.0)
+    link.tick(2.0)
+    assert any(isinstance(e, Close) and "STARTDT_ACT" in e.reason for e in link.events())
+
+
+def test_t3_sends_testfr_and_con_gives_the_round_trip():
+    link = started_master(t3=5.0)
+    link.tick(5.05)
+    assert len(sent(link)) == 0                      # a frame was received at 0.1
+    link.tick(5.1)
+    assert sent(link)["u_function"].tolist() == [UFunction.TESTFR_ACT]
+    link.receive_frames(5.3, frames(("U", UFunction.TESTFR_CON)))
+    ev = link.events()
+    assert isinstance(ev[0], TestConfirmed) and ev[0].rtt == pytest.approx(0.2)
+
+
+def test_any_received_frame_resets_t3():
+    link = started_master(t3=5.0)
+    link.receive_frames(4.0, frames(("S", 0)))
+    link.tick(5.2)
+    assert len(sent(link)) == 0
+    assert link.next_deadline() == pytest.approx(9.0)
+
+
+def test_sequence_numbers_wrap_at_32768():
+    link = started_master(w=8)
+    link.vr = 32766
+    link.receive_frames(1, frames(("I", 32766, 0), ("I", 32767, 0), ("I", 0, 0), ("I", 1, 0)))
+    assert link.vr == 2 and not [e for e in link.events() if isinstance(e, Close)]
+    link.vs = link.ack = 32767
+    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 1)
+    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 1)
+    assert sent(link)[-2:]["ns"].tolist() == [32767, 0]
+    link.receive_frames(2, frames(("S", 1)))
+    assert link.status()["unacked_sent"] == 0
+
+
+def test_stopdt_acknowledges_everything_received_first():
+    link = started_master(w=8)
+    link.receive_frames(1, frames(("I", 0, 0), ("I", 1, 0)))
+    link.stop(2)
+    out = sent(link)
+    assert out["format"].tolist() == [1, 2] and out["nr"][0] == 2
+    assert out["u_function"][1] == UFunction.STOPDT_ACT
+    link.receive_frames(3, frames(("U", UFunction.STOPDT_CON)))
+    assert any(isinstance(e, Stopped) for e in link.events()) and link.data_transfer == "stopped"
+
+
+def test_outgoing_i_frame_piggybacks_the_ack():
+    link = started_master(w=4, k=6, t2=2)
+    link.receive_frames(1, frames(("I", 0, 0), ("I", 1, 0), ("I", 2, 0)))
+    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 1.5)
+    out = sent(link)
+    assert out["format"].tolist() == [0] and out["nr"].tolist() == [3]
+    link.receive_frames(2, frames(("I", 3, 1)))
+    assert len(sent(link)) == 0                      # the counter restarted at the I-frame
+    assert link.next_deadline() == pytest.approx(4.0)
+
+
+def test_framing_errors_close_but_bad_asdus_only_count():
+    link = started_master()
+    link.receive_frames(1, frames(("BAD", FrameStatus.UNKNOWN_TYPE)))
+    assert link.vr == 1 and not link.events()
+    link.receive_frames(1, frames(("BAD", FrameStatus.BAD_START)))
+    assert any(isinstance(e, Close) for e in link.events())
+
+
+def test_master_closes_on_i_frames_before_startdt():
+    link = Link(LinkConfig())
+    link.connection_made(0)
+    link.receive_frames(1, frames(("I", 0, 0)))
+    assert any(isinstance(e, Close) for e in link.events())
+
+
+def test_outstation_bulk_accounting_respects_k():
+    link = Link(LinkConfig(role="outstation", k=4, w=2))
+    link.connection_made(0)
+    link.receive_frames(0, frames(("U", UFunction.STARTDT_ACT)))
+    assert link.window_space() == 4
+    ns, nr = link.account_sent(3, 1.0)
+    assert (ns, nr, link.window_space()) == (0, 0, 1)
+    with pytest.raises(ValueError):
+        link.account_sent(2, 1.0)
+    link.receive_frames(2, frames(("S", 3)))
+    assert link.window_space() == 4 and link.vs == 3
