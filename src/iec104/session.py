@@ -29,6 +29,7 @@ from iec104.types import BROADCAST_CA, NO_TIME, Cot, FrameFormat, TypeID
 __all__ = ["Session", "SessionSettings"]
 
 log = logging.getLogger("iec104.session")
+BROADCAST_SETTLE = 0.2   # s without a new station's answer that ends a broadcast request
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,12 @@ class _Interrogation:
         self.terminated: set[int] = set()
         self.refused: dict[int, Exception] = {}
         self.objects = 0
+        self._settle: asyncio.TimerHandle | None = None
         if type_id == TypeID.C_IC_NA_1:
             self.cots = (qualifier, qualifier)  # QOI 20..36 is also the data's COT
         else:
-            group = qualifier & 0x3F
-            self.cots = (37 + group, 37 + group) if group else (37, 41)
+            rqt = qualifier & 0x3F              # 1..4: counter group, 5: general request
+            self.cots = (37 + rqt, 37 + rqt) if 1 <= rqt <= 4 else (37, 37)
 
     def answer(self, ca: int, cot: int, negative: bool) -> None:
         if self.done.done() or (self.ca != BROADCAST_CA and ca != self.ca):
@@ -140,17 +142,28 @@ class _Interrogation:
         elif cot == Cot.ACTIVATION_TERMINATION:
             self.confirmed.add(ca)
             self.terminated.add(ca)
-        waiting = (self.confirmed | self.expect) - self.terminated - set(self.refused)
+        if self._settle is not None:            # another station answered: not done yet
+            self._settle.cancel()
+            self._settle = None
         if self.ca != BROADCAST_CA:
             if self.refused:
                 self.done.set_exception(self.refused[ca])
             elif self.terminated:
                 self.done.set_result(self.objects)
-        elif not waiting and (self.terminated or self.refused):
-            if self.terminated:
-                self.done.set_result(self.objects)
-            else:
-                self.done.set_exception(next(iter(self.refused.values())))
+            return
+        waiting = (self.confirmed | self.expect) - self.terminated - set(self.refused)
+        if not waiting and (self.terminated or self.refused):
+            # a broadcast is answered station by station: finish once no other station
+            # has confirmed for a moment after the last termination
+            self._settle = asyncio.get_running_loop().call_later(BROADCAST_SETTLE, self._finish)
+
+    def _finish(self) -> None:
+        if self.done.done():
+            return
+        if self.terminated:
+            self.done.set_result(self.objects)
+        else:
+            self.done.set_exception(next(iter(self.refused.values())))
 
 
 class Session:

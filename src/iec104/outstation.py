@@ -1,0 +1,505 @@
+"""The simulator: a real IEC 104 controlled station (server), driven by a point list or by
+generated points, fast enough to load-test the master.
+
+Each connection has its own Link (role "outstation") and decoder. Everything it sends goes
+through one queue of pre-encoded I-frames (control answers and bulk data alike, so their
+order is kept), stamped with sequence numbers only when the client's k window has room.
+Bulk data (GI images, spontaneous changes) is one ``encode_points`` call per batch.
+
+Rules the simulator follows, for tests and users to rely on:
+
+- Stations are common addresses 1..N (or those of the point list).
+- Generated points: IOA 1..``points`` per station, types cycling through GENERATED_TYPES.
+- Interrogation groups: a point belongs to group ((IOA - 1) % 16) + 1.
+- Command points accept their command family at the same IOA (C_SC for a single point,
+  C_DC double, C_RC step position, C_SE_NA/NB/NC for normalized/scaled/float, C_BO
+  bitstring), with or without time tag; generated stations: every point of those types.
+  The monitored point at that IOA is the feedback: it takes the commanded value and is sent
+  with COT 11 (return information, remote command). ``sbo_only`` points (point-list column
+  ``sbo``) refuse an execute that was not selected first (negative ActCon).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from iec104._codec import Decoder
+from iec104._encode import encode_asdu, encode_points, i_frame, stamp
+from iec104.link import Close, Link, LinkConfig, Started
+from iec104.types import NO_TIME, POINT_DTYPE, Cot, TypeID, family_of
+
+__all__ = ["Outstation", "GENERATED_TYPES"]
+
+log = logging.getLogger("iec104.outstation")
+
+GENERATED_TYPES = (13, 1, 13, 3, 11, 13, 9, 15, 5, 7)
+# monitor family -> the command family that sets it
+COMMAND_FOR = {1: 45, 3: 46, 5: 47, 7: 51, 9: 48, 11: 49, 13: 50}
+# plain type -> its CP56Time2a variant, for spontaneous data with time
+TIME_VARIANT = {1: 30, 3: 31, 5: 32, 7: 33, 9: 34, 11: 35, 13: 36, 15: 37}
+_BROADCAST = 0xFFFF
+_MAX_QUEUED_FRAMES = 200_000
+
+
+def _initial_value(type_id: int, ioa: int) -> float:
+    fam, ioa = family_of(int(type_id)), int(ioa)
+    return {1: ioa % 2, 3: 1 + ioa % 2, 5: ioa % 32 - 16, 7: ioa * 2654435761 % 2**32,
+            9: ((ioa % 200) - 100) / 128.0, 11: ioa % 2000 - 1000, 15: ioa * 10}.get(
+        fam, round(100.0 + (ioa % 97) * 1.5, 3))
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One client: its link, decoder, receive buffer and queue of frames to send."""
+
+    def __init__(self, out: "Outstation"):
+        self.out = out
+        self.link = Link(out.link_config)
+        self.decoder = Decoder(**out.sizes)
+        self.buf = bytearray(1 << 16)
+        self.view = memoryview(self.buf)
+        self.end = 0
+        self.queue: collections.deque = collections.deque()    # [data, offsets, first]
+        self.queued = 0
+        self.transport = None
+        self.paused = False
+        self.timer = None
+        self.selected: dict[tuple, float] = {}
+        self.peer = "?"
+        self.dropped = 0
+
+    # ---- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.peer = "%s:%s" % transport.get_extra_info("peername")[:2]
+        self.out._conns.add(self)
+        self.out.counts["connections"] += 1
+        self.link.connection_made(self.out.loop.time())
+        self._schedule()
+
+    def connection_lost(self, exc):
+        self.out._conns.discard(self)
+        self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def get_buffer(self, sizehint):
+        return self.view[self.end:]
+
+    def buffer_updated(self, nbytes):
+        self.end += nbytes
+        d = self.decoder
+        used = d.feed(self.view[:self.end])
+        now = self.out.loop.time()
+        frames = d.frames
+        self.link.receive_frames(now, frames)
+        self._events()
+        if self.transport is not None and d.n_frames and (frames["format"] == 0).any():
+            for f in frames[frames["format"] == 0]:     # requests are few: one at a time
+                off, first = int(f["offset"]), int(f["first_point"])
+                self.out._request(self, f, bytes(self.view[off:off + int(f["length"])]),
+                                  d.points[first:first + int(f["n_points"])])
+        rest = self.end - used
+        if rest:
+            self.buf[:rest] = self.buf[used:self.end]
+        self.end = rest
+        self.flush()
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+        self.flush()
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def enqueue(self, data, offsets) -> None:
+        n = len(offsets) - 1
+        if n <= 0:
+            return
+        if self.queued + n > _MAX_QUEUED_FRAMES:   # a client that never acknowledges
+            self.dropped += n
+            self.out.counts["frames_dropped"] += n
+            return
+        self.queue.append([data, offsets, 0])
+        self.queued += n
+
+    def enqueue_asdu(self, asdu: bytes) -> None:
+        frame = bytearray(i_frame(asdu, 0, 0))
+        self.enqueue(frame, np.array([0, len(frame)], np.uint32))
+
+    def flush(self) -> None:
+        if self.transport is None:
+            return
+        link = self.link
+        ctrl = link.data_to_send()
+        if ctrl:
+            self.transport.write(ctrl)
+        now = self.out.loop.time()
+        while self.queue and not self.paused:
+            space = link.window_space()
+            if space <= 0:
+                break
+            entry = self.queue[0]
+            data, offsets, first = entry
+            n = min(space, len(offsets) - 1 - first)
+            ns, nr = link.account_sent(n, now)
+            stamp(data, offsets, first, n, ns, nr)
+            self.transport.write(memoryview(data)[offsets[first]:offsets[first + n]])
+            self.out.counts["frames_out"] += n
+            self.queued -= n
+            if first + n == len(offsets) - 1:
+                self.queue.popleft()
+            else:
+                entry[2] = first + n
+        self._schedule()
+
+    def _events(self) -> None:
+        for ev in self.link.events():
+            if isinstance(ev, Close):
+                log.info("closing %s: %s", self.peer, ev.reason)
+                self.out.counts["closed_on_fault"] += 1
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            if isinstance(ev, Started) and self.out.send_ei:
+                for ca in self.out.stations:
+                    self.enqueue_asdu(self.out._asdu(TypeID.M_EI_NA_1, ca, 0, 0, Cot.INITIALIZED))
+
+    def _schedule(self) -> None:
+        dl = self.link.next_deadline()
+        if dl is None or self.transport is None:
+            return
+        if self.timer is not None:
+            if self.timer.when() <= dl:
+                return
+            self.timer.cancel()
+        self.timer = self.out.loop.call_at(dl, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.transport is None:
+            return
+        self.link.tick(self.out.loop.time())
+        self._events()
+        self.flush()
+
+
+class Outstation:
+    """An IEC 104 server with one or more stations (common addresses) and their points.
+
+    Parameters
+    ----------
+    stations, points : int
+        Generated image: stations CA 1..``stations``, ``points`` objects each.
+    point_list : path or polars.DataFrame, optional
+        Columns ca, ioa, type, value (initial), command_type, sbo (instead of generated points).
+    port : int
+        0 picks a free port; ``.port`` tells which after start.
+    rate : float
+        Spontaneous changes per second (COT 3), over all stations.
+    with_time : bool
+        Spontaneous changes with CP56Time2a (M_ME_TF_1...) instead of without.
+    k, w, t1, t2, t3 : link parameters of every connection.
+    send_ei : bool
+        Send M_EI_NA_1 (end of initialization) per station after STARTDT.
+
+    Examples
+    --------
+    >>> async with iec104.Outstation(stations=2, points=100, rate=1000) as out:
+    ...     print(out.port)
+    """
+
+    def __init__(self, *, stations: int = 2, points: int = 100, point_list=None,
+                 host: str = "127.0.0.1", port: int = 0, rate: float = 0.0,
+                 with_time: bool = False, k: int = 12, w: int = 8, t1: float = 15,
+                 t2: float = 10, t3: float = 20, send_ei: bool = False,
+                 select_timeout: float = 10.0, seed: int = 0, cot_size: int = 2,
+                 ca_size: int = 2, ioa_size: int = 3, tick: float = 0.01):
+        self.host, self.port = host, port
+        self.rate, self.with_time, self.send_ei = rate, with_time, send_ei
+        self.select_timeout, self.tick = select_timeout, tick
+        self.link_config = LinkConfig(t1=t1, t2=t2, t3=t3, k=k, w=w, role="outstation")
+        self.sizes = dict(cot_size=cot_size, ca_size=ca_size, ioa_size=ioa_size)
+        self.rng = np.random.default_rng(seed)
+        self.image, self.command_points = self._build(stations, points, point_list)
+        self.stations = sorted(set(self.image["ca"].tolist()))
+        self.index = {(int(r["ca"]), int(r["ioa"]), family_of(int(r["type_id"]))): i
+                      for i, r in enumerate(self.image)}
+        self.commands: list[dict] = []
+        self.command_queue: asyncio.Queue = asyncio.Queue()
+        self.on_command: list = []
+        self.counts = collections.Counter()
+        self.clock_offset_ms = 0
+        self._conns: set[_Connection] = set()
+        self._server = None
+        self._ticker = None
+        self.loop = None
+
+    # ---- the image ---------------------------------------------------------------------------
+
+    def _build(self, stations, points, point_list):
+        if point_list is None:
+            n = stations * points
+            img = np.zeros(n, POINT_DTYPE)
+            img["ca"] = np.repeat(np.arange(1, stations + 1), points)
+            img["ioa"] = np.tile(np.arange(1, points + 1), stations)
+            img["type_id"] = np.array(GENERATED_TYPES)[(img["ioa"] - 1) % len(GENERATED_TYPES)]
+            img["value"] = [_initial_value(t, i) for t, i in zip(img["type_id"], img["ioa"])]
+            cmds = {(int(r["ca"]), int(r["ioa"]), COMMAND_FOR[int(r["type_id"])]): False
+                    for r in img if int(r["type_id"]) in COMMAND_FOR}
+        else:
+            from iec104.metadata import read_point_list
+            df = read_point_list(point_list)
+            mon = df.filter(pl.col("type_id").is_not_null() & (pl.col("type_id") <= 40))
+            img = np.zeros(len(mon), POINT_DTYPE)
+            img["ca"], img["ioa"], img["type_id"] = mon["ca"], mon["ioa"], mon["type_id"]
+            values = mon["value"].cast(pl.Float64, strict=False) if "value" in mon.columns else None
+            img["value"] = [v if v is not None else _initial_value(t, i) for v, t, i in zip(
+                values if values is not None else [None] * len(mon), img["type_id"], img["ioa"])]
+            sbo = df["sbo"].cast(pl.String).str.to_lowercase().is_in(["1", "true", "yes", "sbo"]) \
+                if "sbo" in df.columns else pl.Series([False] * len(df))
+            cmds = {(int(ca), int(ioa), family_of(int(c))): bool(s) for ca, ioa, c, s in zip(
+                df["ca"], df["ioa"], df["command_type"], sbo) if c is not None}
+        img["time"] = NO_TIME
+        img["extra"] = -1
+        img["cot"] = Cot.SPONTANEOUS
+        return img, cmds
+
+    def image_of(self, ca: int) -> np.ndarray:
+        """The current image of a station (a copy)."""
+        return self.image[self.image["ca"] == ca].copy()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> "Outstation":
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(lambda: _Connection(self), self.host,
+                                                     self.port, backlog=4096)
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self.rate > 0:
+            self._ticker = self.loop.create_task(self._spontaneous())
+        return self
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._server is not None:
+            self._server.close()
+        for c in list(self._conns):
+            if c.transport is not None:
+                c.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> "Outstation":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def stats(self) -> dict:
+        return {"connections_open": len(self._conns), **self.counts,
+                "commands": len(self.commands)}
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    def _asdu(self, type_id, ca, ioa, value, cot, quality=0, negative=False, time_ms=None):
+        return encode_asdu(int(type_id), ca, ioa, value, quality, cot=int(cot), time_ms=time_ms,
+                           negative=negative, **self.sizes)
+
+    @staticmethod
+    def _mirror(raw: bytes, cot: int, negative: bool = False, cot_size: int = 2) -> bytes:
+        asdu = bytearray(raw[6:])
+        asdu[2] = (asdu[2] & 0x80) | (0x40 if negative else 0) | cot
+        return bytes(asdu)
+
+    def _request(self, conn: _Connection, f, raw: bytes, rows: np.ndarray) -> None:
+        t, ca, cot = int(f["type_id"]), int(f["ca"]), int(f["cot"])
+        self.counts["requests"] += 1
+        if f["status"] == 5 or t not in TypeID._value2member_map_:
+            conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_TYPE_ID, True))
+            return
+        if f["status"] != 0:
+            return
+        cas = self.stations if ca == _BROADCAST else [ca]
+        if ca != _BROADCAST and ca not in self.stations:
+            conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CA, True))
+            return
+        if t == TypeID.C_IC_NA_1:
+            if cot != Cot.ACTIVATION:
+                conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CAUSE, True))
+                return
+            for c in cas:                       # every station confirms, then answers
+                conn.enqueue_asdu(self._for_station(raw, c, Cot.ACTIVATION_CON))
+            for c in cas:
+                self._interrogation(conn, raw, c, int(rows["value"][0]), counters=False)
+        elif t == TypeID.C_CI_NA_1:
+            for c in cas:
+                conn.enqueue_asdu(self._for_station(raw, c, Cot.ACTIVATION_CON))
+            for c in cas:
+                self._interrogation(conn, raw, c, int(rows["value"][0]), counters=True)
+        elif t == TypeID.C_RD_NA_1:
+            self._read(conn, raw, ca, int(rows["ioa"][0]))
+        elif t == TypeID.C_CS_NA_1:
+            self.clock_offset_ms = int(rows["time"][0]) - int(time.time() * 1000)
+            conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON))
+        elif 45 <= t <= 64:
+            self._command(conn, raw, t, ca, cot, rows[0])
+        elif t in (104, 105, 106, 107, 110, 111, 112, 113):
+            conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON))
+        else:
+            conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_TYPE_ID, True))
+
+    def _for_station(self, raw: bytes, ca: int, cot: int) -> bytes:
+        """The mirror of a request with the station's own CA (answers to a broadcast)."""
+        asdu = bytearray(self._mirror(raw, cot))
+        at = 2 + self.sizes["cot_size"]
+        asdu[at:at + self.sizes["ca_size"]] = ca.to_bytes(self.sizes["ca_size"], "little")
+        return bytes(asdu)
+
+    def _interrogation(self, conn, raw, ca, qualifier, *, counters: bool) -> None:
+        img = self.image
+        mask = img["ca"] == ca
+        if counters:
+            group = qualifier & 0x3F
+            mask &= np.isin(img["type_id"], (15, 16, 37))
+            if 1 <= group <= 4:
+                mask &= ((img["ioa"] - 1) % 4) + 1 == group
+            data_cot = 37 + group if 1 <= group <= 4 else 37
+        else:
+            group = qualifier - 20
+            if 1 <= group <= 16:
+                mask &= ((img["ioa"] - 1) % 16) + 1 == group
+            data_cot = qualifier
+        rows = img[mask].copy()
+        rows["type_id"] = [family_of(t) for t in rows["type_id"]] if len(rows) else rows["type_id"]
+        rows["time"] = NO_TIME
+        if len(rows):
+            order = np.lexsort((rows["ioa"], rows["type_id"]))
+            data, offsets = encode_points(rows[order], cot=data_cot, **self.sizes)
+            conn.enqueue(data, offsets)
+        conn.enqueue_asdu(self._for_station(raw, ca, Cot.ACTIVATION_TERMINATION))
+
+    def _read(self, conn, raw, ca, ioa) -> None:
+        hits = np.flatnonzero((self.image["ca"] == ca) & (self.image["ioa"] == ioa))
+        if not len(hits):
+            conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_IOA, True))
+            return
+        row = self.image[hits[:1]].copy()
+        row["type_id"] = family_of(int(row["type_id"][0]))
+        data, offsets = encode_points(row, cot=Cot.REQUEST, **self.sizes)
+        conn.enqueue(data, offsets)
+
+    def _command(self, conn, raw, t, ca, cot, row) -> None:
+        fam = family_of(t)
+        ioa = int(row["ioa"])
+        select = fam != 51 and bool(int(row["quality"]) & 0x80)
+        value = float(row["value"])
+        record = {"time": time.time(), "connection": conn.peer, "type_id": t,
+                  "type": TypeID(t).name, "ca": ca, "ioa": ioa, "value": value,
+                  "qualifier": int(row["quality"]), "select": select, "cot": cot}
+        key = (ca, ioa, fam)
+        if cot not in (Cot.ACTIVATION, Cot.DEACTIVATION):
+            answer, result = (Cot.UNKNOWN_CAUSE, True), "unknown cause"
+        elif key not in self.command_points:
+            answer, result = (Cot.UNKNOWN_IOA, True), "unknown IOA"
+        elif cot == Cot.DEACTIVATION:
+            conn.selected.pop(key, None)
+            answer, result = (Cot.DEACTIVATION_CON, False), "deactivated"
+        elif select:
+            conn.selected[key] = self.loop.time() + self.select_timeout
+            answer, result = (Cot.ACTIVATION_CON, False), "selected"
+        else:
+            held = conn.selected.pop(key, None)
+            if self.command_points[key] and (held is None or held < self.loop.time()):
+                answer, result = (Cot.ACTIVATION_CON, True), "refused: not selected"
+            else:
+                answer, result = (Cot.ACTIVATION_CON, False), "executed"
+        record["result"] = result
+        self.commands.append(record)
+        self.command_queue.put_nowait(record)
+        for cb in self.on_command:
+            cb(record)
+        conn.enqueue_asdu(self._mirror(raw, answer[0], answer[1]))
+        if result != "executed":
+            return
+        term = self._mirror(raw, Cot.ACTIVATION_TERMINATION)
+        conn.enqueue_asdu(term)
+        self._feedback(ca, ioa, fam, value)
+
+    def _feedback(self, ca, ioa, command_family, value) -> None:
+        monitor = {v: k for k, v in COMMAND_FOR.items()}.get(command_family)
+        i = self.index.get((ca, ioa, monitor))
+        if i is None:
+            return
+        if monitor == 5:                        # regulating step: 1 lower, 2 higher
+            value = self.image["value"][i] + (1 if value == 2 else -1)
+        self.image["value"][i] = value
+        row = self.image[i:i + 1].copy()
+        row["type_id"] = family_of(int(row["type_id"][0]))
+        data, offsets = encode_points(row, cot=Cot.RETURN_REMOTE, **self.sizes)
+        for c in list(self._conns):
+            if c.link.data_transfer == "started":
+                c.enqueue(bytearray(data), offsets)
+                c.flush()
+
+    # ---- spontaneous traffic -----------------------------------------------------------------
+
+    def changes(self, n: int) -> np.ndarray:
+        """Apply ``n`` random changes to the image; returns them as rows to send (COT 3)."""
+        img = self.image
+        idx = np.sort(self.rng.integers(0, len(img), n))
+        idx = np.unique(idx)
+        fam = np.array([family_of(t) for t in range(256)], np.uint8)[img["type_id"][idx]]
+        v = img["value"][idx]
+        analog = np.isin(fam, (9, 11, 13))
+        step = self.rng.normal(0, 1, len(idx))
+        v = np.where(fam == 13, v + step, v)
+        v = np.where(fam == 11, np.clip(np.round(v + step * 10), -32768, 32767), v)
+        v = np.where(fam == 9, np.clip(v + step / 256, -1, 32767 / 32768), v)
+        v = np.where(fam == 1, 1 - v, v)
+        v = np.where(fam == 3, 3 - v, v)
+        v = np.where(fam == 15, v + 1, v)
+        del analog
+        img["value"][idx] = v
+        rows = img[idx].copy()
+        rows["cot"] = Cot.SPONTANEOUS
+        if self.with_time:
+            now = int(time.time() * 1000) + self.clock_offset_ms
+            rows["type_id"] = [TIME_VARIANT.get(family_of(t), t) for t in rows["type_id"]]
+            rows["time"] = now
+        else:
+            rows["type_id"] = fam
+            rows["time"] = NO_TIME
+        order = np.lexsort((rows["ioa"], rows["type_id"], rows["ca"]))
+        return rows[order]
+
+    async def _spontaneous(self) -> None:
+        owed = 0.0
+        last = self.loop.time()
+        while True:
+            await asyncio.sleep(self.tick)
+            now = self.loop.time()
+            owed += self.rate * (now - last)
+            last = now
+            n = int(owed)
+            if n <= 0:
+                continue
+            owed -= n
+            targets = [c for c in self._conns if c.link.data_transfer == "started"]
+            if not targets:
+                continue
+            rows = self.changes(n)
+            data, offsets = encode_points(rows, **self.sizes)
+            self.counts["spontaneous_objects"] += len(rows)
+            for i, c in enumerate(targets):
+                c.enqueue(data if i == len(targets) - 1 else bytearray(data), offsets)
+                c.flush()
