@@ -1,4 +1,5 @@
 """iec104: a fast IEC 60870-5-104 master (control station) for Python."""
+__version__ = "0.1.0"
 from iec104._codec import Decoder, decode, decode_all, decode_frames
 from iec104.errors import (
     CommandError, ConfirmationTimeout, ConnectError, IEC104Error, NegativeConfirmation,

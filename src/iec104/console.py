@@ -1,0 +1,130 @@
+"""What the CLI prints: rich tables on a terminal, plain lines otherwise."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+
+import polars as pl
+from rich.console import Console
+from rich.live import Live as RichLive
+from rich.table import Table
+
+out = Console(highlight=False)
+if not out.is_terminal:                 # logs and pipes: wide enough for the tables
+    out = Console(highlight=False, width=160)
+err = Console(stderr=True, highlight=False)
+
+_COLUMNS = ["station", "ca", "ioa", "name", "type", "value", "eng_value", "unit", "status",
+            "iv", "time", "age"]
+
+
+def say(text: str) -> None:
+    out.print(text)
+
+
+def error(text: str) -> None:
+    err.print(f"[bold red]error:[/] {text}")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, dt.datetime):
+        return v.strftime("%H:%M:%S.%f")[:-3]
+    return str(v)
+
+
+def table_of(df: pl.DataFrame, title: str, *, rows: int = 40, columns=None) -> None:
+    cols = [c for c in (columns or _COLUMNS) if c in df.columns]
+    t = Table(title=f"{title}: {len(df)} rows" + (f", first {rows}" if len(df) > rows else ""))
+    for c in cols:
+        t.add_column(c, justify="right" if df.schema[c].is_numeric() else "left")
+    for r in df.head(rows).select(cols).iter_rows():
+        t.add_row(*(_fmt(v) for v in r))
+    out.print(t)
+
+
+def _status_rows(status: list[dict]):
+    for s in status:
+        last = s["last_testfr_con"]
+        yield (s["name"], s["tcp_state"], s["data_transfer"],
+               dt.datetime.fromtimestamp(last).strftime("%H:%M:%S") if last else "-",
+               f"{s['rtt'] * 1000:.1f} ms" if s["rtt"] is not None else "-",
+               str(s["devices"]), str(s["points"]), str(s["frames_in"]), str(s["bad_frames"]),
+               str(s["reconnects"]), s["last_error"] or "")
+
+
+_STATUS_HEAD = ("session", "TCP", "data transfer", "last TESTFR con", "rtt", "devices", "objects",
+                "frames", "bad", "reconnects", "last error")
+
+
+def status_table(status: list[dict]) -> Table:
+    t = Table(title="sessions")
+    for h in _STATUS_HEAD:
+        t.add_column(h)
+    for row in _status_rows(status):
+        t.add_row(*row)
+    out.print(t)
+    return t
+
+
+class Live:
+    """Status per RTU, refreshed twice a second while polling (JSON lines with --json, plain
+    lines when stdout is not a terminal)."""
+
+    def __init__(self, master, *, json_lines: bool = False):
+        self.master = master
+        self.json = json_lines
+        self.live = None
+        if not json_lines and out.is_terminal:
+            self.live = RichLive(self._render(), console=out, refresh_per_second=2)
+            self.live.start()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def _render(self) -> Table:
+        t = Table(title=f"iec104 poll: {len(self.master)} parameters")
+        for h in _STATUS_HEAD:
+            t.add_column(h)
+        for row in _status_rows(self.master.status()):
+            t.add_row(*row)
+        return t
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.5 if self.live else 1.0)
+            if self.live is not None:
+                self.live.update(self._render())
+            elif self.json:
+                for s in self.master.status():
+                    sys.stdout.write(json.dumps({k: v for k, v in s.items() if k != "link"}) + "\n")
+                sys.stdout.flush()
+
+    def stop(self) -> None:
+        self.task.cancel()
+        if self.live is not None:
+            self.live.stop()
+        elif not self.json:
+            status_table(self.master.status())
+        else:
+            for s in self.master.status():
+                sys.stdout.write(json.dumps({k: v for k, v in s.items() if k != "link"}) + "\n")
+
+
+def point_list_summary(df: pl.DataFrame, path) -> None:
+    say(f"{path}: {len(df)} points")
+    by = df.group_by(["station", "ca"], maintain_order=True).len().sort(["station", "ca"])
+    for r in by.iter_rows(named=True):
+        st = "any station" if r["station"] is None else f"station {r['station']}"
+        say(f"  {st}, CA {r['ca']}: {r['len']} points")
+    types = df.filter(pl.col("type_id").is_not_null()).group_by("type_id").len().sort("type_id")
+    from iec104.types import TypeID
+    say("  types: " + ", ".join(f"{TypeID(t).name} x{n}" for t, n in types.iter_rows()))
+    cmds = df.filter(pl.col("command_type").is_not_null())
+    say(f"  command points: {len(cmds)}")
+    untyped = df["type_id"].null_count()
+    if untyped:
+        say(f"  warning: {untyped} point(s) without a type")
