@@ -183,7 +183,7 @@ async def _demo(args) -> int:
             console.say(f"simulator recorded: {rec['type']} CA {rec['ca']} IOA {rec['ioa']} "
                         f"value {rec['value']:g} -> {rec['result']}")
             rtt = await rtu.test()
-            console.say(f"connection health: TESTFR con after {rtt * 1000:.1f} ms")
+            console.say(f"connection health: TESTFR con after {rtt * 1000:.2f} ms")
             path = master.export(args.export)
             console.say(f"wrote {len(master.parameters())} rows to {path}")
             console.status_table(master.status())

@@ -49,6 +49,14 @@ class Master:
         self.store = Store(event_capacity=event_capacity)
         self.catalog = Catalog()
         self.sessions: list[Session] = []
+        # a lossless consumer of the event log that falls behind pushes back on the RTUs
+        self.store.log.on_pause.append(lambda: self._reading(False))
+        self.store.log.on_resume.append(lambda: self._reading(True))
+
+    def _reading(self, on: bool) -> None:
+        for s in self.sessions:
+            if s is not None:
+                s.set_reading(on)
 
     async def __aenter__(self) -> "Master":
         return self

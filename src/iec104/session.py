@@ -211,6 +211,7 @@ class Session:
         self.connected_since: float | None = None
         self.learned_commands: dict[tuple, dict] = {}
         self.debug = False
+        self.reading_paused = False
         self.frame_log: collections.deque = collections.deque(maxlen=settings.debug_frames)
         self.on_send: list[Callable[[bytes], None]] = []
         self.on_receive: list[Callable[[bytes], None]] = []
@@ -311,6 +312,8 @@ class Session:
         self._transport = transport
         self.tcp_state = "connected"
         self.connected_since = time.time()
+        if self.reading_paused:
+            transport.pause_reading()
         self._end = 0
         self._link = Link(self.settings.link_config())
         self._link.connection_made(now)
@@ -672,6 +675,12 @@ class Session:
                 self._background(job[1]())
 
     # ---- what operators look at ------------------------------------------------------------
+
+    def set_reading(self, on: bool) -> None:
+        """Pause or resume reading from the socket (backpressure from the event log)."""
+        self.reading_paused = not on
+        if self._transport is not None:
+            (self._transport.resume_reading if on else self._transport.pause_reading)()
 
     def enable_debug(self, on: bool = True) -> None:
         """Keep the last ``settings.debug_frames`` APCI frames (off by default)."""

@@ -1,0 +1,153 @@
+"""The latest-value table and the event log."""
+import asyncio
+
+import numpy as np
+import polars as pl
+import pytest
+
+from iec104 import POINT_DTYPE, NO_TIME
+from iec104._store import LatestTable
+from iec104.store import EventLog, ParquetSink, Store
+
+
+def rows(n=3, *, type_id=13, station=0, ca=1, start=1, value=0.0):
+    p = np.zeros(n, POINT_DTYPE)
+    p["type_id"], p["station"], p["ca"] = type_id, station, ca
+    p["ioa"] = np.arange(start, start + n)
+    p["value"] = value + np.arange(n)
+    p["time"] = NO_TIME
+    p["cot"] = 3
+    return p
+
+
+def test_time_tagged_variant_updates_the_same_row_and_other_families_do_not():
+    t = LatestTable()
+    assert t.update(rows(1, type_id=13, value=1.0)) == 1
+    assert t.update(rows(1, type_id=36, value=2.0)) == 0        # M_ME_TF_1: same point
+    assert t.update(rows(1, type_id=1, value=1.0)) == 1         # single point at that IOA
+    cols = t.columns()
+    assert len(t) == 2
+    i = t.lookup(0, 1, 1, 13)
+    assert cols["value"][i] == 2.0 and cols["type_id"][i] == 36 and cols["updates"][i] == 2
+    assert t.lookup(0, 1, 1, 1) != i and t.lookup(0, 1, 1, 9) == -1
+
+
+def test_keys_separate_station_and_common_address():
+    t = LatestTable()
+    t.update(np.concatenate([rows(5, station=0), rows(5, station=1), rows(5, station=1, ca=2)]))
+    assert len(t) == 15
+    assert t.count_by_station().tolist() == [5, 10]
+    assert t.count_by_device() == {(0, 1): 5, (1, 1): 5, (1, 2): 5}
+
+
+def test_commands_and_system_answers_do_not_enter_the_table():
+    t = LatestTable()
+    t.update(np.concatenate([rows(2, type_id=45), rows(2, type_id=100), rows(2, type_id=70)]))
+    assert len(t) == 0
+
+
+def test_growth_keeps_every_row_and_its_latest_value():
+    t = LatestTable(capacity=16)
+    big = rows(100_000)
+    assert t.update(big) == 100_000
+    again = big.copy()
+    again["value"] += 1
+    assert t.update(again) == 0
+    cols = t.columns()
+    order = np.argsort(cols["ioa"])
+    np.testing.assert_array_equal(cols["value"][order], again["value"])
+    assert (cols["updates"] == 2).all()
+
+
+def test_last_row_of_a_batch_wins():
+    t = LatestTable()
+    p = rows(1).repeat(3)
+    p["value"] = [1, 2, 3]
+    t.update(p)
+    assert t.columns()["value"].tolist() == [3.0] and t.columns()["updates"].tolist() == [3]
+
+
+def test_points_frame_schema():
+    s = Store()
+    p = rows(2, type_id=36)
+    p["time"] = [1795425432345, NO_TIME]
+    p["time_flags"] = [0x02, 0]
+    p["recv_ns"] = 1795425432345000000
+    s.update(p)
+    df = s.points()
+    assert df.schema["time"] == pl.Datetime("ms", "UTC")
+    assert df.schema["recv_time"] == pl.Datetime("ns", "UTC")
+    assert df["time"].null_count() == 1 and df["summer_time"].to_list() == [True, False]
+    assert df["type"].to_list() == ["M_ME_TF_1", "M_ME_TF_1"] and df["family"].to_list() == [13, 13]
+    assert len(s) == 2
+
+
+def test_event_log_keeps_order_and_counts_overrun():
+    log = EventLog(capacity=10)
+    c = log.consumer()
+    log.append(rows(4))
+    assert c.take()["ioa"].tolist() == [1, 2, 3, 4]
+    log.append(rows(15, start=100))                 # more than the ring holds
+    got = c.take()
+    assert got["ioa"].tolist() == list(range(105, 115))
+    assert c.lost == 5
+    assert log.snapshot()["ioa"].tolist() == list(range(105, 115))
+
+
+def test_lossless_consumer_pauses_and_resumes_the_producers():
+    log = EventLog(capacity=100, high_water=0.5, low_water=0.1)
+    calls = []
+    log.on_pause.append(lambda: calls.append("pause"))
+    log.on_resume.append(lambda: calls.append("resume"))
+    c = log.consumer(lossless=True)
+    log.append(rows(40))
+    log.append(rows(20))
+    assert calls == ["pause"] and log.paused
+    c.take()
+    assert calls == ["pause", "resume"]
+
+
+async def test_async_batches_deliver_everything_once():
+    s = Store(event_capacity=1000)
+    got = []
+
+    async def consume():
+        async for batch in s.events(idle=0.2):
+            got.append(batch)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.01)
+    for i in range(5):
+        s.update(rows(10, start=i * 10))
+        await asyncio.sleep(0)
+    await task
+    allrows = np.concatenate(got)
+    assert allrows["ioa"].tolist() == list(range(50))
+
+
+async def test_async_batches_as_polars():
+    s = Store()
+
+    async def first():
+        async for df in s.events(as_polars=True):
+            return df
+
+    task = asyncio.create_task(first())
+    await asyncio.sleep(0.01)
+    s.update(rows(3))
+    df = await asyncio.wait_for(task, 2)
+    assert isinstance(df, pl.DataFrame) and df["ioa"].to_list() == [1, 2, 3]
+
+
+async def test_parquet_sink_rotates_complete_files(tmp_path):
+    s = Store()
+    sink = s.add_sink(ParquetSink(tmp_path, rotate_rows=25, rotate_seconds=None, flush_interval=0.01))
+    for i in range(6):
+        s.update(rows(10, start=i * 10))
+        await asyncio.sleep(0.02)
+    s.close()
+    files = sorted(tmp_path.glob("*.parquet"))
+    assert len(files) == 3 and not list(tmp_path.glob("*.tmp"))
+    df = pl.concat([pl.read_parquet(f) for f in files])
+    assert df["ioa"].to_list() == list(range(60)) and sink.rows_written == 60
+    assert [len(pl.read_parquet(f)) for f in files] == [25, 25, 10]
