@@ -1,0 +1,129 @@
+"""The simulator as a controlled station: against our master and against a raw client."""
+import asyncio
+
+import numpy as np
+import polars as pl
+import pytest
+
+import iec104
+from iec104 import decode_all
+from iec104.errors import NegativeConfirmation, UnknownCommonAddressError, UnknownIOAError
+from iec104.outstation import GENERATED_TYPES, Outstation
+
+from scripted_peer import asdu, i_frame, s_frame, u_frame
+
+POINTS_CSV = "ca,ioa,type,value,command_type,sbo\n1,1,M_SP_NA_1,1,C_SC_NA_1,no\n" \
+             "1,2,M_DP_NA_1,1,C_DC_NA_1,yes\n1,3,M_ME_NC_1,12.5,C_SE_NC_1,\n" \
+             "1,4,M_IT_NA_1,100,,\n2,1,M_ME_NB_1,-7,,\n"
+
+
+async def test_gi_returns_every_point_of_every_station_with_types_and_values():
+    async with Outstation(stations=3, points=250) as out, iec104.Master(gi_on_start=False) as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        assert await rtu.interrogate() == 750
+        df = m.points().sort(["ca", "ioa"])
+        img = np.sort(out.image, order=["ca", "ioa"])
+        assert df["ioa"].to_list() == img["ioa"].tolist()
+        assert df["type_id"].to_list() == img["type_id"].tolist()      # plain types in GI
+        np.testing.assert_allclose(df["value"].to_numpy(), img["value"], rtol=1e-6, atol=1 / 32768)
+        assert set(df["cot"].to_list()) == {20}
+
+
+async def test_group_and_counter_interrogation_and_read():
+    async with Outstation(stations=2, points=160) as out, iec104.Master(gi_on_start=False) as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        assert await rtu.interrogate(ca=2, group=3) == 10           # IOAs 3, 19, 35, ...
+        got = m.points()
+        assert set(got["ioa"].to_list()) == {3 + 16 * i for i in range(10)}
+        assert set(got["cot"].to_list()) == {23}
+        counters = int((out.image_of(1)["type_id"] == 15).sum())
+        assert await rtu.counter_interrogation(ca=1) == counters
+        row = await rtu.read(1, 3)
+        assert (row["cot"], row["value"]) == (5, out.image_of(1)["value"][2])
+        with pytest.raises(UnknownIOAError):
+            await rtu.read(1, 99999)
+
+
+async def test_commands_direct_sbo_and_negative_from_a_point_list(tmp_path):
+    path = tmp_path / "points.csv"
+    path.write_text(POINTS_CSV)
+    async with Outstation(point_list=path) as out, iec104.Master(gi_on_start=False) as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        res = await rtu.command(1, 3, "C_SE_NC_1", 42.0, wait_term=True)
+        assert res.terminated
+        await asyncio.sleep(0.05)
+        assert out.image_of(1)["value"][2] == 42.0
+        assert m.points().filter(pl.col("ioa") == 3)["value"][0] == 42.0  # COT 11 feedback
+        with pytest.raises(NegativeConfirmation):                        # SBO-only point
+            await rtu.command(1, 2, "C_DC_NA_1", 2)
+        await rtu.command(1, 2, "C_DC_NA_1", 2, select=True)
+        with pytest.raises(UnknownIOAError):
+            await rtu.command(1, 4, "C_SC_NA_1", 1)
+        with pytest.raises(UnknownCommonAddressError):
+            await rtu.command(9, 1, "C_SC_NA_1", 1)
+        results = [(c["ioa"], c["select"], c["result"]) for c in out.commands]
+        assert results == [(3, False, "executed"), (2, False, "refused: not selected"),
+                           (2, True, "selected"), (2, False, "executed"),
+                           (4, False, "unknown IOA")]
+
+
+async def test_spontaneous_data_never_exceeds_k_unacknowledged():
+    async with Outstation(stations=1, points=500, rate=20000, k=5, w=3) as out:
+        r, w = await asyncio.open_connection("127.0.0.1", out.port)
+        w.write(u_frame(0x07))
+        data = b""
+        for _ in range(20):
+            try:
+                data += await asyncio.wait_for(r.read(65536), 0.1)
+            except asyncio.TimeoutError:
+                break
+        fr, pts = decode_all(data)
+        i_frames = fr[fr["format"] == 0]
+        assert len(i_frames) == 5 and len(pts) > 5          # k frames, then it waits
+        w.write(s_frame(5))                                 # acknowledge: five more may come
+        more = b""
+        while len(decode_all(more)[0]) < 5:
+            more += await asyncio.wait_for(r.read(65536), 2)
+        fr2 = decode_all(more)[0]
+        assert fr2["ns"].tolist()[:5] == [5, 6, 7, 8, 9]
+        w.close()
+
+
+async def test_misbehaving_client_is_closed_and_others_keep_working():
+    async with Outstation(stations=1, points=50) as out, iec104.Master(gi_on_start=False) as m:
+        good = await m.connect("127.0.0.1", out.port)
+        r, w = await asyncio.open_connection("127.0.0.1", out.port)
+        w.write(u_frame(0x07))
+        await r.read(6)
+        w.write(i_frame(asdu(100, 6, 1, b"\x00\x00\x00\x14"), ns=5, nr=0))   # wrong N(S)
+        try:
+            closed = await asyncio.wait_for(r.read(65536), 2) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed
+        assert await good.interrogate() == 50
+        assert out.stats()["closed_on_fault"] >= 1
+
+
+async def test_end_of_initialization_triggers_a_gi():
+    async with Outstation(stations=2, points=20, send_ei=True) as out, \
+            iec104.Master(gi_on_start=False) as m:
+        await m.connect("127.0.0.1", out.port)
+        for _ in range(100):
+            if len(m) == 40:
+                break
+            await asyncio.sleep(0.02)
+        assert len(m) == 40
+
+
+async def test_stopdt_is_confirmed_and_stops_data():
+    async with Outstation(stations=1, points=10, rate=1000) as out:
+        async with iec104.Master(gi_on_start=False) as m:
+            rtu = await m.connect("127.0.0.1", out.port)
+            await asyncio.sleep(0.1)
+        assert rtu.tcp_state == "closed"
+        assert rtu.counts["link_closes"] == 0
+
+
+def test_generated_types_cover_the_common_families():
+    assert {1, 3, 5, 7, 9, 11, 13, 15} <= set(GENERATED_TYPES)
