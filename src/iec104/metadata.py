@@ -247,9 +247,11 @@ class Catalog:
         if hook is not None:
             from iec104.importhooks import run_hook
             self.status = ImportStatus("in_progress", "reading", f"hook {hook}", started=time.time())
+            await asyncio.sleep(0)              # let observers see the running state
+            hook_args = {k: options.pop(k) for k in ("element", "device", "user", "password")
+                         if k in options}
             try:
-                source = await run_hook(hook, device=options.pop("device", "ALL"),
-                                        timeout=timeout, **options)
+                source = await run_hook(hook, timeout=timeout, **hook_args)
             except Exception as e:
                 self.status.state, self.status.error = "failed", str(e)
                 self.status.finished = time.time()

@@ -1,0 +1,235 @@
+"""Point lists: reading, validation with precise errors, the joined tables, command table."""
+import asyncio
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+import xlsxwriter
+
+from iec104 import NO_TIME, POINT_DTYPE
+from iec104.metadata import Catalog, CommandNotAllowed, PointListError, read_point_list
+from iec104.store import Store
+
+GOOD = ("Information Object Address;Common Address;Tag;Units;Type;Scale;Offset;Command Type;Bay\n"
+        "100;1;Feeder current;A;M_ME_NC_1;1;0;;F1\n"
+        "101;1;Oil temp;°C;M_ME_NB_1;0.1;0;;T1\n"
+        "5001;1;Breaker;;M_DP_NA_1;;;C_DC_NA_1;F1\n")
+
+
+def write(tmp_path, text, name="points.csv", encoding="utf-8"):
+    p = tmp_path / name
+    p.write_bytes(text.encode(encoding))
+    return p
+
+
+def write_xlsx(path, sheets):
+    wb = xlsxwriter.Workbook(path)
+    for name, rows in sheets.items():
+        ws = wb.add_worksheet(name)
+        for r, row in enumerate(rows):
+            for c, v in enumerate(row):
+                ws.write(r, c, v)
+    wb.close()
+    return path
+
+
+def test_aliases_case_delimiter_and_extras(tmp_path):
+    df = read_point_list(write(tmp_path, GOOD))
+    assert df["ioa"].to_list() == [100, 101, 5001]
+    assert df["name"].to_list() == ["Feeder current", "Oil temp", "Breaker"]
+    assert df["family"].to_list() == [13, 11, 3] and df["command_type"].to_list() == [None, None, 46]
+    assert df["unit"][1] == "°C" and df["Bay"].to_list() == ["F1", "T1", "F1"]
+    assert df.schema["ioa"] == pl.UInt32 and df.schema["ca"] == pl.UInt16
+
+
+def test_latin1_and_tab_separated(tmp_path):
+    p = write(tmp_path, "ioa\tunit\tname\n1\t°C\tTempérature\n", encoding="latin-1")
+    df = read_point_list(p)
+    assert df["unit"][0] == "°C" and df["name"][0] == "Température" and df["ca"][0] == 1
+
+
+def test_linear_range_gives_scale_and_offset(tmp_path):
+    df = read_point_list(write(tmp_path, "ioa,raw_min,raw_max,eng_min,eng_max\n1,0,32767,0,100\n"))
+    assert df["scale"][0] == pytest.approx(100 / 32767) and df["offset"][0] == 0
+
+
+@pytest.mark.parametrize("text,row,column,words", [
+    ("name,unit\nx,A\n", None, "IOA", "columns seen: name, unit"),
+    ("ioa,name\n1,a\nabc,b\n", 2, "ioa", "'abc'"),
+    ("ioa\n1\n99999999\n", 2, "ioa", "0..16777215"),
+    ("ioa,type\n1,M_XX_NA_1\n", 1, "type", "unknown type"),
+    ("ioa,ca\n1,1\n2,1\n1,1\n", 3, "ioa", "rows 1 and 3"),
+    ("ioa,command type\n1,M_SP_NA_1\n", 1, "command type", "not a command type"),
+])
+def test_bad_lists_name_file_row_and_column(tmp_path, text, row, column, words):
+    p = write(tmp_path, text)
+    with pytest.raises(PointListError) as e:
+        read_point_list(p)
+    assert e.value.row == row and e.value.column == column and str(p) in str(e.value)
+    assert words in str(e.value)
+
+
+def test_xlsx_sheets(tmp_path):
+    p = write_xlsx(tmp_path / "p.xlsx", {
+        "Intro": [["nothing here"]],
+        "Points": [["IOA", "Name", "Type"], [1, "a", "M_SP_NA_1"], [2, "b", 13]],
+    })
+    assert read_point_list(p, sheet="Points")["type_id"].to_list() == [1, 13]
+    assert read_point_list(p, sheet=1)["ioa"].to_list() == [1, 2]
+    with pytest.raises(PointListError, match="no IOA column"):
+        read_point_list(p)                              # the first sheet has no IOA
+    with pytest.raises(PointListError, match="workbook"):
+        read_point_list(p, sheet="Missing")
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(PointListError, match="no such file"):
+        read_point_list(tmp_path / "nope.csv")
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(PointListError, match="broken.xlsx"):
+        read_point_list(broken)
+
+
+def live(values):
+    """A store with float points (station 0, CA 1) at the given IOAs."""
+    s = Store()
+    p = np.zeros(len(values), POINT_DTYPE)
+    p["type_id"], p["ca"], p["cot"], p["time"] = 13, 1, 20, NO_TIME
+    p["ioa"] = list(values)
+    p["value"] = list(values.values())
+    p["quality"][0] = 0x80
+    p["recv_ns"] = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1e9)
+    s.update(p)
+    return s
+
+
+def test_parameter_table_has_ok_unknown_and_missing_rows(tmp_path):
+    cat = Catalog()
+    cat.load(write(tmp_path, "ioa,name,unit,type,scale,offset\n100,I,A,M_ME_NC_1,2,1\n"
+                             "102,P,MW,M_ME_NC_1,,\n"))
+    df = cat.parameters(live({100: 10.0, 101: 5.0}).points())
+    by = {r["ioa"]: r for r in df.iter_rows(named=True)}
+    assert by[100]["status"] == "ok" and by[100]["eng_value"] == 21.0 and by[100]["unit"] == "A"
+    assert by[100]["iv"] is True and by[100]["age"] >= 0
+    assert by[101]["status"] == "unknown" and by[101]["name"] is None
+    assert by[102]["status"] == "missing" and by[102]["value"] is None and by[102]["name"] == "P"
+
+
+def test_import_is_all_or_nothing(tmp_path):
+    cat = Catalog()
+    cat.load(write(tmp_path, "ioa,name\n1,a\n"))
+    with pytest.raises(PointListError):
+        cat.load(write(tmp_path, "ioa,name\n1,a\nx,b\n", name="bad.csv"))
+    assert cat.table()["name"].to_list() == ["a"]
+    assert cat.status.state == "failed" and "bad.csv" in cat.status.error
+
+
+async def test_async_import_reports_its_status(tmp_path):
+    cat = Catalog()
+    task = asyncio.create_task(cat.import_points(write(tmp_path, GOOD)))
+    await asyncio.sleep(0)
+    assert cat.status.state in ("pending", "in_progress", "completed")
+    await task
+    assert cat.status.state == "completed" and cat.status.rows == 3
+
+
+def test_command_table_and_check(tmp_path):
+    cat = Catalog()
+    cat.check_command(0, 1, 7, 45)                      # no list: anything goes
+    cat.load(write(tmp_path, GOOD))
+    cmds = cat.command_points(learned=[{"station": 0, "ca": 1, "ioa": 5001, "type_id": 46,
+                                        "last_result": "confirmed"}])
+    row = cmds.row(0, named=True)
+    assert (row["ioa"], row["type"], row["last_result"]) == (5001, "C_DC_NA_1", "confirmed")
+    cat.check_command(0, 1, 5001, 59)                   # the time-tagged variant is the same family
+    with pytest.raises(CommandNotAllowed):
+        cat.check_command(0, 1, 100, 50)
+    with pytest.raises(CommandNotAllowed):
+        cat.check_command(0, 1, 5001, 45)
+    cat.check_command(0, 1, 100, 50, allow_unlisted=True)
+
+
+# ---- import hooks ----------------------------------------------------------------------------
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time as _time  # noqa: E402
+
+from iec104 import importhooks  # noqa: E402
+from iec104.importhooks import ImportHookError, Secret, available_hooks, run_hook  # noqa: E402
+
+CALLS = []
+
+
+def good_hook(*, element, request_id, device, user, password):
+    CALLS.append((element, device, user, repr(password), password.reveal()))
+    logging.getLogger("test").info("hook called with %s", password)
+    return request_id, [{"ioa": 1, "name": "from hook"}, {"ioa": 2, "name": "second"}]
+
+
+def slow_hook(**kw):
+    _time.sleep(2)
+    return []
+
+
+def failing_hook(**kw):
+    raise RuntimeError("database down")
+
+
+def wrong_id_hook(**kw):
+    return "another-request", []
+
+
+async def test_callable_hook_feeds_an_import_and_keeps_the_password_secret(caplog):
+    caplog.set_level(logging.DEBUG)
+    cat = Catalog()
+    df = await cat.import_points(hook=f"{__name__}:good_hook", element="SS7", device=3,
+                                 user="op", password="hunter2")
+    assert df["name"].to_list() == ["from hook", "second"]
+    element, device, user, shown, real = CALLS[-1]
+    assert (element, device, user, real) == ("SS7", "3", "op", "hunter2")
+    assert "hunter2" not in shown and "hunter2" not in caplog.text
+    assert "hunter2" not in repr(cat.status) and cat.status.state == "completed"
+
+
+async def test_executable_hook_gets_the_password_on_stdin(tmp_path):
+    script = tmp_path / "hook.sh"
+    script.write_text("#!/bin/sh\nread pw\necho 'ioa,name,args'\n"
+                      "echo \"7,$pw,$*\"\n")
+    script.chmod(0o755)
+    df = await run_hook(str(script), element="E1", device="ALL", user="u", password="s3cret")
+    assert df["name"].to_list() == ["s3cret"]               # it came through stdin
+    assert "s3cret" not in df["args"][0] and "--request-id" in df["args"][0]
+
+
+@pytest.mark.parametrize("hook,words", [
+    ("slow_hook", "did not answer"), ("failing_hook", "database down"),
+    ("wrong_id_hook", "answered request"), ("no_such_function", "cannot load"),
+])
+async def test_hook_failures_are_typed(hook, words):
+    cat = Catalog()
+    with pytest.raises(ImportHookError, match=words):
+        await cat.import_points(hook=f"{__name__}:{hook}", timeout=0.3)
+    assert cat.status.state == "failed"
+
+
+async def test_unknown_hook_name_is_a_clear_error():
+    with pytest.raises(ImportHookError, match="no import hook 'nothing'"):
+        await run_hook("nothing")
+
+
+def test_entry_point_hooks_are_listed_and_refreshed(monkeypatch):
+    class EP:
+        name, value = "erp", f"{__name__}:good_hook"
+    monkeypatch.setattr(importhooks.importlib.metadata, "entry_points", lambda group: [EP()])
+    assert available_hooks(refresh=True) == {"erp": f"{__name__}:good_hook"}
+    monkeypatch.setattr(importhooks.importlib.metadata, "entry_points", lambda group: [])
+    assert available_hooks() == {"erp": f"{__name__}:good_hook"}     # cached until refreshed
+    assert available_hooks(refresh=True) == {}
+
+
+def test_secret_never_shows():
+    s = Secret("pw")
+    assert "pw" not in repr(s) and "pw" not in str(s) and "pw" not in f"{s}"
