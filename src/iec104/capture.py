@@ -171,6 +171,7 @@ class _Stream:
         self.frames: list[np.ndarray] = []
         self.frame_times: list[np.ndarray] = []
         self.gaps = 0
+        self.last_time = 0
 
     def segment(self, seq: int, t: int, payload) -> None:
         if self.next_seq is None:
@@ -187,15 +188,16 @@ class _Stream:
             if len(self.held) > 1000:               # the gap will not be filled: skip it
                 self.gaps += 1
                 self.next_seq = min(self.held, key=lambda s: (s - self.next_seq) & 0xFFFFFFFF)
-                self._drain()
+                self._drain(t)
             return
         self._take(t, payload)
-        self._drain()
+        self._drain(t)
 
-    def _drain(self) -> None:
+    def _drain(self, now: int | None = None) -> None:
+        # held segments become readable when the gap before them fills: at ``now``
         while self.next_seq in self.held:
             t, p = self.held.pop(self.next_seq)
-            self._take(t, p)
+            self._take(max(t, now or 0), p)
 
     def _take(self, t: int, payload) -> None:
         if not len(payload):
@@ -205,6 +207,7 @@ class _Stream:
         self._decode(t, final=False)
 
     def _decode(self, t: int, final: bool) -> None:
+        self.last_time = t
         d = self.decoder
         used = d.feed(self.buf, t, final=final)
         if d.n_frames:
@@ -218,14 +221,16 @@ class _Stream:
         return any((f["status"] == 0).any() for f in self.frames)
 
     def finish(self) -> None:
-        if self.held:
+        t = self.last_time
+        if self.held:                           # a gap never filled: skip it, decode the rest
             self.gaps += 1
             for s in sorted(self.held, key=lambda s: (s - self.next_seq) & 0xFFFFFFFF):
                 t, p = self.held[s]
                 self.buf += p
+                self._decode(t, final=False)
             self.held.clear()
         if self.buf:
-            self._decode(0, final=True)
+            self._decode(t, final=True)
 
 
 def read_capture(path, *, port: int | None = None, cot_size: int = 2, ca_size: int = 2,
