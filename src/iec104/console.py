@@ -21,11 +21,11 @@ _COLUMNS = ["station", "ca", "ioa", "name", "type", "value", "eng_value", "unit"
 
 
 def say(text: str) -> None:
-    out.print(text)
+    out.print(text, soft_wrap=True)
 
 
 def error(text: str) -> None:
-    err.print(f"[bold red]error:[/] {text}")
+    err.print(f"[bold red]error:[/] {text}", soft_wrap=True)
 
 
 def _fmt(v) -> str:

@@ -1,0 +1,115 @@
+"""The iec104 command, in-process against the simulator, and the default job as a user runs it."""
+import asyncio
+import subprocess
+import sys
+import threading
+
+import polars as pl
+import pytest
+
+from iec104.cli import main
+from iec104.outstation import Outstation
+
+from conformance import PCAP, frames
+
+
+class Sim:
+    """An Outstation in a thread of its own, so that main() can run its own event loop."""
+
+    def __init__(self, **kw):
+        self.kw = kw
+        self.ready = threading.Event()
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(5)
+        return self
+
+    async def _run(self):
+        self.stop = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        async with Outstation(**self.kw) as out:
+            self.out = out
+            self.ready.set()
+            await self.stop.wait()
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(5)
+
+
+def test_default_job_runs_end_to_end_and_writes_the_table(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "iec104.cli"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "general interrogation: 29 objects" in out
+    assert "ActCon and ActTerm" in out and "-> executed" in out
+    df = pl.read_parquet(tmp_path / "out" / "parameters.parquet")
+    assert len(df) == 29 and set(df["status"]) == {"ok"}
+    assert "TR1 oil temperature" in df["name"].to_list()
+
+
+def test_simulate_then_poll_with_export_and_events(tmp_path, capsys):
+    with Sim(stations=2, points=30, rate=500) as sim:
+        code = main(["poll", f"127.0.0.1:{sim.out.port}", "--duration", "1.5", "--export",
+                     str(tmp_path / "snap.parquet"), "--events", str(tmp_path / "ev")])
+    assert code == 0
+    snap = pl.read_parquet(tmp_path / "snap.parquet")
+    assert len(snap) == 60
+    events = pl.concat([pl.read_parquet(f) for f in (tmp_path / "ev").glob("*.parquet")])
+    assert len(events) >= 60 and set(events["cot"].unique()) >= {3, 20}
+
+
+def test_simulate_command_runs_for_its_duration(capsys):
+    assert main(["simulate", "--port", "0", "--stations", "1", "--points", "5", "--duration", "0.5"]) == 0
+    assert "simulator listening on 127.0.0.1:" in capsys.readouterr().out
+
+
+def test_command_exit_codes(capsys):
+    with Sim(stations=1, points=20) as sim:
+        target = f"127.0.0.1:{sim.out.port}"
+        assert main(["command", target, "--ca", "1", "--ioa", "2", "--type", "C_SC_NA_1",
+                     "--value", "1"]) == 0
+        assert main(["command", target, "--ca", "1", "--ioa", "2", "--type", "C_SC_NA_1",
+                     "--value", "1", "--select", "--time"]) == 0
+        assert main(["command", target, "--ca", "1", "--ioa", "99999", "--type", "C_SC_NA_1",
+                     "--value", "1"]) == 2
+        err = capsys.readouterr().err
+        assert "unknown ioa" in err.lower() and "Traceback" not in err
+        port = sim.out.port
+    assert main(["command", f"127.0.0.1:{port}", "--ca", "1", "--ioa", "2", "--type",
+                 "C_SC_NA_1", "--value", "1", "--t0", "1"]) == 1
+    assert "127.0.0.1" in capsys.readouterr().err
+
+
+def test_import_reports_a_good_list_and_rejects_a_bad_one(tmp_path, capsys):
+    good = tmp_path / "p.csv"
+    good.write_text("ioa,ca,type,command_type\n1,1,M_SP_NA_1,C_SC_NA_1\n2,1,M_ME_NC_1,\n")
+    assert main(["import", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "2 points" in out and "command points: 1" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ioa\n1\nfoo\n")
+    assert main(["import", str(bad)]) == 2
+    assert "row 2" in capsys.readouterr().err
+
+
+def test_export_snapshot(tmp_path):
+    with Sim(stations=2, points=10) as sim:
+        assert main(["export", f"127.0.0.1:{sim.out.port}", "-o", str(tmp_path / "s.csv")]) == 0
+    assert len(pl.read_csv(tmp_path / "s.csv")) == 20
+
+
+def test_decode_capture(tmp_path, capsys):
+    assert main(["decode", str(PCAP), "-o", str(tmp_path / "o.parquet")]) == 0
+    df = pl.read_parquet(tmp_path / "o.parquet")
+    assert len(df) == sum(len(f.get("objects", [])) for f in frames("lib60870_capture.jsonl"))
+    assert {"connection", "direction", "capture_time", "ioa", "value"} <= set(df.columns)
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "iec104 decode capture.pcapng -o objects.parquet" in capsys.readouterr().out
