@@ -18,10 +18,10 @@ def run_c104(port, body):
     try:
         client.start()
         conn.connect()
-        deadline = time.monotonic() + 5
-        while not conn.is_connected and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10
+        while conn.state != c104.ConnectionState.OPEN and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert conn.is_connected
+        assert conn.state == c104.ConnectionState.OPEN
         return body(client, conn)
     finally:
         client.stop()
@@ -45,7 +45,9 @@ async def test_c104_gi_receives_every_point_with_types_and_values():
             for ca in (1, 2):
                 assert conn.interrogation(common_address=ca, cause=c104.Cot.ACTIVATION,
                                           qualifier=c104.Qoi.STATION)
-            time.sleep(0.3)
+            deadline = time.monotonic() + 10         # the data follows the ActCon
+            while any(p.processed_at is None for p in points.values()) and time.monotonic() < deadline:
+                time.sleep(0.02)
             for key, p in points.items():
                 seen[key] = (int(p.type), p.value, p.processed_at)
         await in_thread(lambda: run_c104(out.port, body))
