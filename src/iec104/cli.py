@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=0.0, help="spontaneous changes per second")
     s.add_argument("--with-time", action="store_true", help="spontaneous data with CP56Time2a")
     s.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
+    s.add_argument("--k", type=int, default=12, help="send window (raise it for load tests)")
+    s.add_argument("--w", type=int, default=8, help="acknowledge after w received frames")
 
     c = sub.add_parser("command", help="send one command; the exit code tells its result")
     c.add_argument("target", metavar="TARGET")
@@ -261,7 +263,8 @@ def cmd_simulate(args) -> int:
 async def _simulate(args) -> int:
     from iec104.outstation import Outstation
     out = Outstation(stations=args.stations, points=args.points, point_list=args.point_list,
-                     host=args.host, port=args.port, rate=args.rate, with_time=args.with_time)
+                     host=args.host, port=args.port, rate=args.rate, with_time=args.with_time,
+                     k=args.k, w=args.w)
     out.on_command.append(lambda r: console.say(
         f"command from {r['connection']}: {r['type']} CA {r['ca']} IOA {r['ioa']} value "
         f"{r['value']:g}{' select' if r['select'] else ''} -> {r['result']}"))

@@ -61,7 +61,7 @@ class SessionSettings:
     backoff_max: float = 30.0
     request_timeout: float = 30.0
     debug_frames: int = 1000
-    recv_buffer: int = 1 << 18
+    recv_buffer: int = 1 << 16
 
     def __post_init__(self):
         if self.cot_size not in (1, 2) or self.ca_size not in (1, 2) or self.ioa_size not in (1, 2, 3):
@@ -153,9 +153,12 @@ class _Interrogation:
             return
         waiting = (self.confirmed | self.expect) - self.terminated - set(self.refused)
         if not waiting and (self.terminated or self.refused):
-            # a broadcast is answered station by station: finish once no other station
-            # has confirmed for a moment after the last termination
-            self._settle = asyncio.get_running_loop().call_later(BROADCAST_SETTLE, self._finish)
+            if self.expect:                     # every known station answered
+                self._finish()
+            else:
+                # stations not known yet answer one by one: finish once no other station
+                # has confirmed for a moment after the last termination
+                self._settle = asyncio.get_running_loop().call_later(BROADCAST_SETTLE, self._finish)
 
     def _finish(self) -> None:
         if self.done.done():
