@@ -1,0 +1,120 @@
+"""End-to-end general interrogation: this project's master against c104's master, same run,
+same outstation process (this project's simulator, then a c104 outstation).
+
+Timed from the GI request to the last ActTerm (ours) or the last object counted (c104's
+callbacks). Reports objects/s, CPU seconds of master and outstation, and the ratio.
+
+Run: .venv/bin/python benchmarks/bench_gi.py [--stations 10 --points 10000] [--json out.json]
+"""
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import procs  # noqa: E402
+
+import iec104  # noqa: E402
+
+
+async def ours(port: int, stations: int, points: int, repeat: int) -> dict:
+    async with iec104.Master(gi_on_start=False) as master:
+        rtu = await master.connect("127.0.0.1", port, name="bench")
+        await rtu.interrogate()                         # warm up, learn the stations
+        best = None
+        for _ in range(repeat):
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            n = await rtu.interrogate()
+            dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            if best is None or dt < best["seconds"]:
+                best = {"objects": n, "seconds": dt, "master_cpu": cpu}
+        assert len(master) == stations * points, len(master)
+        return best
+
+
+def c104_master(port: int, stations: int, points: int, timeout: float = 600) -> dict:
+    import c104
+    client = c104.Client(tick_rate_ms=50)
+    conn = client.add_connection(ip="127.0.0.1", port=port, init=c104.Init.NONE)
+    count = [0]
+    lock = threading.Lock()
+    done = threading.Event()
+    total = stations * points
+
+    def on_receive(point: c104.Point, previous_info: c104.Information,
+                   message: c104.IncomingMessage) -> c104.ResponseState:
+        with lock:
+            count[0] += 1
+            if count[0] >= total:
+                done.set()
+        return c104.ResponseState.SUCCESS
+
+    for ca in range(1, stations + 1):
+        st = conn.add_station(common_address=ca)
+        for ioa in range(1, points + 1):
+            st.add_point(io_address=ioa, type=c104.Type.M_ME_NC_1).on_receive(callable=on_receive)
+    client.start()
+    conn.connect()
+    deadline = time.monotonic() + 30
+    while conn.state != c104.ConnectionState.OPEN and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for ca in range(1, stations + 1):
+        conn.interrogation(common_address=ca, wait_for_response=False)
+    finished = done.wait(timeout)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    client.stop()
+    return {"objects": count[0], "seconds": dt, "master_cpu": cpu, "complete": finished}
+
+
+def scenario(name, start_outstation, stations, points, repeat):
+    rows = []
+    for master in ("iec104", "c104"):
+        port = procs.free_port()
+        proc = start_outstation(port)
+        try:
+            time.sleep(0.5)
+            out0 = procs.cpu_seconds(proc.pid)
+            if master == "iec104":
+                r = iec104.run(ours(port, stations, points, repeat))
+            else:
+                r = c104_master(port, stations, points)
+            r["outstation_cpu"] = procs.cpu_seconds(proc.pid) - out0
+        finally:
+            procs.stop(proc)
+        r.update(outstation=name, master=master, objects_per_s=r["objects"] / r["seconds"])
+        rows.append(r)
+        print(f"  {name:10} {master:7} {r['objects']:8d} objects in {r['seconds']:7.3f} s = "
+              f"{r['objects_per_s'] / 1e6:7.3f} M/s; CPU master {r['master_cpu']:.2f} s, "
+              f"outstation {r['outstation_cpu']:.2f} s", flush=True)
+    rows[0]["ratio_vs_c104"] = rows[1]["seconds"] / rows[0]["seconds"]
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stations", type=int, default=10)
+    ap.add_argument("--points", type=int, default=10_000)
+    ap.add_argument("--k", type=int, default=1000, help="outstation send window")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    print(f"machine: {procs.machine()}")
+    print(f"GI of {a.stations} stations x {a.points} points, outstation k={a.k}")
+    rows = scenario("simulator", lambda port: procs.start_simulator(
+        port, stations=a.stations, points=a.points, k=a.k, w=8), a.stations, a.points, a.repeat)
+    rows += scenario("c104", lambda port: procs.start_c104_outstation(
+        port, stations=a.stations, points=a.points, k=a.k), a.stations, a.points, a.repeat)
+    for r in rows:
+        if "ratio_vs_c104" in r:
+            print(f"  against the {r['outstation']} outstation: iec104 is {r['ratio_vs_c104']:.1f}x "
+                  f"faster than c104's master")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"machine": procs.machine(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+import numpy as np
+
+class Decoder:
+    n_points: int
+    n_frames: int
+    total_frames: int
+    total_points: int
+    bad_frames: int
+    status_counts: np.ndarray
+    station: int
+    def __init__(self, *, cot_size: int = 2, ca_size: int = 2, ioa_size: int = 3,
+                 station: int = 0, tz: object = None, capacity: int = 4096) -> None: ...
+    @property
+    def points(self) -> np.ndarray: ...
+    @property
+    def frames(self) -> np.ndarray: ...
+    def feed(self, data: bytes | bytearray | memoryview, recv_ns: int | None = None, *,
+             final: bool = False) -> int: ...
+
+def decode_all(data: bytes | bytearray | memoryview, *, cot_size: int = 2, ca_size: int = 2,
+               ioa_size: int = 3, station: int = 0, tz: object = None,
+               recv_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+def decode(data: bytes | bytearray | memoryview, *, cot_size: int = 2, ca_size: int = 2,
+           ioa_size: int = 3, station: int = 0, tz: object = None,
+           recv_ns: int | None = None) -> np.ndarray: ...
+def decode_frames(data: bytes | bytearray | memoryview, *, cot_size: int = 2, ca_size: int = 2,
+                  ioa_size: int = 3, tz: object = None, recv_ns: int | None = None) -> np.ndarray: ...
+def element_lengths() -> dict[int, int]: ...
+def struct_sizes() -> tuple[int, int]: ...
