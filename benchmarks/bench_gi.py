@@ -60,7 +60,10 @@ def c104_master(port: int, stations: int, points: int, timeout: float = 600) -> 
     conn.connect()
     deadline = time.monotonic() + 30
     while conn.state != c104.ConnectionState.OPEN and time.monotonic() < deadline:
+        if conn.state == c104.ConnectionState.OPEN_MUTED:
+            conn.unmute()                           # STARTDT
         time.sleep(0.01)
+    assert conn.state == c104.ConnectionState.OPEN, conn.state
     cpu0, t0 = time.process_time(), time.perf_counter()
     for ca in range(1, stations + 1):
         conn.interrogation(common_address=ca, wait_for_response=False)
@@ -104,8 +107,10 @@ def main():
     a = ap.parse_args()
     print(f"machine: {procs.machine()}")
     print(f"GI of {a.stations} stations x {a.points} points, outstation k={a.k}")
+    floats = procs.float_point_list(a.stations, a.points)     # the same image as the c104 one
     rows = scenario("simulator", lambda port: procs.start_simulator(
-        port, stations=a.stations, points=a.points, k=a.k, w=8), a.stations, a.points, a.repeat)
+        port, stations=a.stations, points=a.points, k=a.k, w=8, point_list=floats),
+        a.stations, a.points, a.repeat)
     rows += scenario("c104", lambda port: procs.start_c104_outstation(
         port, stations=a.stations, points=a.points, k=a.k), a.stations, a.points, a.repeat)
     for r in rows:

@@ -6,6 +6,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,14 +44,35 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def _raise_nofile() -> None:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def float_point_list(stations: int, points: int) -> Path:
+    """A point list of M_ME_NC_1 points only (what the c104 side of a benchmark expects)."""
+    path = Path(tempfile.gettempdir()) / f"iec104-bench-{stations}x{points}.csv"
+    if not path.exists():
+        rows = ["ca,ioa,type,value"] + [f"{ca},{ioa},M_ME_NC_1,{ioa * 0.5}"
+                                        for ca in range(1, stations + 1)
+                                        for ioa in range(1, points + 1)]
+        path.write_text("\n".join(rows) + "\n")
+    return path
+
+
 def start_simulator(port: int, *, stations: int, points: int, k: int = 12, w: int = 8,
-                    rate: float = 0, with_time: bool = False) -> subprocess.Popen:
+                    rate: float = 0, with_time: bool = False,
+                    point_list: Path | None = None) -> subprocess.Popen:
     """This project's outstation in a process of its own."""
     args = [sys.executable, "-m", "iec104.cli", "simulate", "--port", str(port), "--stations",
             str(stations), "--points", str(points), "--k", str(k), "--w", str(w), "--rate", str(rate)]
+    if point_list is not None:
+        args += ["--point-list", str(point_list)]
     if with_time:
         args.append("--with-time")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_raise_nofile)
     wait_port(port)
     return proc
 
@@ -59,7 +81,7 @@ def start_c104_outstation(port: int, *, stations: int, points: int, k: int) -> s
     """lib60870-C's outstation (c104) in a process of its own."""
     proc = subprocess.Popen([sys.executable, str(HERE / "c104_outstation.py"), str(port),
                              str(stations), str(points), str(k)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, timeout=300)
     return proc
 
