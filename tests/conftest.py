@@ -3,14 +3,14 @@ import asyncio
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parent))   # conformance, scripted_peer, c104_peer
 
 
-@pytest.fixture(scope="session", params=["asyncio", "uvloop"])
-def event_loop_policy(request):
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
+def pytest_asyncio_loop_factories(config, item):
+    factories = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+        factories["uvloop"] = uvloop.new_event_loop
+    except ImportError:
+        pass
+    return factories

@@ -44,6 +44,9 @@ COMMAND_FOR = {1: 45, 3: 46, 5: 47, 7: 51, 9: 48, 11: 49, 13: 50}
 # plain type -> its CP56Time2a variant, for spontaneous data with time
 TIME_VARIANT = {1: 30, 3: 31, 5: 32, 7: 33, 9: 34, 11: 35, 13: 36, 15: 37}
 _BROADCAST = 0xFFFF
+# type id -> its family (the plain type), as a table numpy can index with a whole column
+FAMILY = np.array([family_of(t) for t in range(256)], np.uint8)
+TIME_OF = np.array([TIME_VARIANT.get(int(FAMILY[t]), t) for t in range(256)], np.uint8)
 _MAX_QUEUED_FRAMES = 200_000
 
 
@@ -379,8 +382,8 @@ class Outstation:
             if 1 <= group <= 16:
                 mask &= ((img["ioa"] - 1) % 16) + 1 == group
             data_cot = qualifier
-        rows = img[mask].copy()
-        rows["type_id"] = [family_of(t) for t in rows["type_id"]] if len(rows) else rows["type_id"]
+        rows = img[mask]                        # a copy: boolean indexing
+        rows["type_id"] = FAMILY[rows["type_id"]]
         rows["time"] = NO_TIME
         if len(rows):
             order = np.lexsort((rows["ioa"], rows["type_id"]))
@@ -458,7 +461,7 @@ class Outstation:
         img = self.image
         idx = np.sort(self.rng.integers(0, len(img), n))
         idx = np.unique(idx)
-        fam = np.array([family_of(t) for t in range(256)], np.uint8)[img["type_id"][idx]]
+        fam = FAMILY[img["type_id"][idx]]
         v = img["value"][idx]
         analog = np.isin(fam, (9, 11, 13))
         step = self.rng.normal(0, 1, len(idx))
@@ -474,7 +477,7 @@ class Outstation:
         rows["cot"] = Cot.SPONTANEOUS
         if self.with_time:
             now = int(time.time() * 1000) + self.clock_offset_ms
-            rows["type_id"] = [TIME_VARIANT.get(family_of(t), t) for t in rows["type_id"]]
+            rows["type_id"] = TIME_OF[rows["type_id"]]
             rows["time"] = now
         else:
             rows["type_id"] = fam
