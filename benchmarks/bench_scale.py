@@ -9,6 +9,7 @@ Run: .venv/bin/python benchmarks/bench_scale.py [--sizes 100,1000,10000] [--json
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -55,23 +56,28 @@ async def ours(ports: list[int], n: int, idle: float, t3: float) -> dict:
 def c104_scale(ports: list[int], n: int, timeout: float = 120) -> dict:
     import c104
     rss0 = procs.rss_bytes()
-    client = c104.Client(tick_rate_ms=100)
-    conns = [client.add_connection(ip="127.0.0.1", port=ports[i % len(ports)], init=c104.Init.ALL)
-             for i in range(n)]
+    # c104 keeps one connection per address and port in a client: a client per RTU (each
+    # with its threads), as a c104 user polling many RTUs must do
+    clients = [c104.Client(tick_rate_ms=100) for _ in range(n)]
+    conns = [c.add_connection(ip="127.0.0.1", port=ports[i % len(ports)], init=c104.Init.ALL)
+             for i, c in enumerate(clients)]
     t0 = time.perf_counter()
-    client.start()
+    for c in clients:
+        c.start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and sum(c.state == c104.ConnectionState.OPEN for c in conns) < n:
         time.sleep(0.1)
+    threads = len(os.listdir("/proc/self/task"))
     t = time.perf_counter() - t0
     opened = sum(c.state == c104.ConnectionState.OPEN for c in conns)
     rss = procs.rss_bytes() - rss0
     cpu0, w0 = time.process_time(), time.perf_counter()
     time.sleep(5)
     idle = (time.process_time() - cpu0) / (time.perf_counter() - w0)
-    client.stop()
+    for c in clients:
+        c.stop()
     return {"sessions": n, "opened": opened, "connect_all_s": t if opened == n else None,
-            "rss_per_session_kib": rss / n / 1024, "idle_cpu_share": idle}
+            "rss_per_session_kib": rss / n / 1024, "idle_cpu_share": idle, "threads": threads}
 
 
 def main():

@@ -127,3 +127,50 @@ async def test_stopdt_is_confirmed_and_stops_data():
 
 def test_generated_types_cover_the_common_families():
     assert {1, 3, 5, 7, 9, 11, 13, 15} <= set(GENERATED_TYPES)
+
+
+async def test_schedules_repeat_gi_counters_and_clock_sync():
+    async with Outstation(stations=1, points=30) as out, \
+            iec104.Master(gi_interval=0.2, ci_interval=0.25, clock_sync_interval=0.3) as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        await asyncio.sleep(1.0)
+        counts = [r for r in m.points().iter_rows(named=True)]
+        assert min(r["updates"] for r in counts) >= 3          # start GI + periodic ones
+        assert out.counts["requests"] >= 3 + 3 + 2
+        assert out.clock_offset_ms is not None and rtu.counts["reconnects"] == 0
+
+
+async def test_debug_log_and_raw_hooks_see_every_frame():
+    async with Outstation(stations=1, points=10) as out, iec104.Master(gi_on_start=False) as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        sent, received = [], []
+        rtu.on_send.append(sent.append)
+        rtu.on_receive.append(received.append)
+        assert not rtu.frame_log                               # off by default
+        rtu.enable_debug()
+        await rtu.interrogate()
+        dirs = [f["dir"] for f in rtu.frame_log]
+        assert dirs[0] == "tx" and dirs.count("rx") >= 3
+        tx = rtu.frame_log[0]
+        assert (tx["format"], tx["type_id"], tx["cot"], tx["ca"]) == ("I", 100, 6, 65535)
+        assert tx["raw"][:2] == bytes([0x68, 14])
+        assert b"".join(sent).startswith(tx["raw"])
+        assert sum(len(r) for r in received) >= sum(len(f["raw"]) for f in rtu.frame_log if f["dir"] == "rx")
+        rtu.enable_debug(False)
+        n = len(rtu.frame_log)
+        await rtu.interrogate()
+        assert len(rtu.frame_log) == n
+
+
+async def test_reconnect_on_demand_and_a_new_gi():
+    async with Outstation(stations=1, points=10) as out, iec104.Master() as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        await rtu.interrogate()                 # the GI at start (joined, not a second one)
+        assert out.counts["requests"] == 1
+        await rtu.reconnect()
+        assert rtu.data_transfer == "started" and rtu.counts["started"] == 2
+        for _ in range(100):
+            if out.counts["requests"] >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert out.counts["connections"] == 2 and out.counts["requests"] >= 2

@@ -20,6 +20,8 @@ def run_c104(port, body):
         conn.connect()
         deadline = time.monotonic() + 10
         while conn.state != c104.ConnectionState.OPEN and time.monotonic() < deadline:
+            if conn.state == c104.ConnectionState.OPEN_MUTED:
+                conn.unmute()                   # STARTDT act
             time.sleep(0.01)
         assert conn.state == c104.ConnectionState.OPEN
         return body(client, conn)

@@ -195,6 +195,18 @@ async def _demo(args) -> int:
 
 # ---- poll / export ---------------------------------------------------------------------------
 
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM, so that the command stops cleanly, writing what it has."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    return stop
+
+
 def cmd_poll(args) -> int:
     return run(_poll(args))
 
@@ -212,13 +224,7 @@ async def _connect_all(master: Master, targets: list[Target], settings: dict):
 async def _poll(args) -> int:
     from iec104.store import ParquetSink
     targets = parse_targets(args.targets)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = _stop_on_signals()
     async with Master() as master:
         sink = master.store.add_sink(ParquetSink(args.events)) if args.events else None
         await _connect_all(master, targets, _session_settings(args))
@@ -268,13 +274,7 @@ async def _simulate(args) -> int:
     out.on_command.append(lambda r: console.say(
         f"command from {r['connection']}: {r['type']} CA {r['ca']} IOA {r['ioa']} value "
         f"{r['value']:g}{' select' if r['select'] else ''} -> {r['result']}"))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = _stop_on_signals()
     async with out:
         console.say(f"simulator listening on {args.host}:{out.port}: stations {out.stations}, "
                     f"{len(out.image)} points, {args.rate:g} changes/s")

@@ -103,7 +103,7 @@ class Pending:
 
     def confirm(self, cot: int, negative: bool, ca: int) -> None:
         """Feed one answer (its cause, P/N bit and CA) to the futures."""
-        err = _error(self.type_id, ca, self.ioa, cot, negative)
+        err = refusal(self.type_id, ca, self.ioa, cot, negative)
         if cot == Cot.ACTIVATION_TERMINATION:
             if not self.term.done():
                 self.term.set_result(ca)
@@ -137,7 +137,8 @@ class Pending:
                 fut.exception()
 
 
-def _error(type_id, ca, ioa, cot, negative) -> CommandError | None:
+def refusal(type_id, ca, ioa, cot, negative) -> CommandError | None:
+    """The typed error for an answer with P/N set or COT 44-47; None for a positive one."""
     name = TypeID(type_id).name if type_id in TypeID._value2member_map_ else str(type_id)
     if cot in BY_COT:
         cls = BY_COT[cot]

@@ -28,7 +28,8 @@ def error(text: str) -> None:
     err.print(f"[bold red]error:[/] {text}", soft_wrap=True)
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
+    """A table cell: floats to 6 digits, times to the millisecond."""
     if v is None:
         return ""
     if isinstance(v, float):
@@ -44,7 +45,7 @@ def table_of(df: pl.DataFrame, title: str, *, rows: int = 40, columns=None) -> N
     for c in cols:
         t.add_column(c, justify="right" if df.schema[c].is_numeric() else "left")
     for r in df.head(rows).select(cols).iter_rows():
-        t.add_row(*(_fmt(v) for v in r))
+        t.add_row(*(fmt(v) for v in r))
     out.print(t)
 
 

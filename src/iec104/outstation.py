@@ -241,6 +241,7 @@ class Outstation:
         self.on_command: list = []
         self.counts = collections.Counter()
         self.clock_offset_ms = 0
+        self._cursor = 0
         self._conns: set[_Connection] = set()
         self._server = None
         self._ticker = None
@@ -274,11 +275,13 @@ class Outstation:
         img["time"] = NO_TIME
         img["extra"] = -1
         img["cot"] = Cot.SPONTANEOUS
-        return img, cmds
+        order = np.lexsort((img["ioa"], FAMILY[img["type_id"]], img["ca"]))
+        return img[order], cmds
 
     def image_of(self, ca: int) -> np.ndarray:
-        """The current image of a station (a copy)."""
-        return self.image[self.image["ca"] == ca].copy()
+        """The current image of a station (a copy), in IOA order."""
+        rows = self.image[self.image["ca"] == ca]
+        return rows[np.argsort(rows["ioa"], kind="stable")]
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -457,13 +460,17 @@ class Outstation:
     # ---- spontaneous traffic -----------------------------------------------------------------
 
     def changes(self, n: int) -> np.ndarray:
-        """Apply ``n`` random changes to the image; returns them as rows to send (COT 3)."""
+        """Apply ``n`` changes to the image; returns them as rows to send (COT 3).
+
+        The changes walk the image as a rolling window (the image is kept sorted by station,
+        type and IOA), so that a batch needs no sorting and packs into full ASDUs; the values
+        take a random walk."""
         img = self.image
-        idx = np.sort(self.rng.integers(0, len(img), n))
-        idx = np.unique(idx)
+        n = min(n, len(img))
+        idx = (self._cursor + np.arange(n)) % len(img)
+        self._cursor = int((self._cursor + n) % len(img))
         fam = FAMILY[img["type_id"][idx]]
         v = img["value"][idx]
-        analog = np.isin(fam, (9, 11, 13))
         step = self.rng.normal(0, 1, len(idx))
         v = np.where(fam == 13, v + step, v)
         v = np.where(fam == 11, np.clip(np.round(v + step * 10), -32768, 32767), v)
@@ -471,19 +478,16 @@ class Outstation:
         v = np.where(fam == 1, 1 - v, v)
         v = np.where(fam == 3, 3 - v, v)
         v = np.where(fam == 15, v + 1, v)
-        del analog
         img["value"][idx] = v
         rows = img[idx].copy()
         rows["cot"] = Cot.SPONTANEOUS
         if self.with_time:
-            now = int(time.time() * 1000) + self.clock_offset_ms
             rows["type_id"] = TIME_OF[rows["type_id"]]
-            rows["time"] = now
+            rows["time"] = int(time.time() * 1000) + self.clock_offset_ms
         else:
             rows["type_id"] = fam
             rows["time"] = NO_TIME
-        order = np.lexsort((rows["ioa"], rows["type_id"], rows["ca"]))
-        return rows[order]
+        return rows
 
     async def _spontaneous(self) -> None:
         owed = 0.0

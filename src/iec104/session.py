@@ -18,7 +18,7 @@ import numpy as np
 
 from iec104._codec import Decoder, decode_frames
 from iec104._encode import encode_asdu
-from iec104.commands import CommandResult, Pending, build_command, to_ms
+from iec104.commands import CommandResult, Pending, build_command, refusal, to_ms
 from iec104.errors import (
     ConfirmationTimeout, ConnectError, ConnectionLostError, NegativeConfirmation, NotConnected,
     SettingsError,
@@ -133,8 +133,7 @@ class _Interrogation:
     def answer(self, ca: int, cot: int, negative: bool) -> None:
         if self.done.done() or (self.ca != BROADCAST_CA and ca != self.ca):
             return
-        from iec104.commands import _error
-        err = _error(self.type_id, ca, 0, cot, negative)
+        err = refusal(self.type_id, ca, 0, cot, negative)
         if err is not None:
             self.refused[ca] = err
         elif cot == Cot.ACTIVATION_CON:
@@ -202,6 +201,7 @@ class Session:
         self._lost_evt = asyncio.Event()
         self._closing = False
         self._now_reconnect = False
+        self._attempt_started = False
         self._run_task: asyncio.Task | None = None
         self._sched_task: asyncio.Task | None = None
         self._bg: set[asyncio.Task] = set()
@@ -313,6 +313,7 @@ class Session:
     def _connected(self, transport) -> None:
         now = self._loop.time()
         self._transport = transport
+        self._attempt_started = False
         self.tcp_state = "connected"
         self.connected_since = time.time()
         if self.reading_paused:
@@ -346,7 +347,9 @@ class Session:
         self._pending.clear()
         self._reads.clear()
         self._interrogations.clear()
-        self._fail_start(ConnectError(f"{self.name}: {self.last_error or 'connection closed before STARTDT con'}"))
+        if not self._attempt_started:           # this connection never got to STARTDT con
+            self._fail_start(ConnectError(
+                f"{self.name}: {self.last_error or 'connection closed before STARTDT con'}"))
         self._lost_evt.set()
 
     def _received(self, nbytes: int) -> None:
@@ -398,6 +401,7 @@ class Session:
             self._transport.write(out)
         for ev in link.events():
             if isinstance(ev, Started):
+                self._attempt_started = True
                 self.counts["started"] += 1
                 if self._started is not None and not self._started.done():
                     self._started.set_result(None)
@@ -441,9 +445,14 @@ class Session:
     # ---- what arrived ----------------------------------------------------------------------
 
     def _seen(self, points: np.ndarray) -> None:
+        """Stations that sent process data are devices (answers to requests are not: a
+        broadcast's confirmation carries CA 65535)."""
         cas = points["ca"]
         first = int(cas[0])
-        unique = (first,) if (cas == first).all() else np.unique(cas).tolist()
+        if (cas == first).all():
+            unique = (first,) if points["type_id"][0] <= 44 else ()
+        else:
+            unique = np.unique(cas[points["type_id"] <= 44]).tolist()
         for ca in unique:
             if ca not in self.devices:
                 self.devices[ca] = {"ca": ca, "last_gi": None, "gi_state": "never", "objects": 0}
@@ -486,8 +495,7 @@ class Session:
                 if t == TypeID.C_RD_NA_1 and (neg or cot >= 44):
                     fut = self._reads.pop((ca, ioa), None)
                     if fut is not None and not fut.done():
-                        from iec104.commands import _error
-                        fut.set_exception(_error(t, ca, ioa, cot, neg)
+                        fut.set_exception(refusal(t, ca, ioa, cot, neg)
                                           or NegativeConfirmation("read refused", type_id=t, ca=ca, ioa=ioa, cot=cot))
 
     # ---- requests --------------------------------------------------------------------------

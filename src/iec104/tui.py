@@ -14,22 +14,13 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Static, Switch,
                              TabbedContent, TabPane)
 
+from iec104.console import fmt as _fmt
 from iec104.master import Master
 from iec104.targets import Target
 
 __all__ = ["WatchApp", "run_watch"]
 
 PARAM_COLUMNS = ["ca", "ioa", "name", "type", "value", "eng_value", "unit", "status", "iv", "time"]
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, dt.datetime):
-        return v.strftime("%H:%M:%S.%f")[:-3]
-    return str(v)
 
 
 def _fill(table: DataTable, columns: list[str], rows) -> None:
