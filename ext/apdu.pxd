@@ -151,3 +151,44 @@ cdef inline int type_family(int t) noexcept nogil:
     if t == 40:
         return 19
     return t
+
+
+cdef inline int element_length(int t) noexcept nogil:
+    """Octets of one information element (after the IOA); -1 for a type not of the
+    standard, -2 for F_SG_NA_1 whose length is in the element."""
+    if t == 1 or t == 3 or t == 45 or t == 46 or t == 47 or t == 70 or t == 100 \
+            or t == 101 or t == 105 or t == 113:
+        return 1
+    if t == 5 or t == 21 or t == 104 or t == 106:
+        return 2
+    if t == 9 or t == 11 or t == 48 or t == 49 or t == 110 or t == 111:
+        return 3
+    if t == 2 or t == 4 or t == 51:
+        return 4
+    if t == 6 or t == 7 or t == 13 or t == 15 or t == 20 or t == 50 or t == 112 or t == 123:
+        return 5
+    if t == 10 or t == 12 or t == 17 or t == 120:
+        return 6
+    if t == 18 or t == 19 or t == 103 or t == 121:
+        return 7
+    if t == 8 or t == 14 or t == 16 or t == 30 or t == 31 or t == 58 or t == 59 or t == 60:
+        return 8
+    if t == 32 or t == 107:
+        return 9
+    if t == 34 or t == 35 or t == 38 or t == 61 or t == 62:
+        return 10
+    if t == 39 or t == 40 or t == 64:
+        return 11
+    if t == 33 or t == 36 or t == 37 or t == 63:
+        return 12
+    if t == 126:
+        return 13
+    if t == 127:
+        return 16
+    if t == 102:
+        return 0
+    if t == 122 or t == 124:
+        return 4
+    if t == 125:
+        return -2
+    return -1

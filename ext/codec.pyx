@@ -19,14 +19,14 @@ ASDU: TypeID | VSQ (SQ bit 7, count 0..127) | COT (T bit 7, P/N bit 6, cause 0..
 """
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
-from libc.string cimport memchr
+from libc.string cimport memchr, memset
 
 import time as _time
 
 import numpy as np
 
 from apdu cimport (
-    point_t, frame_t, rd_u16, rd_i16, rd_u24, rd_u32, rd_f32, NO_TIME, START, LEN_MIN, LEN_MAX,
+    point_t, frame_t, element_length, rd_u16, rd_i16, rd_u24, rd_u32, rd_f32, NO_TIME, START, LEN_MIN, LEN_MAX,
     FORMAT_I, FORMAT_S, FORMAT_U, ST_OK, ST_BAD_START, ST_BAD_LENGTH, ST_BAD_CONTROL,
     ST_SHORT_ASDU, ST_UNKNOWN_TYPE, ST_LENGTH_MISMATCH, ST_EMPTY, ST_TRUNCATED, U_STARTDT_ACT,
     U_STARTDT_CON, U_STOPDT_ACT, U_STOPDT_CON, U_TESTFR_ACT, U_TESTFR_CON, FLAG_NEGATIVE,
@@ -35,6 +35,9 @@ from apdu cimport (
 from cp56 cimport cp56_to_ms, cp24_to_ms
 
 from iec104.types import FRAME_DTYPE, POINT_DTYPE
+
+cdef enum:
+    MAX_RECORD = 0xFFFF     # FRAME_DTYPE.length is 16 bits: longer garbage takes more rows
 
 cdef struct ctx_t:
     int cot_size
@@ -46,47 +49,6 @@ cdef struct ctx_t:
     int64_t now_offset_ms     # offset in force now, for CP24 resolution
     int64_t recv_ns
     int64_t ref_local_ms      # receive time as local wall clock, for CP24
-
-
-cdef inline int element_length(int t) noexcept nogil:
-    """Octets of one information element (after the IOA); -1 for a type not of the
-    standard, -2 for F_SG_NA_1 whose length is in the element."""
-    if t == 1 or t == 3 or t == 45 or t == 46 or t == 47 or t == 70 or t == 100 \
-            or t == 101 or t == 105 or t == 113:
-        return 1
-    if t == 5 or t == 21 or t == 104 or t == 106:
-        return 2
-    if t == 9 or t == 11 or t == 48 or t == 49 or t == 110 or t == 111:
-        return 3
-    if t == 2 or t == 4 or t == 51:
-        return 4
-    if t == 6 or t == 7 or t == 13 or t == 15 or t == 20 or t == 50 or t == 112 or t == 123:
-        return 5
-    if t == 10 or t == 12 or t == 17 or t == 120:
-        return 6
-    if t == 18 or t == 19 or t == 103 or t == 121:
-        return 7
-    if t == 8 or t == 14 or t == 16 or t == 30 or t == 31 or t == 58 or t == 59 or t == 60:
-        return 8
-    if t == 32 or t == 107:
-        return 9
-    if t == 34 or t == 35 or t == 38 or t == 61 or t == 62:
-        return 10
-    if t == 39 or t == 40 or t == 64:
-        return 11
-    if t == 33 or t == 36 or t == 37 or t == 63:
-        return 12
-    if t == 126:
-        return 13
-    if t == 127:
-        return 16
-    if t == 102:
-        return 0
-    if t == 122 or t == 124:
-        return 4
-    if t == 125:
-        return -2
-    return -1
 
 
 cdef inline void put_cp56(point_t* o, const uint8_t* p, const ctx_t* c) noexcept nogil:
@@ -350,23 +312,10 @@ cdef inline uint8_t u_function(uint8_t c1) noexcept nogil:
 
 
 cdef inline void blank(frame_t* f, Py_ssize_t offset, Py_ssize_t length, uint8_t status) noexcept nogil:
+    memset(f, 0, sizeof(frame_t))
     f.offset = <uint32_t>offset
-    f.length = <uint16_t>(length if length < 0xFFFF else 0xFFFF)
-    f.format = FORMAT_I
+    f.length = <uint16_t>length
     f.status = status
-    f.ns = 0
-    f.nr = 0
-    f.u_function = 0
-    f.type_id = 0
-    f.sq = 0
-    f.count = 0
-    f.cot = 0
-    f.negative = 0
-    f.test = 0
-    f.originator = 0
-    f.ca = 0
-    f.first_point = 0
-    f.n_points = 0
 
 
 cdef Py_ssize_t scan(const uint8_t* buf, Py_ssize_t n, bint final, const ctx_t* c,
@@ -387,7 +336,7 @@ cdef Py_ssize_t scan(const uint8_t* buf, Py_ssize_t n, bint final, const ctx_t* 
         f = frames + nf[0]
         if buf[pos] != START:
             q = <const uint8_t*>memchr(buf + pos, START, n - pos)
-            skip = (q - (buf + pos)) if q != NULL else n - pos
+            skip = min((q - (buf + pos)) if q != NULL else n - pos, MAX_RECORD)
             blank(f, pos, skip, ST_BAD_START)
             nf[0] += 1
             pos += skip
@@ -402,7 +351,7 @@ cdef Py_ssize_t scan(const uint8_t* buf, Py_ssize_t n, bint final, const ctx_t* 
         if length < LEN_MIN or length > LEN_MAX:
             # resynchronise at the next start octet; the octets skipped belong to this record
             q = <const uint8_t*>memchr(buf + pos + 1, START, n - pos - 1)
-            skip = (q - (buf + pos)) if q != NULL else n - pos
+            skip = min((q - (buf + pos)) if q != NULL else n - pos, MAX_RECORD)
             blank(f, pos, skip, ST_BAD_LENGTH)
             nf[0] += 1
             pos += skip

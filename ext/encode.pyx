@@ -13,49 +13,11 @@ from libc.math cimport lround
 
 import numpy as np
 
-from apdu cimport (point_t, wr_u16, wr_u24, wr_u32, wr_f32, NO_TIME, TF_IV, TF_SU,
+from apdu cimport (point_t, element_length, wr_u16, wr_u24, wr_u32, wr_f32, NO_TIME, TF_IV, TF_SU,
                    FLAG_NEGATIVE, FLAG_TEST, LEN_MAX)
 from cp56 cimport ms_to_cp56, cp56_to_ms
 
 cdef int64_t _NO_TIME = NO_TIME
-
-
-cdef inline int element_length(int t) noexcept nogil:
-    # kept in step with codec.pyx by tests/test_encode.py (every type round-trips)
-    if t == 1 or t == 3 or t == 45 or t == 46 or t == 47 or t == 70 or t == 100 \
-            or t == 101 or t == 105 or t == 113:
-        return 1
-    if t == 5 or t == 21 or t == 104 or t == 106:
-        return 2
-    if t == 9 or t == 11 or t == 48 or t == 49 or t == 110 or t == 111:
-        return 3
-    if t == 2 or t == 4 or t == 51 or t == 122 or t == 124:
-        return 4
-    if t == 6 or t == 7 or t == 13 or t == 15 or t == 20 or t == 50 or t == 112 or t == 123:
-        return 5
-    if t == 10 or t == 12 or t == 17 or t == 120:
-        return 6
-    if t == 18 or t == 19 or t == 103 or t == 121:
-        return 7
-    if t == 8 or t == 14 or t == 16 or t == 30 or t == 31 or t == 58 or t == 59 or t == 60:
-        return 8
-    if t == 32 or t == 107:
-        return 9
-    if t == 34 or t == 35 or t == 38 or t == 61 or t == 62:
-        return 10
-    if t == 39 or t == 40 or t == 64:
-        return 11
-    if t == 33 or t == 36 or t == 37 or t == 63:
-        return 12
-    if t == 126:
-        return 13
-    if t == 127:
-        return 16
-    if t == 102:
-        return 0
-    if t == 125:
-        return 4                                # plus LOS octets of segment
-    return -1
 
 
 cdef inline int clamp16(double v) noexcept nogil:
@@ -92,7 +54,9 @@ cdef int write_element(int t, uint8_t* p, double value, uint8_t q, int64_t tm, u
     cdef int n = element_length(t)
     cdef uint32_t u
     cdef int v
-    if n < 0:
+    if n == -2:                                 # F_SG_NA_1: 4 octets plus the segment
+        n = 4
+    elif n < 0:
         return -1
     if t == 13 or t == 14 or t == 36 or t == 50 or t == 63 or t == 112:
         wr_f32(p, <float>value)
@@ -267,7 +231,7 @@ def encode_asdu(int type_id, int ca, unsigned int ioa, double value=0.0, int qua
     type without ``time_ms`` gets a CP56Time2a with IV set (fields zero, 1 January 2000).
     """
     _check_sizes(cot_size, ca_size, ioa_size)
-    if element_length(type_id) < 0:
+    if element_length(type_id) == -1:
         raise ValueError(f"type id {type_id} is not a type of the standard")
     if not 0 <= quality <= 255:
         raise ValueError(f"qualifier {quality} is not an octet")
@@ -309,7 +273,7 @@ def encode_points(points, *, cot=None, int cot_size=2, int ca_size=2, int ioa_si
             r0 = &pv[i]
             t = r0.type_id
             elen = element_length(t)
-            if elen < 0 or t == 125:
+            if elen < 0:
                 with gil:
                     raise ValueError(f"row {i}: type id {t} cannot be batch-encoded")
             c = fixed_cot if fixed_cot >= 0 else r0.cot

@@ -212,3 +212,9 @@ def test_public_names():
         assert hasattr(iec104, name)
     assert set(T.POINT_DTYPE.names) >= {"station", "ca", "ioa", "type_id", "cot", "flags",
                                         "originator", "value", "quality", "time", "time_flags"}
+
+
+def test_long_garbage_is_split_into_records_that_account_for_every_octet():
+    fr, _ = decode_all(b"x" * 200_000 + bytes([0x68, 4, 0x07, 0, 0, 0]))
+    assert list(fr["status"][:-1]) == [FrameStatus.BAD_START] * 4
+    assert fr["length"].sum() == 200_006 and fr[-1]["u_function"] == 0x07
