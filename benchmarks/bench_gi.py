@@ -7,7 +7,6 @@ callbacks). Reports objects/s, CPU seconds of master and outstation, and the rat
 Run: .venv/bin/python benchmarks/bench_gi.py [--stations 10 --points 10000] [--json out.json]
 """
 import argparse
-import asyncio
 import json
 import sys
 import threading

@@ -7,7 +7,7 @@ import xlsxwriter
 
 from iec104 import NO_TIME, POINT_DTYPE
 from iec104.export import write_table
-from iec104.metadata import Catalog, read_point_list
+from iec104.metadata import Catalog
 from iec104.store import Store
 
 

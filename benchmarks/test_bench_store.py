@@ -1,6 +1,5 @@
 """Store update (one Cython call per batch) against a numpy copy of the same rows, same run."""
 import numpy as np
-import pytest
 
 from iec104 import NO_TIME, POINT_DTYPE
 from iec104._store import LatestTable

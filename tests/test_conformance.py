@@ -1,7 +1,6 @@
 """The decoder agrees with Wireshark on every field of every frame of the corpus."""
 import datetime as dt
 
-import numpy as np
 import pytest
 
 from iec104 import FrameFormat, TypeID, decode_all

@@ -126,8 +126,6 @@ def test_batch_encoding_splits_on_type_ca_and_cot():
 def test_stamp_numbers_frames_and_wraps():
     pts = np.zeros(4, POINT_DTYPE)
     pts["type_id"], pts["ioa"], pts["ca"] = 1, [1, 10, 20, 30], 1
-    data, offsets = encode_points(pts[:1])
-    four = np.concatenate([encode_points(pts[i:i + 1])[0] for i in range(4)]) if False else None
     data = bytearray()
     offs = [0]
     for i in range(4):

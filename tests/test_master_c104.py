@@ -1,6 +1,5 @@
 """The master against a real outstation: lib60870-C (c104 package)."""
 import asyncio
-import time
 
 import polars as pl
 import pytest
@@ -9,16 +8,9 @@ import iec104
 from iec104.errors import UnknownCommonAddressError, UnknownIOAError
 
 from c104_peer import COMMANDS, C104Outstation
+from waiting import wait_for
 
 pytestmark = pytest.mark.interop
-
-
-async def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

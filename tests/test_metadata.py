@@ -154,7 +154,6 @@ def test_command_table_and_check(tmp_path):
 # ---- import hooks ----------------------------------------------------------------------------
 
 import logging  # noqa: E402
-import sys  # noqa: E402
 import time as _time  # noqa: E402
 
 from iec104 import importhooks  # noqa: E402

@@ -1,10 +1,8 @@
 """The simulator against a real master: lib60870-C's client (c104 package)."""
 import asyncio
-import threading
 import time
 
 import c104
-import numpy as np
 import pytest
 
 from iec104.outstation import Outstation

@@ -1,21 +1,13 @@
 """The session against a scripted peer that misbehaves on purpose."""
 import asyncio
-import time
 
 import pytest
 
 import iec104
 from iec104.errors import ConfirmationTimeout, ConnectError
 
-from scripted_peer import ScriptedPeer, asdu, float_objects, i_frame, s_frame, u_frame
-
-
-async def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+from scripted_peer import ScriptedPeer, asdu, float_objects, i_frame, s_frame
+from waiting import wait_for
 
 
 async def test_data_is_stored_and_acknowledged_at_w():

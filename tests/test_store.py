@@ -3,7 +3,6 @@ import asyncio
 
 import numpy as np
 import polars as pl
-import pytest
 
 from iec104 import POINT_DTYPE, NO_TIME
 from iec104._store import LatestTable

@@ -1,5 +1,4 @@
 """The watch UI, headless (Textual's pilot) against the simulator."""
-import asyncio
 
 from textual.widgets import Button, DataTable, Input, Static, Switch
 

@@ -24,7 +24,6 @@ import asyncio
 import collections
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl

@@ -11,7 +11,7 @@ import collections
 import logging
 import random
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -24,7 +24,7 @@ from iec104.errors import (
     SettingsError,
 )
 from iec104.link import Close, Link, LinkConfig, Started, Stopped, TestConfirmed
-from iec104.types import BROADCAST_CA, NO_TIME, Cot, FrameFormat, TypeID
+from iec104.types import BROADCAST_CA, Cot, FrameFormat, TypeID
 
 __all__ = ["Session", "SessionSettings"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from textual.app import App, ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Static, Switch,
                              TabbedContent, TabPane)
 
