@@ -159,19 +159,21 @@ def _addr(a: bytes, port: int) -> str:
 
 
 class _Stream:
-    """One direction of a TCP connection: in-order bytes, with the time of each segment."""
+    """One direction of a TCP connection: its bytes in sequence order, with the capture time
+    at which each stretch of them became readable. Decoded in one call when the capture has
+    been read; each APDU takes the time of the segment that completed it."""
 
     def __init__(self, conn: str, direction: str, sizes: dict):
-        self.conn, self.direction = conn, direction
+        self.conn, self.direction, self.sizes = conn, direction, sizes
         self.next_seq = None
         self.held: dict[int, tuple[int, bytes]] = {}
         self.buf = bytearray()
-        self.decoder = Decoder(**sizes)
-        self.points: list[np.ndarray] = []
-        self.frames: list[np.ndarray] = []
-        self.frame_times: list[np.ndarray] = []
+        self.ends: list[int] = []               # stream offset after each stretch
+        self.times: list[int] = []              # and its capture time
         self.gaps = 0
-        self.last_time = 0
+        self.frames = np.zeros(0, FRAME_DTYPE)
+        self.points = np.zeros(0, POINT_DTYPE)
+        self.frame_times = np.zeros(0, np.int64)
 
     def segment(self, seq: int, t: int, payload) -> None:
         if self.next_seq is None:
@@ -193,44 +195,42 @@ class _Stream:
         self._take(t, payload)
         self._drain(t)
 
-    def _drain(self, now: int | None = None) -> None:
+    def _drain(self, now: int) -> None:
         # held segments become readable when the gap before them fills: at ``now``
         while self.next_seq in self.held:
             t, p = self.held.pop(self.next_seq)
-            self._take(max(t, now or 0), p)
+            self._take(max(t, now), p)
 
     def _take(self, t: int, payload) -> None:
         if not len(payload):
             return
         self.next_seq = (self.next_seq + len(payload)) & 0xFFFFFFFF
         self.buf += payload
-        self._decode(t, final=False)
-
-    def _decode(self, t: int, final: bool) -> None:
-        self.last_time = t
-        d = self.decoder
-        used = d.feed(self.buf, t, final=final)
-        if d.n_frames:
-            self.frames.append(d.frames.copy())
-            self.frame_times.append(np.full(d.n_frames, t, np.int64))
-        if d.n_points:
-            self.points.append(d.points.copy())
-        del self.buf[:used]
+        self.ends.append(len(self.buf))
+        self.times.append(t)
 
     def looks_like_iec104(self) -> bool:
-        return any((f["status"] == 0).any() for f in self.frames)
+        return bool(len(self.frames)) and bool((self.frames["status"] == 0).any())
 
     def finish(self) -> None:
-        t = self.last_time
         if self.held:                           # a gap never filled: skip it, decode the rest
             self.gaps += 1
             for s in sorted(self.held, key=lambda s: (s - self.next_seq) & 0xFFFFFFFF):
                 t, p = self.held[s]
-                self.buf += p
-                self._decode(t, final=False)
+                self.next_seq = s
+                self._take(t, p)
             self.held.clear()
-        if self.buf:
-            self._decode(t, final=True)
+        if not self.buf:
+            return
+        d = Decoder(capacity=len(self.buf), **self.sizes)
+        d.feed(self.buf, 0, final=True)
+        self.frames, self.points = d.frames, d.points     # the decoder is ours alone: no copy
+        last = (self.frames["offset"] + self.frames["length"]).astype(np.int64)
+        at = np.searchsorted(np.asarray(self.ends, np.int64), last, side="left")
+        times = np.asarray(self.times, np.int64)
+        self.frame_times = times[np.minimum(at, len(times) - 1)]
+        self.points["recv_ns"] = np.repeat(self.frame_times, self.frames["n_points"])
+        self.buf = bytearray()
 
 
 def read_capture(path, *, port: int | None = None, cot_size: int = 2, ca_size: int = 2,
@@ -298,6 +298,7 @@ def _guess_server(a, b, port):
 
 def _read_hex(path: Path, sizes) -> CaptureResult:
     s = _Stream("?", "?", sizes)
+    s.next_seq = 0
     n = 0
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = line.split("#", 1)[0].strip().replace(" ", "").replace(":", "")
@@ -307,9 +308,8 @@ def _read_hex(path: Path, sizes) -> CaptureResult:
             raw = bytes.fromhex(line)
         except ValueError:
             raise CaptureError(f"{path}: line {lineno} is not hex") from None
-        s.buf += raw
+        s._take(0, raw)
         n += 1
-        s._decode(0, final=False)
     s.finish()
     return _result([s], {"lines": n, "connections": 1, "gaps": 0})
 
@@ -317,9 +317,7 @@ def _read_hex(path: Path, sizes) -> CaptureResult:
 def _result(streams: list[_Stream], stats: dict) -> CaptureResult:
     pts, frs = [], []
     for s in streams:
-        p = np.concatenate(s.points) if s.points else np.zeros(0, POINT_DTYPE)
-        f = np.concatenate(s.frames) if s.frames else np.zeros(0, FRAME_DTYPE)
-        ft = np.concatenate(s.frame_times) if s.frame_times else np.zeros(0, np.int64)
+        p, f, ft = s.points, s.frames, s.frame_times
         cols = {k: p[k] for k in POINT_DTYPE.names}
         df = points_frame(cols).drop("recv_time").with_columns(
             pl.Series("capture_time", p["recv_ns"]).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))

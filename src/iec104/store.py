@@ -37,13 +37,12 @@ def points_frame(cols: dict) -> pl.DataFrame:
     """A Polars frame of store/event columns: times as UTC datetimes, type names, flags."""
     tf = cols["time_flags"]
     type_id = cols["type_id"]
-    names = np.array([_TYPE_NAMES.get(i, str(i)) for i in range(256)], dtype=object)
     frame = {k: cols[k] for k in ("station", "ca", "ioa") if k in cols}
     if "family" in cols:
         frame["family"] = cols["family"]
     frame.update({
         "type_id": type_id,
-        "type": pl.Series(names[type_id], dtype=pl.String) if len(type_id) else pl.Series([], dtype=pl.String),
+        "type": pl.Series(type_id).replace_strict(_TYPE_NAMES, default=None, return_dtype=pl.String),
         "value": cols["value"], "quality": cols["quality"],
         "time": _time_column(cols["time"], "ms"),
         "time_invalid": (tf & 0x01).astype(bool), "summer_time": (tf & 0x02).astype(bool),
