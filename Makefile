@@ -32,7 +32,7 @@ bench: install
 
 fuzz: install
 	$(BIN)/python -m pip install -q atheris
-	$(BIN)/python tests/fuzz/fuzz_codec.py -max_total_time=60
+	$(BIN)/python tests/fuzz/fuzz_codec.py tests/fuzz/corpus -max_total_time=60
 
 clean:
 	rm -rf build src/iec104/*.so src/iec104/*.c $(STAMP)
