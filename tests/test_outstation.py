@@ -174,3 +174,21 @@ async def test_reconnect_on_demand_and_a_new_gi():
                 break
             await asyncio.sleep(0.02)
         assert out.counts["connections"] == 2 and out.counts["requests"] >= 2
+
+
+async def test_session_point_list_gates_commands_and_devices_can_be_forced(tmp_path):
+    path = tmp_path / "points.csv"
+    path.write_text(POINTS_CSV)
+    async with Outstation(point_list=path) as out, iec104.Master(gi_on_start=False) as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        rtu.import_points(path)
+        assert m.metadata()["station"].unique().to_list() == [rtu.station]
+        with pytest.raises(iec104.CommandNotAllowed):
+            await rtu.command(1, 4, "C_SC_NA_1", 1)            # not a command point: nothing sent
+        assert out.commands == []
+        assert await m.interrogate_device(rtu.station, 2) == 1
+        dev = m.devices().row(0, named=True)
+        assert (dev["ca"], dev["gi_state"]) == (2, "done")
+        params = m.parameters()
+        assert params.filter(params["status"] == "ok").height == 1   # only CA 2 interrogated
+        assert params.filter(params["status"] == "missing").height == 4

@@ -76,7 +76,7 @@ class Master:
         merged.update(settings)
         s = Session(host, port, name=name or f"{host}:{port}", station=len(self.sessions),
                     settings=SessionSettings.of(**merged), on_points=self.store.update,
-                    check_command=self.catalog.check_command)
+                    catalog=self.catalog)
         self.sessions.append(s)
         try:
             await s.start()
@@ -141,13 +141,23 @@ class Master:
                                .dt.replace_time_zone("UTC"))
 
     def status(self) -> list[dict]:
+        """Each session's state and counts (see :meth:`Session.status`)."""
         return [s.status() for s in self.sessions if s is not None]
+
+    async def interrogate_device(self, station: int, ca: int, *, group: int | None = None) -> int:
+        """Force a (group) interrogation of one device: a common address behind a session."""
+        return await self.session(station).interrogate(ca=ca, group=group)
 
     # ---- point lists -------------------------------------------------------------------------
 
     def import_points(self, source, *, station: int | None = None, **options) -> pl.DataFrame:
         """Read a point list (CSV/XLSX path or DataFrame) now; all or nothing."""
         return self.catalog.load(source, station=station, **options)
+
+    def metadata(self) -> pl.DataFrame:
+        """The point lists in force, as imported (``catalog.status`` says how the last
+        import went)."""
+        return self.catalog.table()
 
     async def import_points_async(self, source=None, *, station: int | None = None, **options):
         """Import off the event loop (large lists, import hooks); ``catalog.status`` shows

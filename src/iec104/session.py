@@ -177,11 +177,11 @@ class Session:
 
     def __init__(self, host: str, port: int, *, name: str, station: int,
                  settings: SessionSettings, on_points: Callable[[np.ndarray], None],
-                 check_command: Callable | None = None):
+                 catalog=None):
         self.host, self.port, self.name, self.station = host, port, name, station
         self.settings = settings
         self._on_points = on_points
-        self._check_command = check_command
+        self._catalog = catalog                 # the master's point lists (metadata.Catalog)
         self._loop = asyncio.get_running_loop()
         self._decoder = Decoder(cot_size=settings.cot_size, ca_size=settings.ca_size,
                                 ioa_size=settings.ioa_size, station=station, tz=settings.tz)
@@ -588,8 +588,8 @@ class Session:
         :class:`ConfirmationTimeout` and nothing is re-sent.
         """
         type_id = int(TypeID.parse(type))
-        if self._check_command is not None:
-            self._check_command(self.station, ca, ioa, type_id, allow_unlisted=allow_unlisted)
+        if self._catalog is not None:
+            self._catalog.check_command(self.station, ca, ioa, type_id, allow_unlisted=allow_unlisted)
         t0 = self._loop.time()
         if select:
             await self._confirm(type, ca, ioa, value, True, qualifier, time, timeout, False)
@@ -667,6 +667,16 @@ class Session:
                 raise ConfirmationTimeout(f"{self.name}: no TESTFR con")
             await asyncio.sleep(0.005)
         return self.rtt
+
+    # ---- point list --------------------------------------------------------------------------
+
+    def import_points(self, source, **options):
+        """Put a point list in force for this session's station (see Master.import_points)."""
+        return self._catalog.load(source, station=self.station, **options)
+
+    async def import_points_async(self, source=None, **options):
+        """Import off the event loop, for this session's station."""
+        return await self._catalog.import_points(source, station=self.station, **options)
 
     # ---- schedules -------------------------------------------------------------------------
 
