@@ -23,7 +23,7 @@ from iec104.errors import (
     ConfirmationTimeout, ConnectError, ConnectionLostError, NegativeConfirmation, NotConnected,
     SettingsError,
 )
-from iec104.link import Close, Link, LinkConfig, Started, Stopped, TestConfirmed
+from iec104.link import Close, Link, LinkConfig, Started, TestConfirmed
 from iec104.types import BROADCAST_CA, Cot, FrameFormat, TypeID
 
 __all__ = ["Session", "SessionSettings"]
@@ -405,8 +405,8 @@ class Session:
                 self.counts["started"] += 1
                 if self._started is not None and not self._started.done():
                     self._started.set_result(None)
-                if self.settings.gi_on_start:
-                    self._background(self.interrogate(group=self.settings.gi_group))
+                if self.settings.gi_on_start:     # a full image after every (re)connect
+                    self._background(self.interrogate())
             elif isinstance(ev, TestConfirmed):
                 self.last_testfr_con = time.time()
                 self.rtt = ev.rtt
@@ -417,8 +417,6 @@ class Session:
                 if self._transport is not None:
                     self._transport.abort()
                 return
-            elif isinstance(ev, Stopped):
-                pass
         deadline = link.next_deadline()
         if deadline is not None and deadline < self._timer_at:
             if self._timer is not None:
