@@ -18,7 +18,17 @@ import numpy as np
 
 from apdu cimport point_t, type_family
 
+cdef extern from *:
+    void prefetch "__builtin_prefetch" (const void* p) noexcept nogil
+
+cdef enum:
+    AHEAD = 8               # rows ahead whose hash slot is fetched while this one is written
+
 cdef uint64_t EMPTY = <uint64_t>0xFFFFFFFFFFFFFFFFULL
+
+cdef struct slot_t:
+    uint64_t key            # key and row side by side: one cache line per probe
+    int64_t row
 
 _COLUMNS = [("station", np.uint32), ("ca", np.uint16), ("ioa", np.uint32),
             ("family", np.uint8), ("type_id", np.uint8), ("value", np.float64),
@@ -45,8 +55,7 @@ cdef inline uint64_t mix(uint64_t x) noexcept nogil:
 cdef class LatestTable:
     """Latest value per (station, CA, IOA, type family); see the module docstring."""
 
-    cdef uint64_t* keys
-    cdef int32_t* slots
+    cdef slot_t* slots
     cdef Py_ssize_t mask
     cdef public Py_ssize_t n
     cdef Py_ssize_t cap
@@ -67,7 +76,6 @@ cdef class LatestTable:
     cdef uint32_t* c_updates
 
     def __cinit__(self, Py_ssize_t capacity=1024):
-        self.keys = NULL
         self.slots = NULL
 
     def __init__(self, Py_ssize_t capacity=1024):
@@ -78,7 +86,6 @@ cdef class LatestTable:
         self._rehash(self._slots_for(self.cap))
 
     def __dealloc__(self):
-        free(self.keys)
         free(self.slots)
 
     cdef Py_ssize_t _slots_for(self, Py_ssize_t rows):
@@ -116,15 +123,13 @@ cdef class LatestTable:
         self.c_updates = &m[0]
 
     cdef void _rehash(self, Py_ssize_t nslots):
-        free(self.keys)
         free(self.slots)
-        self.keys = <uint64_t*>malloc(nslots * sizeof(uint64_t))
-        self.slots = <int32_t*>malloc(nslots * sizeof(int32_t))
-        if self.keys == NULL or self.slots == NULL:
+        self.slots = <slot_t*>malloc(nslots * sizeof(slot_t))
+        if self.slots == NULL:
             raise MemoryError()
         cdef Py_ssize_t s, r
         for s in range(nslots):
-            self.keys[s] = EMPTY
+            self.slots[s].key = EMPTY
         self.mask = nslots - 1
         for r in range(self.n):
             self._insert_slot(make_key(self.c_station[r], self.c_ca[r], self.c_ioa[r],
@@ -132,17 +137,17 @@ cdef class LatestTable:
 
     cdef inline Py_ssize_t _insert_slot(self, uint64_t key, Py_ssize_t row) noexcept nogil:
         cdef Py_ssize_t s = mix(key) & self.mask
-        while self.keys[s] != EMPTY:
+        while self.slots[s].key != EMPTY:
             s = (s + 1) & self.mask
-        self.keys[s] = key
-        self.slots[s] = <int32_t>row
+        self.slots[s].key = key
+        self.slots[s].row = row
         return s
 
     cdef inline Py_ssize_t _find(self, uint64_t key) noexcept nogil:
         cdef Py_ssize_t s = mix(key) & self.mask
-        while self.keys[s] != EMPTY:
-            if self.keys[s] == key:
-                return self.slots[s]
+        while self.slots[s].key != EMPTY:
+            if self.slots[s].key == key:
+                return self.slots[s].row
             s = (s + 1) & self.mask
         return -1
 
@@ -163,12 +168,17 @@ cdef class LatestTable:
         cdef const point_t[::1] pv = np.ascontiguousarray(points)
         cdef Py_ssize_t i = 0, total = pv.shape[0], row, added = 0
         cdef const point_t* p
+        cdef const point_t* q
         cdef uint64_t key
         cdef uint8_t fam
         while i < total:
             with nogil:
                 while i < total:
                     p = &pv[i]
+                    if i + AHEAD < total:       # the probe is a cache miss: start it early
+                        q = &pv[i + AHEAD]
+                        prefetch(&self.slots[mix(make_key(q.station, q.ca, q.ioa,
+                                                          <uint8_t>type_family(q.type_id))) & self.mask])
                     if p.type_id == 0 or p.type_id > 44:
                         i += 1
                         continue
