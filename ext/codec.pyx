@@ -32,7 +32,7 @@ from apdu cimport (
     U_STARTDT_CON, U_STOPDT_ACT, U_STOPDT_CON, U_TESTFR_ACT, U_TESTFR_CON, FLAG_NEGATIVE,
     FLAG_TEST, FLAG_SQ, TF_SU, TF_CP24,
 )
-from cp56 cimport cp56_to_ms, cp24_to_ms
+from cp56 cimport cp56_to_ms_cached, cp24_to_ms
 
 from iec104.types import FRAME_DTYPE, POINT_DTYPE
 
@@ -49,18 +49,20 @@ cdef struct ctx_t:
     int64_t now_offset_ms     # offset in force now, for CP24 resolution
     int64_t recv_ns
     int64_t ref_local_ms      # receive time as local wall clock, for CP24
+    uint32_t date_key         # the last CP56 date seen and its day number (a cache)
+    int64_t date_days
 
 
-cdef inline void put_cp56(point_t* o, const uint8_t* p, const ctx_t* c) noexcept nogil:
+cdef inline void put_cp56(point_t* o, const uint8_t* p, ctx_t* c) noexcept nogil:
     cdef uint8_t f = 0
-    cdef int64_t t = cp56_to_ms(p, &f)
+    cdef int64_t t = cp56_to_ms_cached(p, &f, &c.date_key, &c.date_days)
     if t != NO_TIME:
         t -= c.std_offset_ms + (c.dst_offset_ms if f & TF_SU else 0)
     o.time = t
     o.time_flags = f
 
 
-cdef inline void put_cp24(point_t* o, const uint8_t* p, const ctx_t* c) noexcept nogil:
+cdef inline void put_cp24(point_t* o, const uint8_t* p, ctx_t* c) noexcept nogil:
     cdef uint8_t f = 0
     cdef int64_t t = cp24_to_ms(p, c.ref_local_ms, &f)
     if t != NO_TIME:
@@ -74,7 +76,7 @@ cdef inline double step_value(uint8_t b) noexcept nogil:
     return v - 128 if v & 0x40 else v
 
 
-cdef inline void read_element(int t, const uint8_t* p, point_t* o, const ctx_t* c) noexcept nogil:
+cdef inline void read_element(int t, const uint8_t* p, point_t* o, ctx_t* c) noexcept nogil:
     """Decode one information element; the layout of each type is in its comment."""
     o.time = NO_TIME
     o.time_flags = 0
@@ -240,7 +242,7 @@ cdef inline uint32_t read_ioa(const uint8_t* p, int size) noexcept nogil:
     return p[0]
 
 
-cdef int decode_asdu(const uint8_t* a, int alen, frame_t* f, point_t* pts, const ctx_t* c) noexcept nogil:
+cdef int decode_asdu(const uint8_t* a, int alen, frame_t* f, point_t* pts, ctx_t* c) noexcept nogil:
     """Decode one ASDU into ``pts`` (room for 127 rows); returns the row count, with the
     frame's header fields and status set."""
     cdef int head = 2 + c.cot_size + c.ca_size
@@ -318,7 +320,7 @@ cdef inline void blank(frame_t* f, Py_ssize_t offset, Py_ssize_t length, uint8_t
     f.status = status
 
 
-cdef Py_ssize_t scan(const uint8_t* buf, Py_ssize_t n, bint final, const ctx_t* c,
+cdef Py_ssize_t scan(const uint8_t* buf, Py_ssize_t n, bint final, ctx_t* c,
                      frame_t* frames, Py_ssize_t fcap, Py_ssize_t* nf,
                      point_t* pts, Py_ssize_t pcap, Py_ssize_t* npts) noexcept nogil:
     """Decode whole APDUs from buf[0:n]; returns the octets consumed. Stops before a

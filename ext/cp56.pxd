@@ -7,7 +7,7 @@
 #   4    day of week(5..7) day of month(0..4)
 #   5    RES3(4..7) month(0..3)
 #   6    RES4(7) year 0..99(0..6)    -- years are taken as 2000..2099
-from libc.stdint cimport uint8_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, int64_t
 from apdu cimport rd_u16, TF_IV, TF_SU, TF_GEN, NO_TIME
 
 cdef enum:
@@ -35,21 +35,33 @@ cdef inline void civil_from_days(int64_t z, int* y, int* m, int* d) noexcept nog
     m[0] = <int>(mp + 3 if mp < 10 else mp - 9)
     y[0] = <int>(yoe + era * 400 + (m[0] <= 2))
 
-cdef inline int64_t cp56_to_ms(const uint8_t* p, uint8_t* flags) noexcept nogil:
-    """Wall-clock milliseconds (as if UTC) of a CP56Time2a; flags gets IV, SU and GEN.
-    Out-of-range fields (month 0, day 0) give NO_TIME with IV set, never garbage."""
+cdef inline int64_t cp56_to_ms_cached(const uint8_t* p, uint8_t* flags, uint32_t* date_key,
+                                      int64_t* date_days) noexcept nogil:
+    """cp56_to_ms with the day number of the previous date kept by the caller: objects of
+    one ASDU almost always share their date, and the calendar is the costly part."""
     cdef int ms = rd_u16(p)
     cdef int minute = p[2] & 0x3F
     cdef int hour = p[3] & 0x1F
     cdef int day = p[4] & 0x1F
     cdef int month = p[5] & 0x0F
-    cdef int year = 2000 + (p[6] & 0x7F)
+    cdef uint32_t key = day | (month << 5) | ((p[6] & 0x7F) << 9) | 0x10000
     flags[0] = (TF_IV if p[2] & 0x80 else 0) | (TF_SU if p[3] & 0x80 else 0) | (TF_GEN if p[2] & 0x40 else 0)
     if month < 1 or month > 12 or day < 1 or minute > 59 or hour > 23 or ms > 59999:
         flags[0] |= TF_IV
         return NO_TIME
-    return (days_from_civil(year, month, day) * MS_PER_DAY + hour * MS_PER_HOUR
-            + minute * MS_PER_MIN + ms)
+    if key != date_key[0]:
+        date_key[0] = key
+        date_days[0] = days_from_civil(2000 + (p[6] & 0x7F), month, day)
+    return date_days[0] * MS_PER_DAY + hour * MS_PER_HOUR + minute * MS_PER_MIN + ms
+
+
+cdef inline int64_t cp56_to_ms(const uint8_t* p, uint8_t* flags) noexcept nogil:
+    """Wall-clock milliseconds (as if UTC) of a CP56Time2a; flags gets IV, SU and GEN.
+    Out-of-range fields (month 0, day 0) give NO_TIME with IV set, never garbage."""
+    cdef uint32_t key = 0
+    cdef int64_t days = 0
+    return cp56_to_ms_cached(p, flags, &key, &days)
+
 
 cdef inline void ms_to_cp56(int64_t t, uint8_t flags, uint8_t* p) noexcept nogil:
     """Write wall-clock milliseconds as CP56Time2a. Day of week is left 0 (not used), as
