@@ -54,7 +54,7 @@ def _status_rows(status: list[dict]):
         last = s["last_testfr_con"]
         yield (s["name"], s["tcp_state"], s["data_transfer"],
                dt.datetime.fromtimestamp(last).strftime("%H:%M:%S") if last else "-",
-               f"{s['rtt'] * 1000:.1f} ms" if s["rtt"] is not None else "-",
+               f"{s['rtt'] * 1000:.3f} ms" if s["rtt"] is not None else "-",
                str(s["devices"]), str(s["points"]), str(s["frames_in"]), str(s["bad_frames"]),
                str(s["reconnects"]), s["last_error"] or "")
 
