@@ -113,3 +113,24 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "iec104 decode capture.pcapng -o objects.parquet" in capsys.readouterr().out
+
+
+def test_target_files_carry_settings(tmp_path):
+    from iec104.errors import SettingsError
+    from iec104.targets import parse_targets
+    toml = tmp_path / "rtus.toml"
+    toml.write_text('[[rtu]]\nhost = "10.0.0.7"\nport = 2405\nname = "ss7"\nt1 = 20\n'
+                    'gi_interval = 600\npoints = "p.csv"\n\n[[rtu]]\nhost = "10.0.0.8"\n')
+    a, b = parse_targets([str(toml)])
+    assert (a.host, a.port, a.name, a.points) == ("10.0.0.7", 2405, "ss7", "p.csv")
+    assert a.settings == {"t1": 20, "gi_interval": 600} and b.port == 2404
+    csv = tmp_path / "rtus.csv"
+    csv.write_text("host,port,k,w,ca_size\n127.0.0.1,2404,24,16,1\n")
+    (c,) = parse_targets([str(csv)])
+    assert c.settings == {"k": 24, "w": 16, "ca_size": 1}
+    assert [(t.host, t.port) for t in parse_targets(["h1", "h2:99", "[::1]:2406"])] == \
+        [("h1", 2404), ("h2", 99), ("::1", 2406)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("host,colour\nx,red\n")
+    with pytest.raises(SettingsError, match="colour"):
+        parse_targets([str(bad)])
