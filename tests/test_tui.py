@@ -54,6 +54,22 @@ async def test_pages_show_state_parameters_devices_commands_and_frames():
             assert out.commands[-1]["value"] == 112.5
 
 
+async def test_import_page_lists_the_installed_hooks(monkeypatch):
+    from iec104 import importhooks
+
+    class EP:
+        name, value = "erp", "somewhere:fetch"
+    async with Outstation(stations=1, points=5) as out:
+        app = WatchApp(Target("127.0.0.1", out.port))
+        async with app.run_test(size=(160, 50)) as pilot:
+            await settle(pilot, lambda: app.session is not None)
+            assert "none" in text(app, "#hooks")
+            monkeypatch.setattr(importhooks.importlib.metadata, "entry_points", lambda group: [EP()])
+            app.query_one("#tabs").active = "import"
+            app.query_one("#refresh_hooks", Button).press()
+            await settle(pilot, lambda: "erp = somewhere:fetch" in text(app, "#hooks"))
+
+
 async def test_import_page_reports_a_bad_list(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("ioa\nxx\n")

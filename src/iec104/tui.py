@@ -65,7 +65,9 @@ class WatchApp(App):
                     yield Input(placeholder="point list file (CSV/XLSX)", id="import_path")
                     yield Input(placeholder="or import hook (module:function)", id="import_hook")
                     yield Button("Import", id="import_button")
+                    yield Button("Refresh hooks", id="refresh_hooks")
                 yield Static(id="import_status")
+                yield Static(id="hooks")
             with TabPane("Commands", id="commands"):
                 yield DataTable(id="command_table")
                 with Horizontal(classes="row"):
@@ -94,6 +96,7 @@ class WatchApp(App):
             return
         if self.points_file:
             self.master.import_points(self.points_file)
+        self._list_hooks(refresh=True)
         self.refresh_pages()
         self.set_interval(0.5, self.refresh_pages)
 
@@ -169,6 +172,15 @@ class WatchApp(App):
             await self._send_command()
         elif bid == "force_gi":
             await self._force_gi()
+        elif bid == "refresh_hooks":
+            self._list_hooks(refresh=True)
+
+    def _list_hooks(self, *, refresh: bool = False) -> None:
+        from iec104.importhooks import available_hooks
+        hooks = available_hooks(refresh=refresh)
+        self.query_one("#hooks", Static).update(
+            "import hooks installed (entry point group iec104.importers): " +
+            (", ".join(f"{k} = {v}" for k, v in sorted(hooks.items())) or "none"))
 
     async def _import(self) -> None:
         path = self.query_one("#import_path", Input).value.strip()
