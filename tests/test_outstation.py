@@ -121,8 +121,12 @@ async def test_stopdt_is_confirmed_and_stops_data():
         async with iec104.Master(gi_on_start=False) as m:
             rtu = await m.connect("127.0.0.1", out.port)
             await asyncio.sleep(0.1)
-        assert rtu.tcp_state == "closed"
-        assert rtu.counts["link_closes"] == 0
+            rtu.enable_debug()
+        u = [(f["dir"], f["u_function"]) for f in rtu.frame_log if f["format"] == "U"]
+        assert ("tx", 0x13) in u and ("rx", 0x23) in u            # STOPDT act, then con
+        after_con = list(rtu.frame_log)[[f["u_function"] for f in rtu.frame_log].index(0x23) + 1:]
+        assert not [f for f in after_con if f["dir"] == "rx" and f["format"] == "I"]
+        assert rtu.tcp_state == "closed" and rtu.counts["link_closes"] == 0
 
 
 def test_generated_types_cover_the_common_families():

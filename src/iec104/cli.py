@@ -14,7 +14,8 @@ from pathlib import Path
 from iec104 import console
 from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error
 from iec104.master import Master, run
-from iec104.targets import Target, parse_targets
+from iec104.targets import SETTINGS, Target, parse_targets
+from iec104.types import TypeID
 
 EXAMPLES = """\
 examples:
@@ -123,16 +124,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _session_settings(args) -> dict:
-    keys = ("t0", "t1", "t2", "t3", "k", "w", "cot_size", "ca_size", "ioa_size", "gi_interval",
-            "ci_interval", "clock_sync_interval", "tz")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    """The session settings given on the command line (the others keep their defaults)."""
+    return {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import logging
     if args.verbose:
-        import logging
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    else:                                       # the error line and the tables say it once
+        logging.getLogger("iec104").addHandler(logging.NullHandler())
     cmd = args.cmd or "demo"
     if cmd == "demo" and not hasattr(args, "export"):
         args.export, args.rows = "out/parameters.parquet", 40
@@ -293,6 +295,7 @@ def cmd_command(args) -> int:
 
 
 async def _command(args) -> int:
+    TypeID.parse(args.type)                     # a wrong type is refused before connecting
     (target,) = parse_targets([args.target])
     async with Master(gi_on_start=False, reconnect=False) as master:
         rtu = await master.connect(target.host, target.port, name=target.name,

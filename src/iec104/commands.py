@@ -8,12 +8,9 @@ from dataclasses import dataclass, field
 
 from iec104._encode import encode_asdu
 from iec104.errors import BY_COT, CommandError, NegativeConfirmation
-from iec104.types import NO_TIME, Cot, TypeID
+from iec104.types import CP56_VARIANT, NO_TIME, Cot, TypeID
 
-__all__ = ["CommandResult", "build_command", "Pending", "TIME_TAGGED", "to_ms"]
-
-# the time-tagged variant of each command type, for `time=` on a plain one
-TIME_TAGGED = {45: 58, 46: 59, 47: 60, 48: 61, 49: 62, 50: 63, 51: 64}
+__all__ = ["CommandResult", "build_command", "Pending", "refusal", "to_ms"]
 _SE = 0x80
 NEGATIVE_GRACE = 0.05   # s to wait after a negative ActCon for the COT 44-47 that may follow
 
@@ -38,8 +35,8 @@ def build_command(type, ca: int, ioa: int, value, *, select: bool = False, quali
     selects the time-tagged variant of the type.
     """
     t = int(TypeID.parse(type))
-    if time is not None and t in TIME_TAGGED:
-        t = TIME_TAGGED[t]
+    if time is not None and 45 <= t <= 51:        # `time=` on a plain type: its CP56 variant
+        t = CP56_VARIANT[t]
     if not (45 <= t <= 51 or 58 <= t <= 64):
         raise ValueError(f"{TypeID(t).name} is not a command type (45-51, 58-64)")
     base = t - 13 if t >= 58 else t

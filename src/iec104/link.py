@@ -9,18 +9,17 @@ rows, writes ``data_to_send()``, acts on ``events()`` and keeps one timer at
 from __future__ import annotations
 
 import collections
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
+from iec104._encode import i_frame, s_frame, u_frame
 from iec104.types import FrameFormat, FrameStatus, UFunction
 
 __all__ = ["LinkConfig", "Link", "Started", "Stopped", "StartRequested", "StopRequested",
            "TestConfirmed", "Close", "WindowOpen", "Acked"]
 
 MOD = 32768
-_I_HEAD = struct.Struct("<BBHH")
 # statuses after which the byte stream can no longer be trusted to be framed
 _FRAMING_LOST = (FrameStatus.BAD_START, FrameStatus.BAD_LENGTH, FrameStatus.BAD_CONTROL)
 
@@ -98,14 +97,6 @@ class Acked:
     count: int
 
 
-def s_frame(nr: int) -> bytes:
-    return _I_HEAD.pack(0x68, 4, 0x01, (nr % MOD) << 1)
-
-
-def u_frame(function: int) -> bytes:
-    return bytes((0x68, 4, function, 0, 0, 0))
-
-
 class Link:
     """State of one IEC 104 connection's APCI layer (either role)."""
 
@@ -157,7 +148,7 @@ class Link:
         if self._u_pending is None:
             self._send_u(UFunction.TESTFR_ACT, now)
 
-    def send_asdu(self, asdu: bytes, now: float | None = None) -> None:
+    def send_asdu(self, asdu: bytes, now: float) -> None:
         """Queue an ASDU; it goes out while started and the k window has room."""
         self._queue.append(asdu)
         self._flush_queue(now)
@@ -378,21 +369,17 @@ class Link:
             self._maybe_confirm_stop()
         return True
 
-    def _flush_queue(self, now: float | None) -> None:
+    def _flush_queue(self, now: float) -> None:
         if self.data_transfer != "started" or not self._queue:
             return
         k = self.config.k
         while self._queue and len(self._sent_times) < k:
             asdu = self._queue.popleft()
-            self._out.append(_I_HEAD.pack(0x68, len(asdu) + 4, self.vs << 1, self.vr << 1) + asdu)
-            self._sent_times.append(now if now is not None else self._last_now())
+            self._out.append(i_frame(asdu, self.vs, self.vr))
+            self._sent_times.append(now)
             self.vs = (self.vs + 1) % MOD
             self.counts["i_out"] += 1
             self._acked_by_us()
-
-    def _last_now(self) -> float:
-        # send_asdu without a clock: t1 counts from the last time we were given
-        return self._t3_at - self.config.t3 if self._t3_at is not None else 0.0
 
     def _acked_by_us(self) -> None:
         # an I-frame carries N(R): it acknowledges everything received so far

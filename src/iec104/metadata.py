@@ -116,6 +116,26 @@ def _parse_type(value: str | None, row: int, path, column: str) -> int | None:
         raise PointListError(f"unknown type {v!r}", path=path, row=row, column=column) from None
 
 
+_FAMILIES = {t: family_of(t) for t in range(256)}
+
+
+def _type_column(df: pl.DataFrame, col: str, n: int, path, original: dict, *,
+                 commands: bool = False) -> pl.Series:
+    """A type column as type ids, each distinct spelling parsed once (lists repeat a handful
+    of types over many rows); the first row of a bad spelling is the one named."""
+    if col not in df.columns:
+        return pl.Series([None] * n, dtype=pl.Int64)
+    values = df[col]
+    parsed = {}
+    for v in values.unique(maintain_order=True).to_list():
+        row = int((values == v).arg_true()[0]) + 1 if v is not None else None
+        t = parsed[v] = _parse_type(v, row, path, original.get(col))
+        if commands and t is not None and not (45 <= t <= 51 or 58 <= t <= 64):
+            raise PointListError(f"{TypeID(t).name} is not a command type", path=path, row=row,
+                                 column=original[col])
+    return values.replace_strict(parsed, default=None, return_dtype=pl.Int64)
+
+
 def read_point_list(source, *, sheet=None, separator: str | None = None,
                     encoding: str | None = None, station: int | None = None) -> pl.DataFrame:
     """Read and validate a point list (CSV, XLSX or a DataFrame) into the normalised schema:
@@ -161,14 +181,8 @@ def read_point_list(source, *, sheet=None, separator: str | None = None,
                              column=original["ioa"])
     ca = numeric("ca", 0, 65535)
     st = numeric("station", 0, 2**32 - 1)
-    types = [_parse_type(v, i + 1, path, original.get("type")) for i, v in
-             enumerate(df["type"])] if "type" in df.columns else [None] * n
-    cmds = [_parse_type(v, i + 1, path, original.get("command_type")) for i, v in
-            enumerate(df["command_type"])] if "command_type" in df.columns else [None] * n
-    for i, c in enumerate(cmds):
-        if c is not None and not (45 <= c <= 51 or 58 <= c <= 64):
-            raise PointListError(f"{TypeID(c).name} is not a command type", path=path,
-                                 row=i + 1, column=original["command_type"])
+    types = _type_column(df, "type", n, path, original)
+    cmds = _type_column(df, "command_type", n, path, original, commands=True)
     scale, offset = numeric("scale", integer=False), numeric("offset", integer=False)
     ranges = [numeric(c, integer=False) for c in ("raw_min", "raw_max", "eng_min", "eng_max")]
     if all(r is not None for r in ranges):
@@ -181,14 +195,14 @@ def read_point_list(source, *, sheet=None, separator: str | None = None,
         "station": (st if st is not None else pl.Series([station] * n, dtype=pl.Float64)),
         "ca": ca if ca is not None else pl.Series([1.0] * n),
         "ioa": ioa,
-        "family": pl.Series([family_of(t) if t is not None else None for t in types], dtype=pl.Int64),
-        "type_id": pl.Series(types, dtype=pl.Int64),
+        "family": types.replace_strict(_FAMILIES, default=None, return_dtype=pl.Int64),
+        "type_id": types,
         "name": df["name"] if "name" in df.columns else pl.Series([None] * n, dtype=pl.String),
         "description": df["description"] if "description" in df.columns else pl.Series([None] * n, dtype=pl.String),
         "unit": df["unit"] if "unit" in df.columns else pl.Series([None] * n, dtype=pl.String),
         "scale": scale if scale is not None else pl.Series([None] * n, dtype=pl.Float64),
         "offset": offset if offset is not None else pl.Series([None] * n, dtype=pl.Float64),
-        "command_type": pl.Series(cmds, dtype=pl.Int64),
+        "command_type": cmds,
         "min": numeric("min", integer=False) if "min" in df.columns else pl.Series([None] * n, dtype=pl.Float64),
         "max": numeric("max", integer=False) if "max" in df.columns else pl.Series([None] * n, dtype=pl.Float64),
     }).with_columns(pl.col("ca").fill_null(1)).cast(OUT_SCHEMA)

@@ -31,7 +31,7 @@ import polars as pl
 from iec104._codec import Decoder
 from iec104._encode import encode_asdu, encode_points, i_frame, stamp
 from iec104.link import Close, Link, LinkConfig, Started
-from iec104.types import NO_TIME, POINT_DTYPE, Cot, TypeID, family_of
+from iec104.types import CP56_VARIANT, NO_TIME, POINT_DTYPE, Cot, TypeID, family_of
 
 __all__ = ["Outstation", "GENERATED_TYPES"]
 
@@ -40,12 +40,11 @@ log = logging.getLogger("iec104.outstation")
 GENERATED_TYPES = (13, 1, 13, 3, 11, 13, 9, 15, 5, 7)
 # monitor family -> the command family that sets it
 COMMAND_FOR = {1: 45, 3: 46, 5: 47, 7: 51, 9: 48, 11: 49, 13: 50}
-# plain type -> its CP56Time2a variant, for spontaneous data with time
-TIME_VARIANT = {1: 30, 3: 31, 5: 32, 7: 33, 9: 34, 11: 35, 13: 36, 15: 37}
 _BROADCAST = 0xFFFF
 # type id -> its family (the plain type), as a table numpy can index with a whole column
 FAMILY = np.array([family_of(t) for t in range(256)], np.uint8)
-TIME_OF = np.array([TIME_VARIANT.get(int(FAMILY[t]), t) for t in range(256)], np.uint8)
+TIME_OF = np.array([CP56_VARIANT.get(int(FAMILY[t]), t) for t in range(256)], np.uint8)
+MONITOR_FOR = {c: m for m, c in COMMAND_FOR.items()}      # command family -> its feedback
 _MAX_QUEUED_FRAMES = 200_000
 
 
@@ -321,7 +320,7 @@ class Outstation:
                            negative=negative, **self.sizes)
 
     @staticmethod
-    def _mirror(raw: bytes, cot: int, negative: bool = False, cot_size: int = 2) -> bytes:
+    def _mirror(raw: bytes, cot: int, negative: bool = False) -> bytes:
         asdu = bytearray(raw[6:])
         asdu[2] = (asdu[2] & 0x80) | (0x40 if negative else 0) | cot
         return bytes(asdu)
@@ -441,7 +440,7 @@ class Outstation:
         self._feedback(ca, ioa, fam, value)
 
     def _feedback(self, ca, ioa, command_family, value) -> None:
-        monitor = {v: k for k, v in COMMAND_FOR.items()}.get(command_family)
+        monitor = MONITOR_FOR.get(command_family)
         i = self.index.get((ca, ioa, monitor))
         if i is None:
             return

@@ -20,7 +20,7 @@ from iec104._codec import Decoder, decode_frames
 from iec104._encode import encode_asdu
 from iec104.commands import CommandResult, Pending, build_command, refusal, to_ms
 from iec104.errors import (
-    ConfirmationTimeout, ConnectError, ConnectionLostError, NegativeConfirmation, NotConnected,
+    ConfirmationTimeout, ConnectError, ConnectionLostError, NotConnected,
     SettingsError,
 )
 from iec104.link import Close, Link, LinkConfig, Started, TestConfirmed
@@ -452,8 +452,14 @@ class Session:
         else:
             unique = np.unique(cas[points["type_id"] <= 44]).tolist()
         for ca in unique:
-            if ca not in self.devices:
-                self.devices[ca] = {"ca": ca, "last_gi": None, "gi_state": "never", "objects": 0}
+            self._device(ca)
+
+    def _device(self, ca: int) -> dict:
+        """The device (common address) ``ca`` behind this session, made when first seen."""
+        dev = self.devices.get(ca)
+        if dev is None:
+            dev = self.devices[ca] = {"ca": ca, "last_gi": None, "gi_state": "never"}
+        return dev
 
     def _match_data(self, points: np.ndarray) -> None:
         cot = points["cot"]
@@ -490,11 +496,11 @@ class Session:
                 p = self._pending.get((t, ca, ioa))
                 if p is not None:
                     p.confirm(cot, neg, ca)
-                if t == TypeID.C_RD_NA_1 and (neg or cot >= 44):
+                err = refusal(t, ca, ioa, cot, neg) if t == TypeID.C_RD_NA_1 else None
+                if err is not None:                 # a read is answered by data, or refused
                     fut = self._reads.pop((ca, ioa), None)
                     if fut is not None and not fut.done():
-                        fut.set_exception(refusal(t, ca, ioa, cot, neg)
-                                          or NegativeConfirmation("read refused", type_id=t, ca=ca, ioa=ioa, cot=cot))
+                        fut.set_exception(err)
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -552,8 +558,7 @@ class Session:
         expect = set(self.devices) if ca == BROADCAST_CA else set()
         gi = _Interrogation(int(type_id), ca, qualifier, expect)
         self._interrogations[key] = gi
-        devices = self.devices.values() if ca == BROADCAST_CA else [self.devices.setdefault(
-            ca, {"ca": ca, "last_gi": None, "gi_state": "never", "objects": 0})]
+        devices = list(self.devices.values()) if ca == BROADCAST_CA else [self._device(ca)]
         if type_id == TypeID.C_IC_NA_1:
             for dev in devices:
                 dev["gi_state"] = "running"
@@ -562,8 +567,7 @@ class Session:
             n = await self._await(gi.done, what, timeout)
             if type_id == TypeID.C_IC_NA_1:
                 for c in (gi.terminated if ca == BROADCAST_CA else [ca]):
-                    dev = self.devices.setdefault(c, {"ca": c, "objects": 0})
-                    dev.update(last_gi=time.time(), gi_state="done")
+                    self._device(c).update(last_gi=time.time(), gi_state="done")
             return n
         except Exception:
             if type_id == TypeID.C_IC_NA_1:

@@ -2,18 +2,34 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import polars as pl
 
 from iec104.errors import SettingsError
+from iec104.session import SessionSettings
 
-__all__ = ["Target", "parse_targets"]
+__all__ = ["Target", "parse_targets", "SETTINGS"]
 
-_SETTINGS = {"t0", "t1", "t2", "t3", "k", "w", "cot_size", "ca_size", "ioa_size", "tz",
-             "gi_interval", "gi_group", "ci_interval", "qcc", "clock_sync_interval",
-             "reconnect", "gi_on_start"}
+# what a target file may set: every session setting, read as its default's type
+SETTINGS = {f.name: type(f.default) for f in fields(SessionSettings)}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, value, where: str):
+    kind = SETTINGS[name]
+    if not isinstance(value, str) or kind is str or name == "tz":
+        return value
+    text = value.strip().lower()
+    try:
+        if kind is bool:
+            if text not in _TRUE | _FALSE:
+                raise ValueError
+            return text in _TRUE
+        return int(text) if kind is int else float(text)
+    except ValueError:
+        raise SettingsError(f"{where}: {name} = {value!r} is not a {kind.__name__}") from None
 
 
 @dataclass
@@ -30,15 +46,15 @@ def _target(row: dict, where: str) -> Target:
            if v is not None and v != ""}
     if "host" not in row:
         raise SettingsError(f"{where}: a target needs a host")
-    unknown = set(row) - _SETTINGS - {"host", "port", "name", "points"}
+    unknown = set(row) - set(SETTINGS) - {"host", "port", "name", "points"}
     if unknown:
         raise SettingsError(f"{where}: unknown settings {', '.join(sorted(unknown))}")
-    settings = {k: row[k] for k in _SETTINGS & set(row)}
-    for k, v in settings.items():
-        if isinstance(v, str) and k != "tz":
-            settings[k] = float(v) if "." in v else int(v)
-    return Target(str(row["host"]), int(row.get("port", 2404)), row.get("name"),
-                  row.get("points"), settings)
+    settings = {k: _coerce(k, v, where) for k, v in row.items() if k in SETTINGS}
+    try:
+        port = int(row.get("port", 2404))
+    except ValueError:
+        raise SettingsError(f"{where}: port {row['port']!r} is not a number") from None
+    return Target(str(row["host"]), port, row.get("name"), row.get("points"), settings)
 
 
 def parse_targets(specs: list[str]) -> list[Target]:
@@ -51,7 +67,10 @@ def parse_targets(specs: list[str]) -> list[Target]:
             rows = doc.get("rtu") or doc.get("targets") or []
             out += [_target(r, f"{path} [[rtu]] #{i + 1}") for i, r in enumerate(rows)]
         elif path.suffix.lower() == ".csv" and path.exists():
-            df = pl.read_csv(path, infer_schema_length=0)
+            try:
+                df = pl.read_csv(path, infer_schema_length=0)
+            except Exception as e:                  # Polars' own errors: one line, no traceback
+                raise SettingsError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
             out += [_target(r, f"{path} row {i + 1}") for i, r in enumerate(df.iter_rows(named=True))]
         else:
             host, _, port = spec.rpartition(":") if spec.count(":") == 1 or spec.startswith("[") \

@@ -12,7 +12,7 @@ import numpy as np
 __all__ = [
     "TypeID", "Cot", "UFunction", "FrameFormat", "FrameStatus", "Flag", "Quality", "TimeFlag",
     "POINT_DTYPE", "FRAME_DTYPE", "NO_TIME", "NO_EXTRA", "BROADCAST_CA", "family_of",
-    "MONITOR_TYPES", "COMMAND_TYPES", "SYSTEM_TYPES",
+    "MONITOR_TYPES", "COMMAND_TYPES", "SYSTEM_TYPES", "CP56_VARIANT",
 ]
 
 
@@ -115,6 +115,11 @@ _FAMILY.update({
     14: 13, 36: 13, 16: 15, 37: 15, 38: 17, 39: 18, 40: 19,
     58: 45, 59: 46, 60: 47, 61: 48, 62: 49, 63: 50, 64: 51, 107: 104,
 })
+
+
+# the CP56Time2a variant of each plain type (monitor and command), the inverse of a family
+CP56_VARIANT = {1: 30, 3: 31, 5: 32, 7: 33, 9: 34, 11: 35, 13: 36, 15: 37,
+                45: 58, 46: 59, 47: 60, 48: 61, 49: 62, 50: 63, 51: 64}
 
 
 def family_of(type_id: int) -> int:
