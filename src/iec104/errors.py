@@ -4,7 +4,8 @@ from __future__ import annotations
 __all__ = [
     "IEC104Error", "ConnectError", "NotConnected", "CommandError", "NegativeConfirmation",
     "UnknownTypeError", "UnknownCauseError", "UnknownCommonAddressError", "UnknownIOAError",
-    "ConfirmationTimeout", "ConnectionLostError", "SettingsError",
+    "ConfirmationTimeout", "ConnectionLostError", "SettingsError", "InvalidRequestError",
+    "CommandInDoubt",
 ]
 
 
@@ -14,6 +15,18 @@ class IEC104Error(Exception):
 
 class SettingsError(IEC104Error, ValueError):
     """A session setting out of range (t2 >= t1, w > 2k/3, a field size of 4 octets...)."""
+
+
+class InvalidRequestError(IEC104Error, ValueError):
+    """A request's address or value does not fit the session's field sizes, the type's range
+    or the point list's limits. Raised before anything is encoded: nothing was sent."""
+
+
+class CommandInDoubt(IEC104Error):
+    """An earlier request to the same object was sent, its caller gave up (timeout or
+    cancellation) and no answer has arrived yet: the RTU may have executed it. A new
+    request to that object is refused until the answer arrives or the link is closed, so
+    that a retry can never execute twice."""
 
 
 class ConnectError(IEC104Error, ConnectionError):

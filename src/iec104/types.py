@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = [
     "TypeID", "Cot", "UFunction", "FrameFormat", "FrameStatus", "Flag", "Quality", "TimeFlag",
-    "POINT_DTYPE", "FRAME_DTYPE", "NO_TIME", "NO_EXTRA", "BROADCAST_CA", "family_of",
+    "POINT_DTYPE", "FRAME_DTYPE", "NO_TIME", "NO_EXTRA", "BROADCAST_CA", "broadcast_ca", "family_of",
     "MONITOR_TYPES", "COMMAND_TYPES", "SYSTEM_TYPES", "CP56_VARIANT",
 ]
 
@@ -226,6 +226,13 @@ NO_TIME = np.iinfo(np.int64).min
 NO_EXTRA = -1
 """``extra`` of an object that has no second value."""
 BROADCAST_CA = 0xFFFF
+"""The global (broadcast) common address with the standard's 2-octet CA."""
+
+
+def broadcast_ca(ca_size: int = 2) -> int:
+    """The global common address for a CA field of ``ca_size`` octets: 255 or 65535
+    (IEC 60870-5-101, 7.2.4). Master and simulator both take it from here."""
+    return 0xFF if ca_size == 1 else 0xFFFF
 
 POINT_DTYPE = np.dtype([
     ("station", "<u4"),
