@@ -1,11 +1,28 @@
 """Import hooks: point lists fetched by user code (a Python callable or an executable).
 
 A hook is ``"package.module:function"``, the name of one registered by an installed package
-under the entry-point group ``iec104.importers``, or the path of an executable. It is called
-with the element name, a unique request id, the device ("ALL" or a CA) and optional user and
-password, and returns rows (a list of dicts), a DataFrame or a file path; an executable gets
-the password on stdin (never in argv) and prints CSV or a path. The answer must carry the
-request id when it says one (``(request_id, data)``), so that answers cannot be mixed up.
+under the entry-point group ``iec104.importers``, or the path of an executable.
+
+A callable is called as ``fn(element=..., request_id=..., device=..., user=..., password=...)``:
+``device`` is "ALL" or a CA (as a string), ``user`` a string or None and ``password`` a
+:class:`Secret` (``password.reveal()`` gives the text, or None). It returns rows (a list of
+dicts), a DataFrame or a file path.
+
+An executable is run as ``hook --element E --request-id ID --device D``; the credentials never
+go on its command line (which every local user can read): the password is its standard input
+(the text, no newline; empty without one) and the user name the environment variable
+``IEC104_USER`` (unset without one). It prints CSV (a header line, then rows) or the path of a
+file on standard output and exits with 0; on failure, the first 300 characters of its standard
+error say why.
+
+Either may answer ``(request_id, data)``, and then the id must be the request's, so that
+answers cannot be mixed up.
+
+The credentials stay out of what a failure shows: the password and the user name are replaced
+by ``***`` in the hook's error text and standard error before they reach
+:class:`ImportHookError`, the import status or a log, the original exception is not chained,
+and the frames that call the hook hold the password only as a :class:`Secret` (pass a
+:class:`Secret` yourself to keep it out of your own frames too).
 """
 from __future__ import annotations
 
@@ -14,6 +31,9 @@ import importlib
 import importlib.metadata
 import io
 import os
+import re
+import signal
+import sys
 import uuid
 from pathlib import Path
 
@@ -32,12 +52,13 @@ class ImportHookError(IEC104Error):
 
 
 class Secret:
-    """A password that never shows: not in repr, str, logs or exports."""
+    """A password that never shows: not in repr, str, format, logs, exports or a traceback's
+    local variables; ``reveal()`` gives the text."""
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str | None):
-        self._value = value
+    def __init__(self, value: "str | Secret | None"):
+        self._value = value.reveal() if isinstance(value, Secret) else value
 
     def reveal(self) -> str | None:
         return self._value
@@ -45,10 +66,24 @@ class Secret:
     def __repr__(self) -> str:
         return "Secret('***')"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return format("***", spec)
 
     def __reduce__(self):
         raise TypeError("a Secret is not serialised")
+
+
+def _scrub(text: str, secret: Secret, user: str | None) -> str:
+    """text without the password, anywhere, nor the user name as a word."""
+    password = secret.reveal()
+    if password:
+        text = text.replace(password, "***")
+    if user:
+        text = re.sub(rf"(?<!\w){re.escape(user)}(?!\w)", "***", text)
+    return text
 
 
 def available_hooks(refresh: bool = False) -> dict[str, str]:
@@ -91,18 +126,40 @@ def _match(result, request_id: str, hook: str):
                           "rows, a DataFrame or a file path")
 
 
-async def _run_executable(path: Path, args: list[str], password: str | None, hook: str):
+def _kill(proc) -> None:
+    try:
+        if sys.platform == "win32":
+            proc.kill()
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)     # its own session: the group is its own
+    except ProcessLookupError:
+        pass
+
+
+async def _run_executable(path: Path, args: list[str], secret: Secret, user: str | None,
+                          hook: str):
+    env = {k: v for k, v in os.environ.items() if k != "IEC104_USER"}
+    if user:
+        env["IEC104_USER"] = user
     proc = await asyncio.create_subprocess_exec(
         str(path), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.PIPE, env=env, start_new_session=sys.platform != "win32")
     try:
-        out, err = await proc.communicate((password or "").encode())
-    except asyncio.CancelledError:
-        proc.kill()
+        # written here rather than through communicate(input=...), whose frames would hold it
+        proc.stdin.write((secret.reveal() or "").encode())
+        try:
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass                                # the hook did not read it
+        proc.stdin.close()
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:             # timed out or cancelled: the hook and its children
+        _kill(proc)
+        await proc.wait()
         raise
     if proc.returncode != 0:
-        raise ImportHookError(f"import hook {hook!r} exited with {proc.returncode}: "
-                              f"{err.decode(errors='replace').strip()[:300]}")
+        err = _scrub(err.decode(errors="replace").strip(), secret, user)[:300]
+        raise ImportHookError(f"import hook {hook!r} exited with {proc.returncode}: {err}")
     text = out.decode(errors="replace").strip()
     if "\n" not in text and Path(text).exists():
         return Path(text)
@@ -110,26 +167,32 @@ async def _run_executable(path: Path, args: list[str], password: str | None, hoo
 
 
 async def run_hook(hook: str, *, element: str = "", device: str | int = "ALL",
-                   user: str | None = None, password=None, timeout: float = 60.0,
-                   request_id: str | None = None):
-    """Run a hook and return its point list (a DataFrame or a file path)."""
+                   user: str | None = None, password: "Secret | str | None" = None,
+                   timeout: float = 60.0, request_id: str | None = None):
+    """Run a hook and return its point list (a DataFrame or a file path).
+
+    ``password`` is best given as a :class:`Secret`; a string is wrapped at once. A failure is
+    an :class:`ImportHookError` whose text names neither the password nor the user.
+    """
+    password = Secret(password)                 # from here on, no frame holds the text
     request_id = request_id or str(uuid.uuid4())
-    secret = password if isinstance(password, Secret) else Secret(password)
-    fn = _resolve(hook)
     try:
+        fn = _resolve(hook)
         if isinstance(fn, Path):
             args = ["--element", element, "--request-id", request_id, "--device", str(device)]
-            if user:
-                args += ["--user", user]
-            result = await asyncio.wait_for(_run_executable(fn, args, secret.reveal(), hook), timeout)
+            result = await asyncio.wait_for(_run_executable(fn, args, password, user, hook),
+                                            timeout)
         else:
             call = asyncio.to_thread(fn, element=element, request_id=request_id,
-                                     device=str(device), user=user, password=secret)
+                                     device=str(device), user=user, password=password)
             result = await asyncio.wait_for(call, timeout)
+        return _match(result, request_id, hook)
     except asyncio.TimeoutError:
-        raise ImportHookError(f"import hook {hook!r} did not answer within {timeout:g} s") from None
-    except ImportHookError:
-        raise
+        failure = f"import hook {hook!r} did not answer within {timeout:g} s"
+    except ImportHookError as e:
+        failure = _scrub(str(e), password, user)
     except Exception as e:
-        raise ImportHookError(f"import hook {hook!r} failed: {type(e).__name__}: {e}") from None
-    return _match(result, request_id, hook)
+        failure = _scrub(f"import hook {hook!r} failed: {type(e).__name__}: {e}", password, user)
+    # raised out here, not in the except clauses: the hook's exception (its message, its frames'
+    # local variables) is not chained to this one
+    raise ImportHookError(failure)
