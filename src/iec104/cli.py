@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 import time
@@ -12,8 +13,10 @@ from importlib import resources
 from pathlib import Path
 
 from iec104 import console
+from iec104.commands import build_command
 from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error
 from iec104.master import Master, run
+from iec104.session import SessionSettings
 from iec104.targets import SETTINGS, Target, parse_targets
 from iec104.types import TypeID
 
@@ -290,17 +293,27 @@ async def _simulate(args) -> int:
 
 # ---- command ---------------------------------------------------------------------------------
 
+def _field_sizes(settings: dict) -> dict:
+    """The COT, CA and IOA sizes the session will use (settings checked as connect would)."""
+    s = SessionSettings.of(**settings)
+    return dict(cot_size=s.cot_size, ca_size=s.ca_size, ioa_size=s.ioa_size)
+
+
 def cmd_command(args) -> int:
-    return run(_command(args))
-
-
-async def _command(args) -> int:
-    TypeID.parse(args.type)                     # a wrong type is refused before connecting
     (target,) = parse_targets([args.target])
+    settings = {**_session_settings(args), **target.settings}
+    value = int(args.value) if math.isfinite(args.value) and args.value.is_integer() else args.value
+    # type, address, value and qualifier are checked before connecting: InvalidRequestError
+    # (exit 1) in one line, nothing sent
+    build_command(args.type, args.ca, args.ioa, value, select=args.select,
+                  qualifier=args.qualifier, time=True if args.time else None,
+                  sizes=_field_sizes(settings))
+    return run(_command(args, target, settings, value))
+
+
+async def _command(args, target: Target, settings: dict, value) -> int:
     async with Master(gi_on_start=False, reconnect=False) as master:
-        rtu = await master.connect(target.host, target.port, name=target.name,
-                                   **{**_session_settings(args), **target.settings})
-        value = int(args.value) if args.value == int(args.value) else args.value
+        rtu = await master.connect(target.host, target.port, name=target.name, **settings)
         res = await rtu.command(args.ca, args.ioa, args.type, value, select=args.select,
                                 qualifier=args.qualifier, time=True if args.time else None,
                                 timeout=args.timeout)
@@ -336,7 +349,13 @@ def cmd_decode(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    from iec104.tui import run_watch
+    try:
+        from iec104.tui import run_watch
+    except ModuleNotFoundError as e:            # without the tui extra: one line that names it
+        if e.name != "textual":
+            raise
+        console.error(str(e))
+        return FAILED
     (target,) = parse_targets([args.target])
     return run_watch(target, settings=_session_settings(args), points=args.points)
 

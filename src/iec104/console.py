@@ -9,6 +9,7 @@ import sys
 import polars as pl
 from rich.console import Console
 from rich.live import Live as RichLive
+from rich.markup import escape
 from rich.table import Table
 
 out = Console(highlight=False)
@@ -25,7 +26,8 @@ def say(text: str) -> None:
 
 
 def error(text: str) -> None:
-    err.print(f"[bold red]error:[/] {text}", soft_wrap=True)
+    # escaped: an error's own brackets ("iec104[tui]", "[5001]") are text, not rich markup
+    err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
 
 
 def fmt(v) -> str:

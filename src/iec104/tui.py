@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from textual.app import App, ComposeResult
-from textual.containers import Horizontal
-from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Static, Switch,
-                             TabbedContent, TabPane)
+try:
+    from textual.app import App, ComposeResult
+    from textual.containers import Horizontal
+    from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Static,
+                                 Switch, TabbedContent, TabPane)
+except ModuleNotFoundError as e:                # Textual is the optional extra "tui"
+    if (e.name or "").partition(".")[0] != "textual":
+        raise
+    raise ModuleNotFoundError("iec104 watch needs Textual, in the 'tui' extra: "
+                              "pip install 'iec104[tui]'", name="textual") from None
 
 from iec104.console import fmt as _fmt
 from iec104.master import Master
