@@ -1,38 +1,49 @@
-# `make run` and `make test` each set up what they need: a .venv with the package (its
-# Cython extensions built in place) and its dev extra.
+# `make run` and `make test` each set up what they need in .venv: `run` the package (its Cython
+# extensions built in place) with its runtime dependencies, `test` that plus the dev extra.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+SOURCES := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/*/*.pxd)
+RUN_STAMP := $(VENV)/.run-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: install build test run bench fuzz clean
+.PHONY: install dev build test run bench fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
+# The package alone: what `make run` (the demo) needs.
+$(RUN_STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# The package with every extra and the test tools; it satisfies the run stamp too.
+$(DEV_STAMP): $(BIN)/python $(SOURCES)
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $@ $(RUN_STAMP)
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-# Rebuild the extensions in place after editing ext/ (what pip install -e does, faster).
-build: $(BIN)/python
+dev: $(DEV_STAMP)
+
+# Rebuild the extensions in place after editing ext/ (what pip install -e does, faster; the dev
+# extra brings Cython and setuptools into .venv, once: order-only, not redone when ext/ changes).
+build: | $(DEV_STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace -j 2
 
-test: install
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests
 
-run: install
+run: $(RUN_STAMP)
 	$(BIN)/iec104
 
-bench: install
+bench: $(DEV_STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-only
 
-fuzz: install
+fuzz: $(DEV_STAMP)
 	$(BIN)/python -m pip install -q atheris
 	$(BIN)/python tests/fuzz/fuzz_codec.py tests/fuzz/corpus -max_total_time=60
 
 clean:
-	rm -rf build src/iec104/*.so src/iec104/*.c $(STAMP)
+	rm -rf build dist src/iec104/*.so src/iec104/*.c $(RUN_STAMP) $(DEV_STAMP)
