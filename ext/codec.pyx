@@ -26,32 +26,19 @@ import time as _time
 import numpy as np
 
 from apdu cimport (
-    point_t, frame_t, element_length, rd_u16, rd_i16, rd_u24, rd_u32, rd_f32, NO_TIME, START, LEN_MIN, LEN_MAX,
+    wall_ns, point_t, frame_t, element_length, rd_u16, rd_i16, rd_u24, rd_u32, rd_f32, NO_TIME, START, LEN_MIN, LEN_MAX,
     FORMAT_I, FORMAT_S, FORMAT_U, ST_OK, ST_BAD_START, ST_BAD_LENGTH, ST_BAD_CONTROL,
     ST_SHORT_ASDU, ST_UNKNOWN_TYPE, ST_LENGTH_MISMATCH, ST_EMPTY, ST_TRUNCATED, U_STARTDT_ACT,
     U_STARTDT_CON, U_STOPDT_ACT, U_STOPDT_CON, U_TESTFR_ACT, U_TESTFR_CON, FLAG_NEGATIVE,
     FLAG_TEST, FLAG_SQ, TF_SU, TF_CP24,
 )
 from cp56 cimport cp56_to_ms_cached, cp24_to_ms
+from iec104._codec cimport ctx_t
 
 from iec104.types import FRAME_DTYPE, POINT_DTYPE
 
 cdef enum:
     MAX_RECORD = 0xFFFF     # FRAME_DTYPE.length is 16 bits: longer garbage takes more rows
-
-cdef struct ctx_t:
-    int cot_size
-    int ca_size
-    int ioa_size
-    uint32_t station
-    int64_t std_offset_ms     # local standard time - UTC
-    int64_t dst_offset_ms     # added when a CP56 has SU set
-    int64_t now_offset_ms     # offset in force now, for CP24 resolution
-    int64_t recv_ns
-    int64_t ref_local_ms      # receive time as local wall clock, for CP24
-    uint32_t date_key         # the last CP56 date seen and its day number (a cache)
-    int64_t date_days
-
 
 cdef inline void put_cp56(point_t* o, const uint8_t* p, ctx_t* c) noexcept nogil:
     cdef uint8_t f = 0
@@ -390,13 +377,58 @@ cdef Py_ssize_t scan(const uint8_t* buf, Py_ssize_t n, bint final, ctx_t* c,
     return pos
 
 
+cdef class Workspace:
+    """The arrays a decoder writes: frames and points of one ``feed``.
+
+    One workspace can serve every connection of an event loop (the decode is synchronous
+    inside ``buffer_updated`` and its rows are stored before the next read), so that a
+    session carries no output arrays of its own. It grows when a batch needs more rows.
+    """
+
+    def __init__(self, Py_ssize_t points=4096, Py_ssize_t frames=0):
+        self._points = np.zeros(max(points, 128), POINT_DTYPE)
+        self._frames = np.zeros(max(frames or points // 8, 16), FRAME_DTYPE)
+        self._bind()
+
+    cdef _bind(self):
+        cdef point_t[::1] pv = self._points
+        cdef frame_t[::1] fv = self._frames
+        self.p = &pv[0]
+        self.f = &fv[0]
+        self.pcap = pv.shape[0]
+        self.fcap = fv.shape[0]
+
+    cdef int _grow(self, Py_ssize_t keep_frames, Py_ssize_t keep_points, bint frames,
+                   bint points) except -1:
+        """Double the frame or point array, keeping the rows already written."""
+        if frames:
+            new = np.zeros(self.fcap * 2, FRAME_DTYPE)
+            new[:keep_frames] = self._frames[:keep_frames]
+            self._frames = new
+        if points:
+            new = np.zeros(self.pcap * 2, POINT_DTYPE)
+            new[:keep_points] = self._points[:keep_points]
+            self._points = new
+        self._bind()
+        return 0
+
+    @property
+    def points(self):
+        return self._points
+
+    @property
+    def frames(self):
+        return self._frames
+
+
 cdef class Decoder:
     """Streaming decoder of one direction of an IEC 104 connection.
 
     ``feed(data)`` decodes every complete APDU at the start of ``data`` (bytes, bytearray or a
     memoryview of the session's receive buffer, read in place) and returns the octets
     consumed; a partial APDU at the end is left for the caller to keep. After each call,
-    ``points`` and ``frames`` are views of this call's rows, valid until the next call.
+    ``points`` and ``frames`` are views of this call's rows, valid until the next call (of
+    any decoder sharing the same ``workspace``).
 
     Parameters
     ----------
@@ -406,22 +438,14 @@ cdef class Decoder:
         Written to every point's ``station``.
     tz : str, datetime.tzinfo or None
         Time zone of the RTU's clock for CP56Time2a/CP24Time2a (None: UTC).
+    capacity : int
+        Points the decoder's own workspace holds at first (it grows as needed).
+    workspace : Workspace, optional
+        Output arrays shared with other decoders (see :class:`Workspace`).
     """
 
-    cdef ctx_t ctx
-    cdef object _points
-    cdef object _frames
-    cdef object _tz
-    cdef double _tz_checked
-    cdef public Py_ssize_t n_points
-    cdef public Py_ssize_t n_frames
-    cdef public uint64_t total_frames
-    cdef public uint64_t total_points
-    cdef public uint64_t bad_frames
-    cdef public object status_counts
-
     def __init__(self, *, int cot_size=2, int ca_size=2, int ioa_size=3, station=0, tz=None,
-                 Py_ssize_t capacity=4096):
+                 Py_ssize_t capacity=4096, Workspace workspace=None, Py_ssize_t frames=0):
         if cot_size not in (1, 2) or ca_size not in (1, 2) or ioa_size not in (1, 2, 3):
             raise ValueError(f"field sizes COT {cot_size}, CA {ca_size}, IOA {ioa_size}: "
                              "COT and CA take 1 or 2 octets, IOA 1, 2 or 3")
@@ -431,11 +455,10 @@ cdef class Decoder:
         self.ctx.station = station
         self._tz = _resolve_tz(tz)
         self._tz_checked = -1e9
-        self._points = np.zeros(max(capacity, 128), POINT_DTYPE)
-        self._frames = np.zeros(max(capacity // 8, 16), FRAME_DTYPE)
+        self.workspace = workspace if workspace is not None else Workspace(capacity, frames)
         self.n_points = 0
         self.n_frames = 0
-        self.status_counts = np.zeros(16, np.uint64)
+        self.status_counts = None
 
     @property
     def station(self):
@@ -447,11 +470,11 @@ cdef class Decoder:
 
     @property
     def points(self):
-        return self._points[:self.n_points]
+        return self.workspace._points[:self.n_points]
 
     @property
     def frames(self):
-        return self._frames[:self.n_frames]
+        return self.workspace._frames[:self.n_frames]
 
     cdef void _set_clock(self, int64_t recv_ns):
         self.ctx.recv_ns = recv_ns
@@ -470,38 +493,37 @@ cdef class Decoder:
         ``final=True`` trailing octets that do not make a whole APDU become a TRUNCATED
         frame instead of being left unconsumed.
         """
-        self._set_clock(_time.time_ns() if recv_ns is None else recv_ns)
-        cdef Py_ssize_t n = data.shape[0], pos = 0, used, nf = 0, npts = 0
-        cdef frame_t[::1] fv
-        cdef point_t[::1] pv
-        cdef const uint8_t* base = &data[0] if n > 0 else NULL
-        cdef Py_ssize_t i, nf0
+        cdef Py_ssize_t n = data.shape[0]
+        return self.feed_c(&data[0] if n > 0 else NULL, n,
+                           wall_ns() if recv_ns is None else recv_ns, final)
+
+    cdef Py_ssize_t feed_c(self, const uint8_t* base, Py_ssize_t n, int64_t recv_ns,
+                           bint final) except -1:
+        self._set_clock(recv_ns)
+        cdef Workspace ws = self.workspace
+        cdef Py_ssize_t pos = 0, used, nf = 0, npts = 0, i, nf0, bad = 0
         while pos < n:
-            fv = self._frames
-            pv = self._points
             nf0 = nf
             with nogil:
-                used = scan(base + pos, n - pos, final, &self.ctx, &fv[0], fv.shape[0], &nf,
-                            &pv[0], pv.shape[0], &npts)
+                used = scan(base + pos, n - pos, final, &self.ctx, ws.f, ws.fcap, &nf,
+                            ws.p, ws.pcap, &npts)
                 for i in range(nf0, nf):        # offsets relative to data, not to this pass
-                    fv[i].offset += <uint32_t>pos
+                    ws.f[i].offset += <uint32_t>pos
             pos += used
-            if nf < fv.shape[0] and npts + 127 <= pv.shape[0]:
+            if nf < ws.fcap and npts + 127 <= ws.pcap:
                 break                           # stopped at a partial APDU (or the end)
-            if nf >= fv.shape[0]:
-                self._frames = np.resize(self._frames, fv.shape[0] * 2)
-            if npts + 127 > pv.shape[0]:
-                self._points = np.resize(self._points, pv.shape[0] * 2)
+            ws._grow(nf, npts, nf >= ws.fcap, npts + 127 > ws.pcap)
         self.n_frames = nf
         self.n_points = npts
         self.total_frames += nf
         self.total_points += npts
-        if nf:
-            st = self._frames["status"][:nf]
-            bad = np.count_nonzero(st)
-            if bad:
-                self.bad_frames += bad
-                np.add.at(self.status_counts, st, 1)
+        for i in range(nf):
+            if ws.f[i].status:
+                bad += 1
+                if self.status_counts is None:
+                    self.status_counts = np.zeros(16, np.uint64)
+                self.status_counts[ws.f[i].status] += 1
+        self.bad_frames += bad
         return pos
 
 
@@ -533,14 +555,16 @@ def _offsets(tz, int64_t recv_ns):
 
 def decode_all(data, *, int cot_size=2, int ca_size=2, int ioa_size=3, station=0, tz=None,
                recv_ns=None):
-    """Decode a buffer of whole APDUs; returns ``(frames, points)`` (copies)."""
+    """Decode a buffer of whole APDUs; returns ``(frames, points)``, arrays of their own."""
     if not isinstance(data, (bytes, bytearray)):
         data = memoryview(data).cast("B")
+    # sized from the input: a row needs at least one octet, an APDU six
     cdef Decoder d = Decoder(cot_size=cot_size, ca_size=ca_size, ioa_size=ioa_size,
-                             station=station, tz=tz, capacity=max(len(data), 128))
+                             station=station, tz=tz, capacity=len(data) // 5 + 16,
+                             frames=len(data) // 6 + 1)
     if len(data):
         d.feed(data, recv_ns, final=True)
-    return d.frames.copy(), d.points.copy()
+    return d.frames, d.points                   # views of this decoder's own arrays
 
 
 def decode(data, *, int cot_size=2, int ca_size=2, int ioa_size=3, station=0, tz=None,

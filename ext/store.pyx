@@ -1,34 +1,32 @@
 # cython: language_level=3
-"""The latest-value table: one row per (station, CA, IOA, type family), updated from a
-whole decoded batch in one call.
+"""The latest-value table and the event log's ring, updated from a whole decoded batch in
+one call (from Python, or in C by the link core: see ext/iec104/_store.pxd).
 
-Rows live in growable numpy columns (what Polars reads without copying); an open-addressing
-hash table maps a 64-bit key to a row:
+Table rows live in growable numpy columns (what Polars reads without copying); an
+open-addressing hash table maps a key to a row:
 
-    key = station (16 bits) | CA (16) | IOA (24) | family (8)
+    station (32 bits, its own slot field) + CA (16) | IOA (24) | family (8)
 
-so a master holds up to 65,536 sessions. Only monitor-direction types (1..44) enter the
-table: the mirrors of commands and system ASDUs are answers, not process values.
+so station indexes never wrap. Only monitor-direction types (1..44) enter the table: the
+mirrors of commands and system ASDUs are answers, not process values. A cap on the rows of
+one station (``max_rows_per_station``) refuses new keys beyond it and counts them, so that
+a peer inventing addresses cannot grow the table without bound.
 """
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from apdu cimport point_t, type_family
+from iec104.types import POINT_DTYPE
 
 cdef extern from *:
     void prefetch "__builtin_prefetch" (const void* p) noexcept nogil
 
 cdef enum:
     AHEAD = 8               # rows ahead whose hash slot is fetched while this one is written
-
-cdef uint64_t EMPTY = <uint64_t>0xFFFFFFFFFFFFFFFFULL
-
-cdef struct slot_t:
-    uint64_t key            # key and row side by side: one cache line per probe
-    int64_t row
 
 _COLUMNS = [("station", np.uint32), ("ca", np.uint16), ("ioa", np.uint32),
             ("family", np.uint8), ("type_id", np.uint8), ("value", np.float64),
@@ -37,13 +35,13 @@ _COLUMNS = [("station", np.uint32), ("ca", np.uint16), ("ioa", np.uint32),
             ("updates", np.uint32)]
 
 
-cdef inline uint64_t make_key(uint32_t station, uint16_t ca, uint32_t ioa, uint8_t family) noexcept nogil:
-    return (<uint64_t>(station & 0xFFFF) << 48) | (<uint64_t>ca << 32) \
-        | (<uint64_t>(ioa & 0xFFFFFF) << 8) | family
+cdef inline uint64_t make_key(uint16_t ca, uint32_t ioa, uint8_t family) noexcept nogil:
+    return (<uint64_t>ca << 32) | (<uint64_t>(ioa & 0xFFFFFF) << 8) | family
 
 
-cdef inline uint64_t mix(uint64_t x) noexcept nogil:
+cdef inline uint64_t mix(uint64_t x, uint32_t station) noexcept nogil:
     # splitmix64 finaliser: IOAs are dense and sequential, the slots must not be
+    x ^= <uint64_t>station * <uint64_t>0x9E3779B97F4A7C15ULL
     x ^= x >> 30
     x *= <uint64_t>0xBF58476D1CE4E5B9ULL
     x ^= x >> 27
@@ -55,28 +53,9 @@ cdef inline uint64_t mix(uint64_t x) noexcept nogil:
 cdef class LatestTable:
     """Latest value per (station, CA, IOA, type family); see the module docstring."""
 
-    cdef slot_t* slots
-    cdef Py_ssize_t mask
-    cdef public Py_ssize_t n
-    cdef Py_ssize_t cap
-    cdef dict cols
-    # raw pointers into the numpy columns, refreshed when they grow
-    cdef uint32_t* c_station
-    cdef uint16_t* c_ca
-    cdef uint32_t* c_ioa
-    cdef uint8_t* c_family
-    cdef uint8_t* c_type
-    cdef double* c_value
-    cdef uint8_t* c_quality
-    cdef int64_t* c_time
-    cdef uint8_t* c_tflags
-    cdef int32_t* c_extra
-    cdef uint8_t* c_cot
-    cdef int64_t* c_recv
-    cdef uint32_t* c_updates
-
     def __cinit__(self, Py_ssize_t capacity=1024):
         self.slots = NULL
+        self.per_station = NULL
 
     def __init__(self, Py_ssize_t capacity=1024):
         self.n = 0
@@ -87,6 +66,7 @@ cdef class LatestTable:
 
     def __dealloc__(self):
         free(self.slots)
+        free(self.per_station)
 
     cdef Py_ssize_t _slots_for(self, Py_ssize_t rows):
         cdef Py_ssize_t s = 16
@@ -122,41 +102,60 @@ cdef class LatestTable:
         cdef uint32_t[::1] m = self.cols["updates"]
         self.c_updates = &m[0]
 
-    cdef void _rehash(self, Py_ssize_t nslots):
-        free(self.slots)
-        self.slots = <slot_t*>malloc(nslots * sizeof(slot_t))
-        if self.slots == NULL:
+    cdef int _rehash(self, Py_ssize_t nslots) except -1:
+        cdef slot_t* slots = <slot_t*>malloc(nslots * sizeof(slot_t))
+        if slots == NULL:
             raise MemoryError()
+        free(self.slots)
+        self.slots = slots
         cdef Py_ssize_t s, r
         for s in range(nslots):
-            self.slots[s].key = EMPTY
+            self.slots[s].row = -1
         self.mask = nslots - 1
         for r in range(self.n):
-            self._insert_slot(make_key(self.c_station[r], self.c_ca[r], self.c_ioa[r],
-                                       self.c_family[r]), r)
+            self._insert_slot(make_key(self.c_ca[r], self.c_ioa[r], self.c_family[r]),
+                              self.c_station[r], r)
+        return 0
 
-    cdef inline Py_ssize_t _insert_slot(self, uint64_t key, Py_ssize_t row) noexcept nogil:
-        cdef Py_ssize_t s = mix(key) & self.mask
-        while self.slots[s].key != EMPTY:
+    cdef inline Py_ssize_t _insert_slot(self, uint64_t key, uint32_t station, Py_ssize_t row) noexcept nogil:
+        cdef Py_ssize_t s = mix(key, station) & self.mask
+        while self.slots[s].row >= 0:
             s = (s + 1) & self.mask
         self.slots[s].key = key
-        self.slots[s].row = row
+        self.slots[s].station = station
+        self.slots[s].row = <int32_t>row
         return s
 
-    cdef inline Py_ssize_t _find(self, uint64_t key) noexcept nogil:
-        cdef Py_ssize_t s = mix(key) & self.mask
-        while self.slots[s].key != EMPTY:
-            if self.slots[s].key == key:
+    cdef inline Py_ssize_t _find(self, uint64_t key, uint32_t station) noexcept nogil:
+        cdef Py_ssize_t s = mix(key, station) & self.mask
+        while self.slots[s].row >= 0:
+            if self.slots[s].key == key and self.slots[s].station == station:
                 return self.slots[s].row
             s = (s + 1) & self.mask
         return -1
 
-    cdef void _grow(self):
+    cdef int _grow(self) except -1:
         self.cap *= 2
         for name in self.cols:
-            self.cols[name] = np.resize(self.cols[name], self.cap)
+            col = np.zeros(self.cap, self.cols[name].dtype)
+            col[:self.n] = self.cols[name][:self.n]
+            self.cols[name] = col
         self._bind()
         self._rehash(self._slots_for(self.cap))
+        return 0
+
+    cdef int _count_station(self, uint32_t station) except -1:
+        """Make room in the rows-per-station counts for ``station``."""
+        cdef Py_ssize_t n = max(16, self.n_stations)
+        while n <= station:
+            n *= 2
+        cdef station_t* grown = <station_t*>realloc(self.per_station, n * sizeof(station_t))
+        if grown == NULL:
+            raise MemoryError()
+        memset(grown + self.n_stations, 0, (n - self.n_stations) * sizeof(station_t))
+        self.per_station = grown
+        self.n_stations = n
+        return 0
 
     def __len__(self):
         return self.n
@@ -166,7 +165,12 @@ cdef class LatestTable:
         if len(points) == 0:
             return 0
         cdef const point_t[::1] pv = np.ascontiguousarray(points)
-        cdef Py_ssize_t i = 0, total = pv.shape[0], row, added = 0
+        return self.update_c(&pv[0], pv.shape[0])
+
+    cdef Py_ssize_t update_c(self, const point_t* pv, Py_ssize_t total) except -1:
+        """Apply ``total`` rows in order; returns the number of new rows."""
+        cdef Py_ssize_t i = 0, row, added = 0
+        cdef station_t* st
         cdef const point_t* p
         cdef const point_t* q
         cdef uint64_t key
@@ -174,24 +178,30 @@ cdef class LatestTable:
         while i < total:
             with nogil:
                 while i < total:
-                    p = &pv[i]
+                    p = pv + i
                     if i + AHEAD < total:       # the probe is a cache miss: start it early
-                        q = &pv[i + AHEAD]
-                        prefetch(&self.slots[mix(make_key(q.station, q.ca, q.ioa,
-                                                          <uint8_t>type_family(q.type_id))) & self.mask])
+                        q = pv + i + AHEAD
+                        prefetch(&self.slots[mix(make_key(q.ca, q.ioa, <uint8_t>type_family(q.type_id)),
+                                                 q.station) & self.mask])
                     if p.type_id == 0 or p.type_id > 44:
                         i += 1
                         continue
                     fam = <uint8_t>type_family(p.type_id)
-                    key = make_key(p.station, p.ca, p.ioa, fam)
-                    row = self._find(key)
+                    key = make_key(p.ca, p.ioa, fam)
+                    row = self._find(key, p.station)
                     if row < 0:
-                        if self.n >= self.cap:
-                            break                   # grow with the GIL, then go on
+                        if self.n >= self.cap or p.station >= self.n_stations:
+                            break               # grow with the GIL, then go on
+                        st = self.per_station + p.station
+                        if st.cap and st.rows >= st.cap:
+                            self.refused += 1   # a new key beyond the station's cap
+                            i += 1
+                            continue
                         row = self.n
                         self.n += 1
                         added += 1
-                        self._insert_slot(key, row)
+                        st.rows += 1
+                        self._insert_slot(key, p.station, row)
                         self.c_station[row] = p.station
                         self.c_ca[row] = p.ca
                         self.c_ioa[row] = p.ioa
@@ -208,16 +218,34 @@ cdef class LatestTable:
                     self.c_updates[row] += 1
                     i += 1
             if i < total:
-                self._grow()
+                if pv[i].station >= self.n_stations:
+                    self._count_station(pv[i].station)
+                else:
+                    self._grow()
         return added
+
+    def rows_of(self, Py_ssize_t station) -> int:
+        """Rows held for one station index."""
+        return self.per_station[station].rows if 0 <= station < self.n_stations else 0
+
+    def set_cap(self, uint32_t station, uint32_t cap) -> None:
+        """At most ``cap`` rows for ``station`` (0: no cap); new keys beyond it are refused
+        and counted in ``refused``."""
+        if station >= self.n_stations:
+            self._count_station(station)
+        self.per_station[station].cap = cap
 
     def lookup(self, station, ca, ioa, family) -> int:
         """Row of a key, or -1."""
-        return self._find(make_key(station, ca, ioa, family))
+        return self._find(make_key(ca, ioa, family), station)
 
     def columns(self) -> dict:
         """Views of the columns, trimmed to the rows in use (valid until the next update)."""
         return {name: col[:self.n] for name, col in self.cols.items()}
+
+    def snapshot(self) -> dict:
+        """Copies of the columns: they never change after return."""
+        return {name: col[:self.n].copy() for name, col in self.cols.items()}
 
     def count_by_station(self):
         """Rows per station index (array indexed by station)."""
@@ -230,3 +258,86 @@ cdef class LatestTable:
         key = (self.cols["station"][:self.n].astype(np.uint64) << 16) | self.cols["ca"][:self.n]
         uniq, counts = np.unique(key, return_counts=True)
         return {(int(k >> 16), int(k & 0xFFFF)): int(c) for k, c in zip(uniq, counts)}
+
+
+cdef class EventRing:
+    """The event log's ring of POINT_DTYPE rows, appended to in C.
+
+    ``hold`` is the oldest absolute row a lossless reader has not taken yet (-1: no such
+    reader). An append that would overwrite it grows the ring instead (counted in
+    ``grown``): sessions pause reading at the high-water mark and bound each read to the
+    room left, so this is a safety net, never the way it works.
+    """
+
+    def __init__(self, int64_t capacity):
+        self.capacity = max(capacity, 1)
+        self._ring = np.zeros(self.capacity, POINT_DTYPE)
+        self._bind()
+        self.total = 0
+        self.hold = -1
+        self.high = self.capacity
+
+    cdef _bind(self):
+        cdef point_t[::1] v = self._ring
+        self.p = &v[0]
+
+    @property
+    def ring(self):
+        return self._ring
+
+    def room(self) -> int:
+        """Rows that may be appended without overwriting what a lossless reader needs."""
+        return self.capacity if self.hold < 0 else self.capacity - (self.total - self.hold)
+
+    cdef int _grow_for(self, int64_t n) except -1:
+        cdef int64_t keep = self.total - self.hold, cap = self.capacity, start = self.hold
+        while cap - keep < n:
+            cap *= 2
+        new = np.zeros(cap, POINT_DTYPE)
+        # the rows still held, in order, at their positions modulo the new capacity
+        old = self.slice(start, self.total)
+        s = start % cap
+        first = min(keep, cap - s)
+        new[s:s + first] = old[:first]
+        if first < keep:
+            new[:keep - first] = old[first:]
+        self._ring = new
+        self.capacity = cap
+        self._bind()
+        self.grown += 1
+        return 0
+
+    cdef int append_c(self, const point_t* pv, int64_t n) except -1:
+        if n <= 0:
+            return 0
+        if self.hold >= 0 and self.total + n - self.hold > self.capacity:
+            self._grow_for(n)
+        cdef int64_t cap = self.capacity, skip = 0, start, first
+        if n > cap:                             # only the newest rows fit
+            skip = n - cap
+            self.total += skip
+            pv += skip
+            n = cap
+        start = self.total % cap
+        first = min(n, cap - start)
+        memcpy(self.p + start, pv, first * sizeof(point_t))
+        if first < n:
+            memcpy(self.p, pv + first, (n - first) * sizeof(point_t))
+        self.total += n
+        return 0
+
+    def append(self, points) -> None:
+        if len(points) == 0:
+            return
+        cdef const point_t[::1] pv = np.ascontiguousarray(points)
+        self.append_c(&pv[0], pv.shape[0])
+
+    def slice(self, int64_t start, int64_t end):
+        """Rows [start, end) by absolute position (a copy; they must still be held)."""
+        cdef int64_t n = end - start, cap = self.capacity, s
+        if n <= 0:
+            return np.zeros(0, POINT_DTYPE)
+        s = start % cap
+        if s + n <= cap:
+            return self._ring[s:s + n].copy()
+        return np.concatenate([self._ring[s:], self._ring[:n - (cap - s)]])

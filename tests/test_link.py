@@ -1,12 +1,13 @@
-"""The link rules, deterministic: a fake clock, frames built as numpy rows, no sockets."""
+"""The link core's rules, deterministic: a fake clock, frames built as numpy rows, no sockets."""
 import numpy as np
 import pytest
 
-from iec104.link import (Acked, Close, Link, LinkConfig, Started, StartRequested, Stopped,
-                         TestConfirmed, WindowOpen)
+from iec104.link import Link, LinkConfig, LinkEvent
 from iec104.types import FRAME_DTYPE, FrameStatus, UFunction
 
 from iec104 import decode_frames
+
+ASDU = b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14"
 
 
 def frames(*specs):
@@ -36,7 +37,7 @@ def started_master(**cfg):
     link.start(0.0)
     assert sent(link)["u_function"].tolist() == [UFunction.STARTDT_ACT]
     link.receive_frames(0.1, frames(("U", UFunction.STARTDT_CON)))
-    assert isinstance(link.events()[0], Started)
+    assert link.take_events() == LinkEvent.STARTED
     return link
 
 
@@ -55,13 +56,14 @@ def test_outstation_answers_startdt_and_testfr():
     link.connection_made(0)
     link.receive_frames(1, frames(("U", UFunction.STARTDT_ACT), ("U", UFunction.TESTFR_ACT)))
     assert sent(link)["u_function"].tolist() == [UFunction.STARTDT_CON, UFunction.TESTFR_CON]
-    ev = link.events()
-    assert any(isinstance(e, StartRequested) for e in ev) and link.data_transfer == "started"
+    ev = link.take_events()
+    assert ev & LinkEvent.START_REQUESTED and link.data_transfer == "started"
 
 
 def test_received_i_frames_are_acked_at_exactly_w():
     link = started_master(w=4, k=6)
-    link.receive_frames(1, frames(*[("I", i, 0) for i in range(3)]))
+    for i in range(3):                               # one frame per read
+        link.receive_frames(1, frames(("I", i, 0)))
     assert len(sent(link)) == 0
     link.receive_frames(1, frames(("I", 3, 0)))
     s = sent(link)
@@ -80,16 +82,16 @@ def test_received_i_frames_are_acked_at_t2():
 
 def test_wrong_send_sequence_number_closes():
     link = started_master()
-    link.receive_frames(1, frames(("I", 0, 0), ("I", 2, 0)))
-    ev = [e for e in link.events() if isinstance(e, Close)]
-    assert ev and "N(S)=2, expected 1" in ev[0].reason
+    assert link.receive_frames(1, frames(("I", 0, 0), ("I", 2, 0), ("I", 3, 0))) == 1
+    assert link.take_events() & LinkEvent.CLOSE
+    assert "N(S)=2, expected 1" in link.close_reason and link.closed
 
 
 def test_nr_acknowledging_unsent_frames_closes():
     link = started_master()
-    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 1.0)
-    link.receive_frames(2, frames(("S", 2)))
-    assert any(isinstance(e, Close) and "unsent" in e.reason for e in link.events())
+    link.send_asdu(ASDU, 1.0)
+    assert link.receive_frames(2, frames(("S", 2))) == 0
+    assert link.take_events() & LinkEvent.CLOSE and "unsent" in link.close_reason
 
 
 def test_full_window_queues_asdus_until_acked():
@@ -99,9 +101,7 @@ def test_full_window_queues_asdus_until_acked():
     out = sent(link)
     assert out["ns"].tolist() == [0, 1] and link.status()["queued"] == 3
     link.receive_frames(2, frames(("S", 2)))
-    ev = link.events()
-    assert any(isinstance(e, Acked) and e.count == 2 for e in ev)
-    assert any(isinstance(e, WindowOpen) for e in ev)
+    assert link.status()["unacked_sent"] == 2 and link.ack == 2
     assert sent(link)["ns"].tolist() == [2, 3]
     link.receive_frames(3, frames(("S", 4)))
     assert sent(link)["ns"].tolist() == [4] and link.status()["queued"] == 0
@@ -109,12 +109,12 @@ def test_full_window_queues_asdus_until_acked():
 
 def test_t1_expiry_of_an_unacked_i_frame_closes():
     link = started_master(t1=3.0, t2=1.0)
-    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 10.0)
+    link.send_asdu(ASDU, 10.0)
     assert link.next_deadline() == pytest.approx(13.0)
     link.tick(12.99)
-    assert not link.events()
+    assert not link.take_events()
     link.tick(13.0)
-    assert any(isinstance(e, Close) and "t1" in e.reason for e in link.events())
+    assert link.take_events() & LinkEvent.CLOSE and "t1" in link.close_reason
 
 
 def test_unanswered_startdt_closes_at_t1():
@@ -122,7 +122,7 @@ def test_unanswered_startdt_closes_at_t1():
     link.connection_made(0.0)
     link.start(0.0)
     link.tick(2.0)
-    assert any(isinstance(e, Close) and "STARTDT_ACT" in e.reason for e in link.events())
+    assert link.take_events() & LinkEvent.CLOSE and "STARTDT_ACT" in link.close_reason
 
 
 def test_t3_sends_testfr_and_con_gives_the_round_trip():
@@ -132,8 +132,7 @@ def test_t3_sends_testfr_and_con_gives_the_round_trip():
     link.tick(5.1)
     assert sent(link)["u_function"].tolist() == [UFunction.TESTFR_ACT]
     link.receive_frames(5.3, frames(("U", UFunction.TESTFR_CON)))
-    ev = link.events()
-    assert isinstance(ev[0], TestConfirmed) and ev[0].rtt == pytest.approx(0.2)
+    assert link.take_events() == LinkEvent.TEST_CONFIRMED and link.rtt == pytest.approx(0.2)
 
 
 def test_any_received_frame_resets_t3():
@@ -148,10 +147,10 @@ def test_sequence_numbers_wrap_at_32768():
     link = started_master(w=8)
     link.vr = 32766
     link.receive_frames(1, frames(("I", 32766, 0), ("I", 32767, 0), ("I", 0, 0), ("I", 1, 0)))
-    assert link.vr == 2 and not [e for e in link.events() if isinstance(e, Close)]
+    assert link.vr == 2 and not link.take_events() & LinkEvent.CLOSE
     link.vs = link.ack = 32767
-    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 1)
-    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 1)
+    link.send_asdu(ASDU, 1)
+    link.send_asdu(ASDU, 1)
     assert sent(link)[-2:]["ns"].tolist() == [32767, 0]
     link.receive_frames(2, frames(("S", 1)))
     assert link.status()["unacked_sent"] == 0
@@ -165,13 +164,14 @@ def test_stopdt_acknowledges_everything_received_first():
     assert out["format"].tolist() == [1, 2] and out["nr"][0] == 2
     assert out["u_function"][1] == UFunction.STOPDT_ACT
     link.receive_frames(3, frames(("U", UFunction.STOPDT_CON)))
-    assert any(isinstance(e, Stopped) for e in link.events()) and link.data_transfer == "stopped"
+    assert link.take_events() & LinkEvent.STOPPED and link.data_transfer == "stopped"
 
 
 def test_outgoing_i_frame_piggybacks_the_ack():
     link = started_master(w=4, k=6, t2=2)
-    link.receive_frames(1, frames(("I", 0, 0), ("I", 1, 0), ("I", 2, 0)))
-    link.send_asdu(b"\x64\x01\x06\x00\x01\x00\x00\x00\x00\x14", 1.5)
+    for ns in range(3):                              # one frame per batch: no batch ack
+        link.receive_frames(1, frames(("I", ns, 0)))
+    link.send_asdu(ASDU, 1.5)
     out = sent(link)
     assert out["format"].tolist() == [0] and out["nr"].tolist() == [3]
     link.receive_frames(2, frames(("I", 3, 1)))
@@ -182,16 +182,16 @@ def test_outgoing_i_frame_piggybacks_the_ack():
 def test_framing_errors_close_but_bad_asdus_only_count():
     link = started_master()
     link.receive_frames(1, frames(("BAD", FrameStatus.UNKNOWN_TYPE)))
-    assert link.vr == 1 and not link.events()
+    assert link.vr == 1 and not link.take_events()
     link.receive_frames(1, frames(("BAD", FrameStatus.BAD_START)))
-    assert any(isinstance(e, Close) for e in link.events())
+    assert link.take_events() & LinkEvent.CLOSE
 
 
 def test_master_closes_on_i_frames_before_startdt():
     link = Link(LinkConfig())
     link.connection_made(0)
-    link.receive_frames(1, frames(("I", 0, 0)))
-    assert any(isinstance(e, Close) for e in link.events())
+    assert link.receive_frames(1, frames(("I", 0, 0))) == 0
+    assert link.take_events() & LinkEvent.CLOSE
 
 
 def test_outstation_bulk_accounting_respects_k():
@@ -205,3 +205,41 @@ def test_outstation_bulk_accounting_respects_k():
         link.account_sent(2, 1.0)
     link.receive_frames(2, frames(("S", 3)))
     assert link.window_space() == 4 and link.vs == 3
+
+
+def test_outstation_closes_on_i_frames_before_startdt():
+    # 5.3: no I-frames while data transfer is stopped; the frame is refused, not processed
+    link = Link(LinkConfig(role="outstation"))
+    link.connection_made(0)
+    assert link.receive_frames(1, frames(("I", 0, 0))) == 0
+    assert link.take_events() & LinkEvent.CLOSE and "stopped" in link.close_reason
+
+
+def test_a_bulk_batch_is_acknowledged_at_its_end():
+    # more than one I-frame in a read: an S-frame at the end keeps the peer's k window open
+    link = started_master(w=8)
+    link.receive_frames(1, frames(("I", 0, 0), ("I", 1, 0), ("I", 2, 0)))
+    s = sent(link)
+    assert s["format"].tolist() == [1] and s["nr"].tolist() == [3]
+    link.receive_frames(2, frames(("I", 3, 0)))      # a single frame waits for w or t2
+    assert len(sent(link)) == 0
+
+
+def test_a_withdrawn_asdu_never_leaves():
+    link = started_master(k=2, w=1)
+    link.send_asdu(ASDU, 1.0)
+    first = link.send_asdu(ASDU, 1.0)
+    queued = link.send_asdu(ASDU[:-1] + b"\x15", 1.0)
+    assert len(sent(link)) == 2 and link.queued() == 1
+    assert link.withdraw(queued) and not link.withdraw(queued)
+    assert not link.withdraw(first)                  # it already went out
+    link.receive_frames(2, frames(("S", 2)))
+    assert len(sent(link)) == 0 and link.counts["withdrawn"] == 1
+
+
+def test_an_asdu_too_long_for_an_apdu_is_refused():
+    link = started_master()
+    with pytest.raises(ValueError, match="249"):
+        link.send_asdu(bytes(250), 1.0)
+    with pytest.raises(ValueError):
+        link.send_asdu(b"", 1.0)

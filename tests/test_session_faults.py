@@ -88,8 +88,12 @@ async def test_full_window_makes_commands_wait_then_time_out_cleanly():
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, ConfirmationTimeout) for r in results)
         assert len(peer.received(fmt=0)) == 2                   # never more than k in flight
-        peer.send(s_frame(2))                                   # the peer acknowledges: the rest go
-        await wait_for(lambda: len(peer.received(fmt=0)) == 4)
+        # the callers gave up: the two still queued are withdrawn, they never go out
+        peer.send(s_frame(2))
+        await asyncio.sleep(0.3)
+        assert len(peer.received(fmt=0)) == 2
+        st = rtu.status()
+        assert st["withdrawn"] == 2 and st["link"]["queued"] == 0 and st["in_doubt"] == 2
         assert rtu.data_transfer == "started"
 
 

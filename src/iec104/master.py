@@ -9,8 +9,9 @@ import polars as pl
 
 from iec104.export import write_table
 from iec104.metadata import Catalog
-from iec104.session import Session, SessionSettings
-from iec104.store import Store
+from iec104.session import Session
+from iec104.settings import SessionSettings
+from iec104.store import EventStream, Store
 
 __all__ = ["Master", "run"]
 
@@ -75,7 +76,7 @@ class Master:
         merged = {f: getattr(self.defaults, f) for f in self.defaults.__dataclass_fields__}
         merged.update(settings)
         s = Session(host, port, name=name or f"{host}:{port}", station=len(self.sessions),
-                    settings=SessionSettings.of(**merged), on_points=self.store.update,
+                    settings=SessionSettings.of(**merged), store=self.store,
                     catalog=self.catalog)
         self.sessions.append(s)
         try:
@@ -141,8 +142,10 @@ class Master:
                                .dt.replace_time_zone("UTC"))
 
     def status(self) -> list[dict]:
-        """Each session's state and counts (see :meth:`Session.status`)."""
-        return [s.status() for s in self.sessions if s is not None]
+        """Each session's state and counts (see :meth:`Session.status`), with the event
+        log's rows lost by lossy readers (``events_lost``, master-wide)."""
+        lost = self.store.log.lost
+        return [{**s.status(), "events_lost": lost} for s in self.sessions if s is not None]
 
     async def interrogate_device(self, station: int, ca: int, *, group: int | None = None) -> int:
         """Force a (group) interrogation of one device: a common address behind a session."""
@@ -174,6 +177,7 @@ class Master:
         """Write the event log held in memory, atomically."""
         return write_table(self.store.event_frame(), path)
 
-    def events(self, **options):
-        """Async iterator of batches of every object received (see :meth:`Store.events`)."""
+    def events(self, **options) -> EventStream:
+        """Async iterator of batches of every object received (see :meth:`Store.events`);
+        its ``lost`` counts what a lossy reader lost."""
         return self.store.events(**options)

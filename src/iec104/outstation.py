@@ -30,7 +30,8 @@ import polars as pl
 
 from iec104._codec import Decoder
 from iec104._encode import encode_asdu, encode_points, i_frame, stamp
-from iec104.link import Close, Link, LinkConfig, Started
+from iec104.link import Batch, Channel, Link, LinkConfig, LinkEvent
+from iec104.protocol import LinkProtocol, shared_buffers
 from iec104.types import CP56_VARIANT, NO_TIME, POINT_DTYPE, Cot, TypeID, family_of
 
 __all__ = ["Outstation", "GENERATED_TYPES"]
@@ -55,68 +56,62 @@ def _initial_value(type_id: int, ioa: int) -> float:
         fam, round(100.0 + (ioa % 97) * 1.5, 3))
 
 
-class _Connection(asyncio.BufferedProtocol):
-    """One client: its link, decoder, receive buffer and queue of frames to send."""
+# the Batch bits a connection acts on: requests, acks (room to send), output, events, timer
+_WANT = Batch.IFRAMES | Batch.OUTPUT | Batch.EVENTS | Batch.TIMER | Batch.ACKED
+
+
+class _Connection(LinkProtocol):
+    """One client: its channel (link core and decoder) and queue of frames to send."""
 
     def __init__(self, out: "Outstation"):
+        super().__init__(out.loop)
         self.out = out
-        self.link = Link(out.link_config)
-        self.decoder = Decoder(**out.sizes)
-        self.buf = bytearray(1 << 16)
-        self.view = memoryview(self.buf)
-        self.end = 0
         self.queue: collections.deque = collections.deque()    # [data, offsets, first]
         self.queued = 0
-        self.transport = None
-        self.paused = False
-        self.timer = None
         self.selected: dict[tuple, float] = {}
         self.peer = "?"
         self.dropped = 0
 
+    @property
+    def link(self) -> Link:
+        return self.channel.link
+
     # ---- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport):
+        out = self.out
         self.transport = transport
         self.peer = "%s:%s" % transport.get_extra_info("peername")[:2]
-        self.out._conns.add(self)
-        self.out.counts["connections"] += 1
-        self.link.connection_made(self.out.loop.time())
-        self._schedule()
+        rb, ws = shared_buffers(self.loop)
+        self.channel = Channel(Link(out.link_config), Decoder(workspace=ws, **out.sizes), rb,
+                               want=_WANT)
+        out._conns.add(self)
+        out.counts["connections"] += 1
+        self.link.connection_made(self.loop.time())
+        self.arm()
 
     def connection_lost(self, exc):
         self.out._conns.discard(self)
+        self.stop_timer()
         self.transport = None
-        if self.timer is not None:
-            self.timer.cancel()
 
-    def get_buffer(self, sizehint):
-        return self.view[self.end:]
-
-    def buffer_updated(self, nbytes):
-        self.end += nbytes
-        d = self.decoder
-        used = d.feed(self.view[:self.end])
-        now = self.out.loop.time()
-        frames = d.frames
-        self.link.receive_frames(now, frames)
-        self._events()
-        if self.transport is not None and d.n_frames and (frames["format"] == 0).any():
+    def on_batch(self, flags: int) -> None:
+        ch = self.channel
+        if flags & Batch.EVENTS and not self._events(ch.link.take_events()):
+            return
+        if flags & Batch.IFRAMES and self.transport is not None:
+            frames, points, raw = ch.frames()[:ch.accepted], ch.points(), ch.raw()
             for f in frames[frames["format"] == 0]:     # requests are few: one at a time
                 off, first = int(f["offset"]), int(f["first_point"])
-                self.out._request(self, f, bytes(self.view[off:off + int(f["length"])]),
-                                  d.points[first:first + int(f["n_points"])])
-        rest = self.end - used
-        if rest:
-            self.buf[:rest] = self.buf[used:self.end]
-        self.end = rest
+                self.out._request(self, f, bytes(raw[off:off + int(f["length"])]),
+                                  points[first:first + int(f["n_points"])])
         self.flush()
 
-    def pause_writing(self):
-        self.paused = True
+    def peer_name(self) -> str:
+        return self.peer
 
     def resume_writing(self):
-        self.paused = False
+        super().resume_writing()
         self.flush()
 
     # ---- sending -----------------------------------------------------------------------------
@@ -140,11 +135,10 @@ class _Connection(asyncio.BufferedProtocol):
         if self.transport is None:
             return
         link = self.link
-        ctrl = link.data_to_send()
-        if ctrl:
-            self.transport.write(ctrl)
-        now = self.out.loop.time()
-        while self.queue and not self.paused:
+        if link.has_output:
+            self.write(link.data_to_send())
+        now = self.loop.time()
+        while self.queue and not self.write_paused and self.transport is not None:
             space = link.window_space()
             if space <= 0:
                 break
@@ -153,44 +147,28 @@ class _Connection(asyncio.BufferedProtocol):
             n = min(space, len(offsets) - 1 - first)
             ns, nr = link.account_sent(n, now)
             stamp(data, offsets, first, n, ns, nr)
-            self.transport.write(memoryview(data)[offsets[first]:offsets[first + n]])
             self.out.counts["frames_out"] += n
             self.queued -= n
             if first + n == len(offsets) - 1:
                 self.queue.popleft()
             else:
                 entry[2] = first + n
-        self._schedule()
+            self.write(memoryview(data)[offsets[first]:offsets[first + n]])
+        if self.transport is not None and self.channel.pending() & Batch.TIMER:
+            self.arm()
 
-    def _events(self) -> None:
-        for ev in self.link.events():
-            if isinstance(ev, Close):
-                log.info("closing %s: %s", self.peer, ev.reason)
-                self.out.counts["closed_on_fault"] += 1
-                if self.transport is not None:
-                    self.transport.abort()
-                return
-            if isinstance(ev, Started) and self.out.send_ei:
-                for ca in self.out.stations:
-                    self.enqueue_asdu(self.out._asdu(TypeID.M_EI_NA_1, ca, 0, 0, Cot.INITIALIZED))
-
-    def _schedule(self) -> None:
-        dl = self.link.next_deadline()
-        if dl is None or self.transport is None:
-            return
-        if self.timer is not None:
-            if self.timer.when() <= dl:
-                return
-            self.timer.cancel()
-        self.timer = self.out.loop.call_at(dl, self._tick)
-
-    def _tick(self) -> None:
-        self.timer = None
-        if self.transport is None:
-            return
-        self.link.tick(self.out.loop.time())
-        self._events()
-        self.flush()
+    def _events(self, ev: int) -> bool:
+        """Link events; False when the link closes."""
+        if ev & LinkEvent.CLOSE:
+            log.info("closing %s: %s", self.peer, self.link.close_reason)
+            self.out.counts["closed_on_fault"] += 1
+            if self.transport is not None:
+                self.transport.abort()
+            return False
+        if ev & LinkEvent.STARTED and self.out.send_ei:
+            for ca in self.out.stations:
+                self.enqueue_asdu(self.out._asdu(TypeID.M_EI_NA_1, ca, 0, 0, Cot.INITIALIZED))
+        return True
 
 
 class Outstation:

@@ -1,8 +1,9 @@
-"""One RTU link: the asyncio protocol that feeds the link rules and the Cython decoder.
+"""One RTU link: the asyncio glue of the link core, the request tracking and the store.
 
-The hot path is ``_received``: one ``Decoder.feed`` over the receive buffer in place, one
-store update for the whole batch, one ``Link.receive_frames`` for the APCI. Python looks at
-single frames only for the control direction's mirrors (confirmations), which are rare.
+The receive path is C (:class:`iec104.link.Channel`): each read is decoded, validated by the
+link and stored in one call, and Python runs only when the batch asks for it (bytes to send,
+a link event, answers to requests, a device first seen). Requests are matched to their
+answers in :mod:`iec104.requests`; this module connects, reconnects and sends.
 """
 from __future__ import annotations
 
@@ -11,161 +12,67 @@ import collections
 import logging
 import random
 import time
-from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
 
 from iec104._codec import Decoder, decode_frames
 from iec104._encode import encode_asdu
-from iec104.commands import CommandResult, Pending, build_command, refusal, to_ms
+from iec104.commands import CommandResult, build_command, check_address, to_ms
 from iec104.errors import (
-    ConfirmationTimeout, ConnectError, ConnectionLostError, NotConnected,
-    SettingsError,
+    ConfirmationTimeout, ConnectError, ConnectionLostError, InvalidRequestError, NotConnected,
 )
-from iec104.link import Close, Link, LinkConfig, Started, TestConfirmed
-from iec104.types import BROADCAST_CA, Cot, FrameFormat, TypeID
+from iec104.link import Batch, Channel, Link, LinkEvent
+from iec104.protocol import LinkProtocol, shared_buffers
+from iec104.requests import Interrogation, Requests
+from iec104.settings import SessionSettings
+from iec104.types import Cot, FrameFormat, TypeID, broadcast_ca
 
 __all__ = ["Session", "SessionSettings"]
 
 log = logging.getLogger("iec104.session")
-BROADCAST_SETTLE = 0.2   # s without a new station's answer that ends a broadcast request
+
+# the Batch bits a master acts on (accepted rows are stored already; the link sends its own
+# queue when acks open the window)
+_WANT = ~(Batch.IFRAMES | Batch.ACKED) & 0xFFFF
 
 
-@dataclass(frozen=True)
-class SessionSettings:
-    """Everything configurable per RTU link, with the standard's defaults.
-
-    Timers in seconds; ``k``, ``w`` in frames; field sizes in octets; ``tz`` the time zone of
-    the RTU's clock (None: UTC). Schedules are intervals in seconds (None: off).
-    """
-
-    t0: float = 30.0
-    t1: float = 15.0
-    t2: float = 10.0
-    t3: float = 20.0
-    k: int = 12
-    w: int = 8
-    cot_size: int = 2
-    ca_size: int = 2
-    ioa_size: int = 3
-    tz: str | None = None
-    gi_on_start: bool = True
-    gi_interval: float | None = None
-    gi_group: int | None = None
-    ci_interval: float | None = None
-    qcc: int = 5
-    clock_sync_interval: float | None = None
-    reconnect: bool = True
-    backoff_min: float = 0.5
-    backoff_max: float = 30.0
-    request_timeout: float = 30.0
-    debug_frames: int = 1000
-    recv_buffer: int = 1 << 16
-
-    def __post_init__(self):
-        if self.cot_size not in (1, 2) or self.ca_size not in (1, 2) or self.ioa_size not in (1, 2, 3):
-            raise SettingsError("field sizes: COT and CA take 1 or 2 octets, IOA 1, 2 or 3")
-        if self.gi_group is not None and not 1 <= self.gi_group <= 16:
-            raise SettingsError(f"gi_group {self.gi_group}: groups are 1..16")
-        if self.backoff_min <= 0 or self.backoff_max < self.backoff_min:
-            raise SettingsError("backoff_min must be > 0 and <= backoff_max")
-        try:
-            self.link_config()
-        except ValueError as e:
-            raise SettingsError(str(e)) from None
-
-    def link_config(self) -> LinkConfig:
-        return LinkConfig(t0=self.t0, t1=self.t1, t2=self.t2, t3=self.t3, k=self.k, w=self.w,
-                          role="master")
-
-    @classmethod
-    def of(cls, **kwargs) -> "SessionSettings":
-        names = {f.name for f in fields(cls)}
-        unknown = set(kwargs) - names
-        if unknown:
-            raise SettingsError(f"unknown session settings: {', '.join(sorted(unknown))}")
-        return cls(**kwargs)
-
-
-class _Protocol(asyncio.BufferedProtocol):
-    """The asyncio glue: every callback goes to the session, nothing else lives here."""
-
-    __slots__ = ("s",)
+class _Protocol(LinkProtocol):
+    """One TCP connection of a session: every callback goes to the session."""
 
     def __init__(self, session: "Session"):
+        super().__init__(session._loop)
         self.s = session
+        self.max_backlog = session.settings.max_backlog
+        self.aborted = False
 
     def connection_made(self, transport):
-        self.s._connected(transport)
-
-    def get_buffer(self, sizehint):
-        return self.s._view[self.s._end:]
-
-    def buffer_updated(self, nbytes):
-        self.s._received(nbytes)
+        self.transport = transport
+        self.s._connected(self, transport)
 
     def connection_lost(self, exc):
-        self.s._lost(exc)
+        self.stop_timer()
+        self.transport = None
+        self.s._lost(self, exc)
 
-    def eof_received(self):
-        return False
+    def on_batch(self, flags: int) -> None:
+        self.s._batch(self, flags)
 
+    def sent(self, data) -> None:
+        self.s._sent(data)
 
-class _Interrogation:
-    """A (counter) interrogation: ActCon and ActTerm per common address, objects counted."""
+    def abort(self, reason: str) -> None:
+        self.aborted = True
+        self.s.last_error = reason
+        self.s.counts["link_closes"] += 1
+        super().abort(reason)
 
-    def __init__(self, type_id: int, ca: int, qualifier: int, expect: set[int]):
-        self.type_id, self.ca, self.qualifier = type_id, ca, qualifier
-        self.expect = expect                    # broadcast: the devices known when it began
-        self.done = asyncio.get_running_loop().create_future()
-        self.confirmed: set[int] = set()
-        self.terminated: set[int] = set()
-        self.refused: dict[int, Exception] = {}
-        self.objects = 0
-        self._settle: asyncio.TimerHandle | None = None
-        if type_id == TypeID.C_IC_NA_1:
-            self.cots = (qualifier, qualifier)  # QOI 20..36 is also the data's COT
-        else:
-            rqt = qualifier & 0x3F              # 1..4: counter group, 5: general request
-            self.cots = (37 + rqt, 37 + rqt) if 1 <= rqt <= 4 else (37, 37)
+    def peer_name(self) -> str:
+        return self.s.name
 
-    def answer(self, ca: int, cot: int, negative: bool) -> None:
-        if self.done.done() or (self.ca != BROADCAST_CA and ca != self.ca):
-            return
-        err = refusal(self.type_id, ca, 0, cot, negative)
-        if err is not None:
-            self.refused[ca] = err
-        elif cot == Cot.ACTIVATION_CON:
-            self.confirmed.add(ca)
-        elif cot == Cot.ACTIVATION_TERMINATION:
-            self.confirmed.add(ca)
-            self.terminated.add(ca)
-        if self._settle is not None:            # another station answered: not done yet
-            self._settle.cancel()
-            self._settle = None
-        if self.ca != BROADCAST_CA:
-            if self.refused:
-                self.done.set_exception(self.refused[ca])
-            elif self.terminated:
-                self.done.set_result(self.objects)
-            return
-        waiting = (self.confirmed | self.expect) - self.terminated - set(self.refused)
-        if not waiting and (self.terminated or self.refused):
-            if self.expect:                     # every known station answered
-                self._finish()
-            else:
-                # stations not known yet answer one by one: finish once no other station
-                # has confirmed for a moment after the last termination
-                self._settle = asyncio.get_running_loop().call_later(BROADCAST_SETTLE, self._finish)
-
-    def _finish(self) -> None:
-        if self.done.done():
-            return
-        if self.terminated:
-            self.done.set_result(self.objects)
-        else:
-            self.done.set_exception(next(iter(self.refused.values())))
+    def resume_reading_if_allowed(self) -> None:
+        if not self.s.reading_paused:
+            self.transport.resume_reading()
 
 
 class Session:
@@ -176,38 +83,31 @@ class Session:
     """
 
     def __init__(self, host: str, port: int, *, name: str, station: int,
-                 settings: SessionSettings, on_points: Callable[[np.ndarray], None],
-                 catalog=None):
+                 settings: SessionSettings, store, catalog=None):
         self.host, self.port, self.name, self.station = host, port, name, station
         self.settings = settings
-        self._on_points = on_points
+        self._store = store
         self._catalog = catalog                 # the master's point lists (metadata.Catalog)
         self._loop = asyncio.get_running_loop()
-        self._decoder = Decoder(cot_size=settings.cot_size, ca_size=settings.ca_size,
-                                ioa_size=settings.ioa_size, station=station, tz=settings.tz)
-        self._sizes = dict(cot_size=settings.cot_size, ca_size=settings.ca_size,
-                           ioa_size=settings.ioa_size)
-        self._buf = bytearray(settings.recv_buffer)
-        self._view = memoryview(self._buf)
-        self._end = 0
-        self._link: Link | None = None
-        self._transport = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
-        self._pending: dict[tuple, Pending] = {}
-        self._reads: dict[tuple, asyncio.Future] = {}
-        self._interrogations: dict[tuple, _Interrogation] = {}
+        self._sizes = settings.sizes
+        self.broadcast_ca = broadcast_ca(settings.ca_size)
+        self._decoder = Decoder(station=station, tz=settings.tz,
+                                workspace=shared_buffers(self._loop)[1], **self._sizes)
+        store.table.set_cap(station, settings.max_points)
+        self._proto: _Protocol | None = None
+        self._requests = Requests(name, self.broadcast_ca)
         self._started: asyncio.Future | None = None
         self._lost_evt = asyncio.Event()
         self._closing = False
         self._now_reconnect = False
         self._attempt_started = False
+        self._started_at: float | None = None
         self._run_task: asyncio.Task | None = None
         self._sched_task: asyncio.Task | None = None
         self._bg: set[asyncio.Task] = set()
         self.tcp_state = "disconnected"
         self.devices: dict[int, dict] = {}
-        self.counts = collections.Counter()
+        self._counts = collections.Counter()
         self.last_error: str | None = None
         self.last_testfr_con: float | None = None
         self.rtt: float | None = None
@@ -215,7 +115,7 @@ class Session:
         self.learned_commands: dict[tuple, dict] = {}
         self.debug = False
         self.reading_paused = False
-        self.frame_log: collections.deque = collections.deque(maxlen=settings.debug_frames)
+        self._frame_log: collections.deque | None = None
         self.on_send: list[Callable[[bytes], None]] = []
         self.on_receive: list[Callable[[bytes], None]] = []
 
@@ -223,13 +123,28 @@ class Session:
         return (f"<Session {self.name} {self.host}:{self.port} station={self.station} "
                 f"{self.tcp_state}/{self.data_transfer}>")
 
+    @property
+    def _link(self) -> Link | None:
+        p = self._proto
+        return p.channel.link if p is not None and p.channel is not None else None
+
+    @property
+    def frame_log(self) -> collections.deque:
+        """The last ``settings.debug_frames`` APCI frames, while debugging is on."""
+        if self._frame_log is None:
+            self._frame_log = collections.deque(maxlen=self.settings.debug_frames)
+        return self._frame_log
+
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Connect and start data transfer; raises ConnectError if the first attempt fails."""
         self._started = self._loop.create_future()
         self._run_task = self._loop.create_task(self._run(), name=f"iec104 {self.name}")
-        self._sched_task = self._loop.create_task(self._schedules(), name=f"iec104 {self.name} schedules")
+        s = self.settings
+        if s.gi_interval or s.ci_interval or s.clock_sync_interval:
+            self._sched_task = self._loop.create_task(self._schedules(),
+                                                      name=f"iec104 {self.name} schedules")
         try:
             await self._started
         except BaseException:
@@ -239,50 +154,60 @@ class Session:
     async def close(self) -> None:
         """STOPDT (acknowledging everything received first), then close; no reconnect."""
         self._closing = True
-        if self._link is not None and self._transport is not None and self.data_transfer == "started":
-            self._link.stop(self._loop.time())
-            self._pump()
+        self._fail_start(ConnectError(f"{self.name}: closed while connecting"))
+        p = self._proto
+        if p is not None and p.transport is not None and self.data_transfer == "started":
+            p.channel.link.stop(self._loop.time())
+            p.flush(p.channel.pending())
             try:
                 await asyncio.wait_for(self._wait_stopped(), timeout=min(self.settings.t1, 2.0))
             except (asyncio.TimeoutError, ConnectionError):
                 pass
-        if self._transport is not None:
-            self._transport.close()
-        for task in (self._sched_task, self._run_task, *self._bg):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-        for task in (self._sched_task, self._run_task, *self._bg):
-            if task is not None and task is not asyncio.current_task():
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        if p is not None and p.transport is not None:
+            p.transport.close()
+        tasks = [t for t in (self._sched_task, self._run_task, *self._bg)
+                 if t is not None and t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
         self.tcp_state = "closed"
 
     async def reconnect(self) -> None:
         """Close the socket and open it again now (no back-off); returns once started."""
+        if self._closing:
+            raise NotConnected(f"{self.name}: the session is closed")
         self._started = self._loop.create_future()
         self._now_reconnect = True
-        if self._transport is not None:
-            self._transport.close()
+        p = self._proto
+        if p is not None and p.transport is not None:
+            p.transport.close()
+        elif self._run_task is None or self._run_task.done():
+            # the reconnect loop ended (reconnect=False and the link went down): run it again
+            self._run_task = self._loop.create_task(self._run(), name=f"iec104 {self.name}")
         else:
             self._lost_evt.set()
         await self._started
 
     async def _wait_stopped(self):
-        while self.data_transfer not in ("stopped", "-") and self._transport is not None:
+        while self.data_transfer not in ("stopped", "-"):
             await asyncio.sleep(0.01)
 
     async def _run(self):
         failures = 0
         loop = self._loop
+        s = self.settings
         while not self._closing:
             self.tcp_state = "connecting"
             self._lost_evt.clear()
+            self._started_at = None
             try:
                 await asyncio.wait_for(
                     loop.create_connection(lambda: _Protocol(self), self.host, self.port),
-                    timeout=self.settings.t0)
+                    timeout=s.t0)
             except (OSError, asyncio.TimeoutError) as e:
                 reason = "t0 expired" if isinstance(e, asyncio.TimeoutError) else str(e) or type(e).__name__
                 self.tcp_state = "disconnected"
@@ -291,17 +216,19 @@ class Session:
                 self._fail_start(ConnectError(self.last_error))
             else:
                 await self._lost_evt.wait()
-                if self.counts["started"]:
-                    failures = 0
-            if self._closing or not self.settings.reconnect:
+            held = self._started_at is not None and loop.time() - self._started_at >= s.backoff_reset
+            if held:
+                failures = 0                    # a connection that worked: start again low
+            if self._closing or not s.reconnect:
                 break
             if self._now_reconnect:
                 self._now_reconnect = False
             else:
-                delay = min(self.settings.backoff_max, self.settings.backoff_min * 2 ** failures)
+                delay = min(s.backoff_max, s.backoff_min * 2 ** failures)
                 failures += 1
+                self._counts["backoff_waits"] += 1
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))   # jitter: no herd
-            self.counts["reconnects"] += 1
+            self._counts["reconnects"] += 1
 
     def _fail_start(self, exc: Exception) -> None:
         if self._started is not None and not self._started.done():
@@ -310,125 +237,138 @@ class Session:
 
     # ---- protocol callbacks ----------------------------------------------------------------
 
-    def _connected(self, transport) -> None:
+    def _connected(self, proto: _Protocol, transport) -> None:
         now = self._loop.time()
-        self._transport = transport
+        self._proto = proto
         self._attempt_started = False
         self.tcp_state = "connected"
         self.connected_since = time.time()
+        transport.set_write_buffer_limits(high=min(1 << 16, self.settings.max_backlog))
         if self.reading_paused:
             transport.pause_reading()
-        self._end = 0
-        self._link = Link(self.settings.link_config())
-        self._link.connection_made(now)
-        self._link.start(now)
-        self._pump()
+        link = Link(self.settings.link_config())
+        store = self._store
+        proto.channel = Channel(link, self._decoder, shared_buffers(self._loop)[0],
+                                store.table, store.log.ring, broadcast_ca=self.broadcast_ca,
+                                want=_WANT)
+        link.connection_made(now)
+        link.start(now)
+        proto.flush(proto.channel.pending())
 
-    def _lost(self, exc) -> None:
-        self._transport = None
+    def _lost(self, proto: _Protocol, exc) -> None:
+        if proto is not self._proto:
+            return
+        link = proto.channel.link if proto.channel is not None else None
         self.tcp_state = "disconnected"
         self.connected_since = None
-        if self._link is not None:
-            self._link.connection_lost()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._timer_at = None, float("inf")
-        err = ConnectionLostError(f"{self.name}: connection lost" + (f" ({exc})" if exc else ""))
-        for p in self._pending.values():
-            p.fail(err)
-        for f in self._reads.values():
-            if not f.done():
-                f.set_exception(err)
-                f.exception()
-        for gi in self._interrogations.values():
-            if not gi.done.done():
-                gi.done.set_exception(err)
-                gi.done.exception()
-        self._pending.clear()
-        self._reads.clear()
-        self._interrogations.clear()
+        if link is not None:
+            if not (link.closed or proto.aborted or self._closing):
+                self.last_error = "connection closed by the RTU" + (f" ({exc})" if exc else "")
+            link.connection_lost()
+        self._count_channel(proto)
+        self._proto = None
+        err = ConnectionLostError(f"{self.name}: connection lost" + (f" ({exc})" if exc else "")
+                                  + "; a request that was sent may have been executed")
+        self._requests.fail_all(err)
         if not self._attempt_started:           # this connection never got to STARTDT con
             self._fail_start(ConnectError(
                 f"{self.name}: {self.last_error or 'connection closed before STARTDT con'}"))
         self._lost_evt.set()
 
-    def _received(self, nbytes: int) -> None:
-        self._end += nbytes
-        if self.on_receive:
-            for hook in self.on_receive:
-                hook(bytes(self._view[self._end - nbytes:self._end]))
-        d = self._decoder
-        used = d.feed(self._view[:self._end])
-        frames = d.frames
-        if d.n_points:
-            points = d.points
-            self.counts["points"] += d.n_points
-            self._seen(points)
-            self._on_points(points)
-            if self._interrogations or self._reads:
-                self._match_data(points)
-        self.counts["frames_in"] += d.n_frames
-        if d.bad_frames != self.counts["bad_frames"]:
-            log.warning("%s: %d malformed frame(s) from the RTU", self.name,
-                        d.bad_frames - self.counts["bad_frames"])
-            self.counts["bad_frames"] = d.bad_frames
-        if self.debug:
-            self._log_frames("rx", self._view[:used], frames)
-        if self._link is not None:
-            self._link.receive_frames(self._loop.time(), frames)
-            control = frames["type_id"] >= 45
-            if control.any():
-                self._confirmations(frames[control], d.points)
-        rest = self._end - used
-        if rest:
-            self._buf[:rest] = self._buf[used:self._end]
-        self._end = rest
-        self._pump()
-
-    # ---- the link's output and events ------------------------------------------------------
-
-    def _pump(self) -> None:
-        link = self._link
-        if link is None:
+    def _count_channel(self, proto: _Protocol) -> None:
+        """Fold a finished connection's counters into the session's."""
+        ch = proto.channel
+        if ch is None:
             return
-        out = link.data_to_send()
-        if out and self._transport is not None:
-            self.counts["bytes_out"] += len(out)
-            if self.debug:
-                self._log_frames("tx", out, decode_frames(out, **self._sizes))
-            for hook in self.on_send:
-                hook(out)
-            self._transport.write(out)
-        for ev in link.events():
-            if isinstance(ev, Started):
-                self._attempt_started = True
-                self.counts["started"] += 1
-                if self._started is not None and not self._started.done():
-                    self._started.set_result(None)
-                if self.settings.gi_on_start:     # a full image after every (re)connect
-                    self._background(self.interrogate())
-            elif isinstance(ev, TestConfirmed):
-                self.last_testfr_con = time.time()
-                self.rtt = ev.rtt
-            elif isinstance(ev, Close):
-                self.last_error = ev.reason
-                self.counts["link_closes"] += 1
-                log.warning("%s: closing the link: %s", self.name, ev.reason)
-                if self._transport is not None:
-                    self._transport.abort()
-                return
-        deadline = link.next_deadline()
-        if deadline is not None and deadline < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        for name in ("frames_in", "points_in", "bad_frames", "refused_rows"):
+            self._counts[name + "_done"] += getattr(ch, name)
 
-    def _on_timer(self) -> None:
-        self._timer, self._timer_at = None, float("inf")
-        if self._link is not None and self._transport is not None:
-            self._link.tick(self._loop.time())
-            self._pump()
+    def _batch(self, proto: _Protocol, flags: int) -> None:
+        """What a batch (or the timer) asks for, in the order that keeps answers right."""
+        ch = proto.channel
+        if self.debug or self.on_receive:
+            self._tap(ch)
+        if flags & Batch.BAD:
+            log.warning("%s: malformed frame(s) from the RTU (%d in all)", self.name, ch.bad_frames)
+        if flags & Batch.REFUSED:
+            self._refused_rows(ch)
+        if flags & Batch.NEW_DEVICE:
+            for ca in ch.new_devices():
+                self._device(ca)
+        req = self._requests
+        if flags & Batch.REQUEST_DATA and req:
+            req.data(ch.points())
+        if flags & Batch.CONTROL:
+            self._confirmations(ch)
+        if flags & (Batch.PAUSE | Batch.WAKE):
+            self._store.log.appended()
+        if flags & Batch.EVENTS:
+            if not self._events(proto, ch.link.take_events()):
+                return
+        proto.flush(flags | ch.pending())
+
+    def _tap(self, ch: Channel) -> None:
+        raw = ch.raw()
+        if self.on_receive and len(raw):
+            data = bytes(raw)
+            for hook in self.on_receive:
+                hook(data)
+        if self.debug:
+            self._log_frames("rx", raw, ch.frames())
+
+    def _refused_rows(self, ch: Channel) -> None:
+        first = self._counts["refused_rows_warned"] == 0
+        self._counts["refused_rows_warned"] += 1
+        if first or self._counts["refused_rows_warned"] % 1000 == 0:
+            log.warning("%s: the RTU sent new addresses beyond max_points=%d: %d row(s) "
+                        "refused", self.name, self.settings.max_points, self.refused_rows)
+
+    def _events(self, proto: _Protocol, ev: int) -> bool:
+        """Link events; False when the link closes."""
+        link = proto.channel.link
+        if ev & LinkEvent.TEST_CONFIRMED:
+            self.last_testfr_con = time.time()
+            self.rtt = link.rtt
+        if ev & LinkEvent.CLOSE:
+            self.last_error = link.close_reason
+            self._counts["link_closes"] += 1
+            log.warning("%s: closing the link: %s", self.name, link.close_reason)
+            if proto.transport is not None:
+                proto.transport.abort()
+            return False
+        if ev & LinkEvent.STARTED:
+            self._attempt_started = True
+            self._started_at = self._loop.time()
+            self._counts["started"] += 1
+            if self._started is not None and not self._started.done():
+                self._started.set_result(None)
+            if self.settings.gi_on_start:     # a full image after every (re)connect
+                self._background(self.interrogate())
+        return True
+
+    def _sent(self, data) -> None:
+        self._counts["bytes_out"] += len(data)
+        if self.debug:
+            self._log_frames("tx", data, decode_frames(data, **self._sizes))
+        for hook in self.on_send:
+            hook(data)
+
+    def _confirmations(self, ch: Channel) -> None:
+        """ActCon/ActTerm/negative answers to our requests (and M_EI_NA_1)."""
+        frames = ch.frames()[:ch.accepted]
+        points = ch.points()
+        req = self._requests
+        for f in frames[(frames["format"] == FrameFormat.I) & (frames["type_id"] >= 45)]:
+            t, ca, cot, neg = int(f["type_id"]), int(f["ca"]), int(f["cot"]), bool(f["negative"])
+            first, n = int(f["first_point"]), int(f["n_points"])
+            ioas = points["ioa"][first:first + n].tolist() if n else [0]
+            for ioa in ioas:
+                ei = req.confirmation(t, ca, ioa, cot, neg)
+                if ei is not None:
+                    log.info("%s: end of initialization of CA %d: general interrogation",
+                             self.name, ei)
+                    self._background(self.interrogate(ca=ei))
+                    break
 
     def _background(self, coro) -> None:
         task = self._loop.create_task(coro)
@@ -440,20 +380,6 @@ class Session:
                 log.warning("%s: %s", self.name, t.exception())
         task.add_done_callback(done)
 
-    # ---- what arrived ----------------------------------------------------------------------
-
-    def _seen(self, points: np.ndarray) -> None:
-        """Stations that sent process data are devices (answers to requests are not: a
-        broadcast's confirmation carries CA 65535)."""
-        cas = points["ca"]
-        first = int(cas[0])
-        if (cas == first).all():
-            unique = (first,) if points["type_id"][0] <= 44 else ()
-        else:
-            unique = np.unique(cas[points["type_id"] <= 44]).tolist()
-        for ca in unique:
-            self._device(ca)
-
     def _device(self, ca: int) -> dict:
         """The device (common address) ``ca`` behind this session, made when first seen."""
         dev = self.devices.get(ca)
@@ -461,80 +387,60 @@ class Session:
             dev = self.devices[ca] = {"ca": ca, "last_gi": None, "gi_state": "never"}
         return dev
 
-    def _match_data(self, points: np.ndarray) -> None:
-        cot = points["cot"]
-        for gi in self._interrogations.values():
-            lo, hi = gi.cots
-            mask = (cot >= lo) & (cot <= hi)
-            if gi.ca != BROADCAST_CA:
-                mask &= points["ca"] == gi.ca
-            gi.objects += int(np.count_nonzero(mask))
-        if self._reads:
-            for row in points[cot == Cot.REQUEST]:
-                fut = self._reads.pop((int(row["ca"]), int(row["ioa"])), None)
-                if fut is not None and not fut.done():
-                    fut.set_result(row.copy())
-
-    def _confirmations(self, frames: np.ndarray, points: np.ndarray) -> None:
-        """ActCon/ActTerm/negative answers to our requests (and M_EI_NA_1)."""
-        for f in frames:
-            if f["status"] != 0 or f["format"] != FrameFormat.I:
-                continue
-            t, ca, cot, neg = int(f["type_id"]), int(f["ca"]), int(f["cot"]), bool(f["negative"])
-            if t == TypeID.M_EI_NA_1:
-                log.info("%s: end of initialization of CA %d: general interrogation", self.name, ca)
-                self._background(self.interrogate(ca=ca))
-                continue
-            if t in (TypeID.C_IC_NA_1, TypeID.C_CI_NA_1):
-                for gi in list(self._interrogations.values()):
-                    if gi.type_id == t:
-                        gi.answer(ca, cot, neg)
-                continue
-            first = int(f["first_point"])
-            for row in points[first:first + int(f["n_points"])]:
-                ioa = int(row["ioa"])
-                p = self._pending.get((t, ca, ioa))
-                if p is not None:
-                    p.confirm(cot, neg, ca)
-                err = refusal(t, ca, ioa, cot, neg) if t == TypeID.C_RD_NA_1 else None
-                if err is not None:                 # a read is answered by data, or refused
-                    fut = self._reads.pop((ca, ioa), None)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(err)
-
     # ---- requests --------------------------------------------------------------------------
 
     @property
     def data_transfer(self) -> str:
         """"stopped", "starting", "started", "stopping", or "-" when not connected."""
-        if self._link is None or self._transport is None:
+        p = self._proto
+        if p is None or p.transport is None or p.channel is None:
             return "-"
-        return self._link.data_transfer
+        return p.channel.link.data_transfer
 
-    def _send(self, asdu: bytes) -> None:
-        if self._link is None or self._transport is None or self.data_transfer != "started":
+    def _send(self, asdu: bytes):
+        """Queue an ASDU on the link; returns (link, token) to withdraw it."""
+        p = self._proto
+        if p is None or p.transport is None or self.data_transfer != "started":
             raise NotConnected(f"{self.name}: data transfer is not started ({self.tcp_state})")
-        self._link.send_asdu(asdu, self._loop.time())
-        self.counts["requests"] += 1
-        self._pump()
+        link = p.channel.link
+        token = link.send_asdu(asdu, self._loop.time())
+        self._counts["requests"] += 1
+        p.flush(p.channel.pending())
+        return link, token
+
+    def _withdraw(self, sent) -> bool:
+        """Take a request back if it has not left; True if it had been sent."""
+        if sent is None:
+            return False
+        link, token = sent
+        if link.withdraw(token):
+            self._counts["withdrawn"] += 1
+            return False
+        return True
 
     async def _await(self, fut, what: str, timeout: float | None):
+        timeout = timeout or self.settings.request_timeout
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout or self.settings.request_timeout)
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
             raise ConfirmationTimeout(f"{self.name}: no confirmation of {what} within "
-                                      f"{timeout or self.settings.request_timeout:g} s") from None
+                                      f"{timeout:g} s") from None
+
+    def _check(self, ca: int, ioa: int = 0, *, broadcast: bool = True) -> None:
+        check_address(ca, ioa, self._sizes, broadcast=broadcast)
 
     async def interrogate(self, ca: int | None = None, group: int | None = None, *,
                           timeout: float | None = None) -> int:
         """General (or group 1..16) interrogation; returns the number of objects received.
 
         Returns when ActTerm has arrived for every addressed station: ``ca=None`` broadcasts
-        (CA 65535) and waits for every station that confirms it and every device already known.
-        A negative ActCon raises :class:`NegativeConfirmation`.
+        (CA 65535, or 255 with a 1-octet CA) and waits for every station that confirms it
+        and every device already known, or for the RTU's termination with the broadcast
+        address. A negative ActCon raises :class:`NegativeConfirmation`.
         """
-        if group is not None and not 1 <= group <= 16:
-            raise ValueError(f"group {group}: groups are 1..16")
+        if group is not None and (isinstance(group, bool) or not isinstance(group, int)
+                                  or not 1 <= group <= 16):
+            raise InvalidRequestError(f"group {group!r}: groups are 1..16")
         qoi = 20 + (group or 0)
         return await self._interrogation(TypeID.C_IC_NA_1, ca, qoi, timeout, "general interrogation")
 
@@ -542,12 +448,17 @@ class Session:
                                     timeout: float | None = None) -> int:
         """Counter interrogation (C_CI_NA_1, QCC default 5: general request, no freeze)."""
         qcc = self.settings.qcc if qcc is None else qcc
+        if isinstance(qcc, bool) or not isinstance(qcc, int) or not 0 <= qcc <= 255:
+            raise InvalidRequestError(f"qcc {qcc!r}: an octet (0..255)")
         return await self._interrogation(TypeID.C_CI_NA_1, ca, qcc, timeout, "counter interrogation")
 
     async def _interrogation(self, type_id, ca, qualifier, timeout, what) -> int:
-        ca = BROADCAST_CA if ca is None else ca
+        ca = self.broadcast_ca if ca is None else ca
+        self._check(ca)
+        asdu = encode_asdu(int(type_id), ca, 0, qualifier, 0, cot=Cot.ACTIVATION, **self._sizes)
         key = (int(type_id), ca)
-        running = self._interrogations.get(key)
+        req = self._requests
+        running = req.interrogations.get(key)
         if running is not None:
             if running.qualifier == qualifier:
                 return await self._await(running.done, what, timeout)
@@ -555,28 +466,37 @@ class Session:
                 await running.done
             except Exception:
                 pass
-        expect = set(self.devices) if ca == BROADCAST_CA else set()
-        gi = _Interrogation(int(type_id), ca, qualifier, expect)
-        self._interrogations[key] = gi
-        devices = list(self.devices.values()) if ca == BROADCAST_CA else [self._device(ca)]
-        if type_id == TypeID.C_IC_NA_1:
-            for dev in devices:
-                dev["gi_state"] = "running"
+        broadcast = ca == self.broadcast_ca
+        expect = set(self.devices) if broadcast else set()
+        gi = Interrogation(int(type_id), ca, qualifier, expect, self.broadcast_ca)
+        req.interrogations[key] = gi
+        is_gi = type_id == TypeID.C_IC_NA_1
+        targets = list(self.devices) if broadcast else [ca]
+        if is_gi:
+            for c in targets:
+                if c in self.devices:           # a device is what answered: none made here
+                    self.devices[c]["gi_state"] = "running"
+        sent = None
         try:
-            self._send(encode_asdu(int(type_id), ca, 0, qualifier, 0, cot=Cot.ACTIVATION, **self._sizes))
+            sent = self._send(asdu)
             n = await self._await(gi.done, what, timeout)
-            if type_id == TypeID.C_IC_NA_1:
-                for c in (gi.terminated if ca == BROADCAST_CA else [ca]):
-                    self._device(c).update(last_gi=time.time(), gi_state="done")
+            for c in gi.stations():
+                dev = self._device(c)
+                if is_gi:
+                    dev.update(last_gi=time.time(), gi_state="done")
             return n
-        except Exception:
-            if type_id == TypeID.C_IC_NA_1:
-                for dev in devices:
-                    dev["gi_state"] = "failed"
+        except BaseException:
+            self._withdraw(sent)
+            for c in gi.stations():
+                self._device(c)                 # it answered positively: it exists
+            if is_gi:
+                for c in targets:
+                    if c in self.devices:
+                        self.devices[c]["gi_state"] = "failed"
             raise
         finally:
-            if self._interrogations.get(key) is gi:
-                del self._interrogations[key]
+            if req.interrogations.get(key) is gi:
+                del req.interrogations[key]
 
     async def command(self, ca: int, ioa: int, type, value, *, select: bool = False,
                       qualifier: int = 0, time=None, timeout: float | None = None,
@@ -585,17 +505,26 @@ class Session:
 
         ``type`` is a TypeID or its name (``"C_SC_NA_1"``); ``time`` (datetime, ms or True)
         sends the CP56Time2a variant; ``select=True`` does select-before-operate (select,
-        its ActCon, then execute); ``wait_term`` also waits for ActTerm. A negative ActCon or
-        COT 44-47 raises the matching :class:`CommandError`; a timeout raises
-        :class:`ConfirmationTimeout` and nothing is re-sent.
+        its ActCon, then execute); ``wait_term`` also waits for ActTerm. The address and
+        value are checked against the field sizes, the type's range and the point list
+        before anything is sent (:class:`InvalidRequestError`, :class:`CommandNotAllowed`).
+        A negative ActCon or COT 44-47 raises the matching :class:`CommandError`; a timeout
+        raises :class:`ConfirmationTimeout`, withdraws the command if it has not left, and
+        nothing is re-sent; a command whose caller gave up after it left is in doubt
+        (:class:`CommandInDoubt` for a new command to that object until its answer).
         """
         type_id = int(TypeID.parse(type))
+        # everything is checked before the select leaves: the execute cannot fail later
+        build_command(type_id, ca, ioa, value, select=False, qualifier=qualifier, time=time,
+                      sizes=self._sizes)
         if self._catalog is not None:
-            self._catalog.check_command(self.station, ca, ioa, type_id, allow_unlisted=allow_unlisted)
+            self._catalog.check_command(self.station, ca, ioa, type_id, value=value,
+                                        allow_unlisted=allow_unlisted)
         t0 = self._loop.time()
         if select:
-            await self._confirm(type, ca, ioa, value, True, qualifier, time, timeout, False)
-        t, term = await self._confirm(type, ca, ioa, value, False, qualifier, time, timeout, wait_term)
+            await self._confirm(type_id, ca, ioa, value, True, qualifier, time, timeout, False)
+        t, term = await self._confirm(type_id, ca, ioa, value, False, qualifier, time, timeout,
+                                      wait_term)
         result = CommandResult(t, ca, ioa, float(value), con_cot=Cot.ACTIVATION_CON,
                                terminated=term, rtt=self._loop.time() - t0)
         self.learned_commands[(self.station, ca, ioa, t)] = {"last_result": "confirmed",
@@ -610,62 +539,83 @@ class Session:
         return t, p.term.done() and not p.term.cancelled() and p.term.exception() is None
 
     async def _request(self, t: int, ca: int, ioa: int, asdu: bytes, what: str, timeout,
-                       wait_term: bool = False) -> Pending:
+                       wait_term: bool = False):
         key = (t, ca, ioa)
-        if key in self._pending:
-            raise NotConnected(f"{self.name}: {what} already awaits its confirmation")
-        p = Pending(t, ca, ioa, wait_term)
-        self._pending[key] = p
+        req = self._requests
+        p = req.begin(key, what, wait_term)
+        sent = None
+        gave_up = False
         try:
-            self._send(asdu)
+            sent = self._send(asdu)
             await self._await(p.con, what, timeout)
             if wait_term:
                 await self._await(p.term, what + " termination", timeout)
             return p
         except BaseException as e:
-            if isinstance(e, Exception) and not isinstance(e, ConfirmationTimeout):
+            gave_up = isinstance(e, (ConfirmationTimeout, asyncio.CancelledError))
+            if isinstance(e, Exception) and not gave_up:
                 self.learned_commands[(self.station, ca, ioa, t)] = {"last_result": str(e)}
             raise
         finally:
-            self._pending.pop(key, None)
+            left = self._withdraw(sent) if gave_up else sent is not None
+            req.end(key, p, gave_up=gave_up, sent=left, what=what)
 
     async def read(self, ca: int, ioa: int, *, timeout: float | None = None) -> np.void:
         """Read one object (C_RD_NA_1, COT 5); returns its POINT_DTYPE row."""
+        self._check(ca, ioa, broadcast=False)
+        asdu = encode_asdu(TypeID.C_RD_NA_1, ca, ioa, cot=Cot.REQUEST, **self._sizes)
         fut = self._loop.create_future()
-        self._reads[(ca, ioa)] = fut
+        reads = self._requests.reads
+        reads[(ca, ioa)] = fut
+        sent = None
         try:
-            self._send(encode_asdu(TypeID.C_RD_NA_1, ca, ioa, cot=Cot.REQUEST, **self._sizes))
+            sent = self._send(asdu)
             return await self._await(fut, f"read CA {ca} IOA {ioa}", timeout)
+        except BaseException:
+            self._withdraw(sent)
+            raise
         finally:
-            self._reads.pop((ca, ioa), None)
+            if reads.get((ca, ioa)) is fut:
+                del reads[(ca, ioa)]
 
-    async def clock_sync(self, ca: int = BROADCAST_CA, time=True, *, timeout: float | None = None) -> None:
-        """Clock synchronization (C_CS_NA_1) with ``time`` (datetime or ms; True: now, UTC)."""
-        ms = to_ms(time)
-        asdu = encode_asdu(TypeID.C_CS_NA_1, ca, 0, cot=Cot.ACTIVATION, time_ms=ms, **self._sizes)
+    async def clock_sync(self, ca: int | None = None, time=True, *,
+                         timeout: float | None = None) -> None:
+        """Clock synchronization (C_CS_NA_1) with ``time`` (datetime or ms; True: now, UTC);
+        ``ca=None``: the broadcast address."""
+        ca = self.broadcast_ca if ca is None else ca
+        self._check(ca)
+        asdu = encode_asdu(TypeID.C_CS_NA_1, ca, 0, cot=Cot.ACTIVATION, time_ms=to_ms(time),
+                           **self._sizes)
         await self._request(TypeID.C_CS_NA_1, ca, 0, asdu, f"clock sync CA {ca}", timeout)
 
     async def test_command(self, ca: int, *, tsc: int = 0, timeout: float | None = None) -> None:
         """Test command with time tag (C_TS_TA_1)."""
+        self._check(ca)
+        if not 0 <= tsc <= 0xFFFF:
+            raise InvalidRequestError(f"test sequence counter {tsc}: 0..65535")
         asdu = encode_asdu(TypeID.C_TS_TA_1, ca, 0, tsc, cot=Cot.ACTIVATION, time_ms=to_ms(True),
                            **self._sizes)
         await self._request(TypeID.C_TS_TA_1, ca, 0, asdu, f"test command CA {ca}", timeout)
 
     async def reset_process(self, ca: int, qrp: int = 1, *, timeout: float | None = None) -> None:
         """Reset process command (C_RP_NA_1; QRP 1: general reset, 2: reset pending events)."""
+        self._check(ca)
+        if not 1 <= qrp <= 255:
+            raise InvalidRequestError(f"qrp {qrp}: 1..255 (1 general reset, 2 pending events)")
         asdu = encode_asdu(TypeID.C_RP_NA_1, ca, 0, qrp, cot=Cot.ACTIVATION, **self._sizes)
         await self._request(TypeID.C_RP_NA_1, ca, 0, asdu, f"reset process CA {ca}", timeout)
 
     async def test(self) -> float:
         """TESTFR act now; returns the round trip once TESTFR con arrives."""
-        if self._link is None or self._transport is None:
+        p = self._proto
+        if p is None or p.transport is None:
             raise NotConnected(f"{self.name}: not connected")
         before = self.last_testfr_con
-        self._link.test(self._loop.time())
-        self._pump()
+        p.channel.link.test(self._loop.time())
+        p.flush(p.channel.pending())
         deadline = self._loop.time() + self.settings.t1
         while self.last_testfr_con == before:
-            if self._loop.time() > deadline or self._transport is None:
+            if self._loop.time() > deadline or self._proto is not p:
                 raise ConfirmationTimeout(f"{self.name}: no TESTFR con")
             await asyncio.sleep(0.005)
         return self.rtt
@@ -688,8 +638,6 @@ class Session:
                 (s.ci_interval, self.counter_interrogation),
                 (s.clock_sync_interval, self.clock_sync)]
         jobs = [[interval, fn, self._loop.time() + interval] for interval, fn in jobs if interval]
-        if not jobs:
-            return
         while True:
             job = min(jobs, key=lambda j: j[2])
             await asyncio.sleep(max(0.0, job[2] - self._loop.time()))
@@ -702,8 +650,12 @@ class Session:
     def set_reading(self, on: bool) -> None:
         """Pause or resume reading from the socket (backpressure from the event log)."""
         self.reading_paused = not on
-        if self._transport is not None:
-            (self._transport.resume_reading if on else self._transport.pause_reading)()
+        p = self._proto
+        if p is not None and p.transport is not None and not p.transport.is_closing():
+            if on and not p.write_paused:
+                p.transport.resume_reading()
+            elif not on:
+                p.transport.pause_reading()
 
     def enable_debug(self, on: bool = True) -> None:
         """Keep the last ``settings.debug_frames`` APCI frames (off by default)."""
@@ -711,25 +663,50 @@ class Session:
 
     def _log_frames(self, direction: str, raw, frames: np.ndarray) -> None:
         t = time.time()
+        log_ = self.frame_log
         for f in frames:
             off, n = int(f["offset"]), int(f["length"])
-            self.frame_log.append({
+            log_.append({
                 "time": t, "dir": direction, "raw": bytes(raw[off:off + n]),
                 "format": FrameFormat(int(f["format"])).name, "status": int(f["status"]),
                 "ns": int(f["ns"]), "nr": int(f["nr"]), "u_function": int(f["u_function"]),
                 "type_id": int(f["type_id"]), "cot": int(f["cot"]), "ca": int(f["ca"]),
                 "count": int(f["count"])})
 
+    def _channel_count(self, name: str) -> int:
+        p = self._proto
+        ch = p.channel if p is not None else None
+        now = getattr(ch, name) if ch is not None else 0
+        return self._counts[name + "_done"] + now
+
+    @property
+    def refused_rows(self) -> int:
+        return self._channel_count("refused_rows")
+
+    @property
+    def counts(self) -> collections.Counter:
+        """The session's counters (a snapshot), over every connection it made."""
+        c = collections.Counter({k: v for k, v in self._counts.items() if not k.endswith("_done")})
+        for name, public in (("frames_in", "frames_in"), ("points_in", "points"),
+                             ("bad_frames", "bad_frames"), ("refused_rows", "refused_rows")):
+            c[public] = self._channel_count(name)
+        return c
+
     def status(self) -> dict:
         """TCP state, data transfer state, connection health and counts, for operators."""
-        link = self._link.status() if self._link is not None and self._transport is not None else {}
+        link = self._link
         return {
             "name": self.name, "host": self.host, "port": self.port, "station": self.station,
             "tcp_state": self.tcp_state, "data_transfer": self.data_transfer,
             "connected_since": self.connected_since, "last_testfr_con": self.last_testfr_con,
             "rtt": self.rtt, "last_error": self.last_error, "devices": len(self.devices),
-            "frames_in": self.counts["frames_in"], "points": self.counts["points"],
-            "bad_frames": self.counts["bad_frames"], "reconnects": self.counts["reconnects"],
-            "link_closes": self.counts["link_closes"], "requests": self.counts["requests"],
-            "bytes_out": self.counts["bytes_out"], "link": link,
+            "frames_in": self._channel_count("frames_in"),
+            "points": self._channel_count("points_in"),
+            "bad_frames": self._channel_count("bad_frames"),
+            "refused_rows": self.refused_rows,
+            "reconnects": self._counts["reconnects"], "link_closes": self._counts["link_closes"],
+            "requests": self._counts["requests"], "withdrawn": self._counts["withdrawn"],
+            "late_answers": self._requests.late, "in_doubt": len(self._requests.in_doubt),
+            "bytes_out": self._counts["bytes_out"],
+            "link": link.status() if link is not None and self._proto.transport is not None else {},
         }

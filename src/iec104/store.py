@@ -1,10 +1,13 @@
 """The store: latest values (a Cython table) and the event log of every object received.
 
-The event log is a ring of POINT_DTYPE rows. Each consumer reads it from its own cursor; a
-consumer that falls behind by more than the ring loses the oldest rows, and that loss is
-counted, never hidden. A *lossless* consumer (``events(lossless=True)``, the Parquet sink)
-instead makes the store ask sessions to pause reading from their sockets when its backlog
-passes the high-water mark, and to resume below the low-water mark: TCP then pushes back on
+The event log is a ring of POINT_DTYPE rows (``EventRing``, appended to in C by the link
+core). Each consumer reads it from its own cursor; a consumer that falls behind by more than
+the ring loses the oldest rows, and that loss is counted (``Consumer.lost``,
+``EventStream.lost``, ``EventLog.lost``), never hidden. A *lossless* consumer
+(``events(lossless=True)``, the Parquet sink) loses nothing whatever the capacity: the ring
+never overwrites a row it has not taken (``EventRing.hold``), each read from a socket is
+bounded to the room left, and the store asks sessions to pause reading when its backlog
+passes the high-water mark and to resume below the low-water mark: TCP then pushes back on
 the RTUs, which is what k/w flow control is for.
 """
 from __future__ import annotations
@@ -18,10 +21,10 @@ from typing import AsyncIterator, Callable
 import numpy as np
 import polars as pl
 
-from iec104._store import LatestTable
+from iec104._store import EventRing, LatestTable
 from iec104.types import NO_TIME, POINT_DTYPE, TypeID
 
-__all__ = ["Store", "EventLog", "Consumer", "ParquetSink", "points_frame"]
+__all__ = ["Store", "EventLog", "Consumer", "EventStream", "ParquetSink", "points_frame"]
 
 log = logging.getLogger("iec104.store")
 _TYPE_NAMES = {int(t): t.name for t in TypeID}
@@ -73,13 +76,16 @@ class Consumer:
     def take(self, max_rows: int | None = None) -> np.ndarray:
         """Everything appended since the last take (copied), counting rows lost to overrun."""
         lg = self.log
-        oldest = lg.total - min(lg.total, lg.capacity)
+        ring = lg.ring
+        oldest = ring.total - min(ring.total, ring.capacity)
         if self.cursor < oldest:
-            self.lost += oldest - self.cursor
-            log.warning("event consumer fell behind: %d rows lost", oldest - self.cursor)
+            lost = oldest - self.cursor
+            self.lost += lost
+            lg.lost += lost
+            log.warning("event consumer fell behind: %d rows lost", lost)
             self.cursor = oldest
-        end = lg.total if max_rows is None else min(lg.total, self.cursor + max_rows)
-        out = lg.slice(self.cursor, end)
+        end = ring.total if max_rows is None else min(ring.total, self.cursor + max_rows)
+        out = ring.slice(self.cursor, end)
         self.cursor = end
         lg.consumed(self)
         return out
@@ -94,34 +100,38 @@ class EventLog:
 
     def __init__(self, capacity: int = 1_000_000, *, high_water: float = 0.75,
                  low_water: float = 0.25):
-        self.capacity = capacity
-        self.ring = np.zeros(capacity, POINT_DTYPE)
-        self.total = 0                          # rows ever appended
-        self.consumers: set[Consumer] = set()
-        self.high = int(capacity * high_water)
+        self.ring = EventRing(capacity)
+        self.ring.high = max(1, int(capacity * high_water))
         self.low = int(capacity * low_water)
+        self.consumers: set[Consumer] = set()
         self.paused = False
+        self.lost = 0                           # rows lost by lossy consumers, all told
         self.on_pause: list[Callable[[], None]] = []
         self.on_resume: list[Callable[[], None]] = []
         self._arrived: asyncio.Event | None = None
 
+    @property
+    def capacity(self) -> int:
+        return self.ring.capacity
+
+    @property
+    def total(self) -> int:
+        """Rows ever appended."""
+        return self.ring.total
+
     def append(self, points: np.ndarray) -> None:
-        n = len(points)
-        if n == 0:
-            return
-        if n > self.capacity:
-            points = points[-self.capacity:]
-            self.total += n - self.capacity
-            n = self.capacity
-        start = self.total % self.capacity
-        first = min(n, self.capacity - start)
-        self.ring[start:start + first] = points[:first]
-        if first < n:
-            self.ring[:n - first] = points[first:]
-        self.total += n
+        """Append rows from Python (sessions append in C, then call :meth:`appended`)."""
+        if len(points):
+            self.ring.append(points)
+            self.appended()
+
+    def appended(self) -> None:
+        """Rows arrived: wake readers, pause the sessions past the high-water mark."""
+        self.ring.notify = False
         if self._arrived is not None:
             self._arrived.set()
-        if not self.paused and self._lossless_backlog() > self.high:
+        ring = self.ring
+        if not self.paused and ring.hold >= 0 and ring.total - ring.hold >= ring.high:
             self.paused = True
             for cb in self.on_pause:
                 cb()
@@ -130,6 +140,8 @@ class EventLog:
         return max((c.backlog for c in self.consumers if c.lossless), default=0)
 
     def consumed(self, consumer: Consumer) -> None:
+        held = [c.cursor for c in self.consumers if c.lossless]
+        self.ring.hold = min(held) if held else -1
         if self.paused and self._lossless_backlog() < self.low:
             self.paused = False
             for cb in self.on_resume:
@@ -137,30 +149,79 @@ class EventLog:
 
     def slice(self, start: int, end: int) -> np.ndarray:
         """Rows [start, end) by absolute position (they must still be in the ring)."""
-        n = end - start
-        if n <= 0:
-            return np.zeros(0, POINT_DTYPE)
-        s = start % self.capacity
-        if s + n <= self.capacity:
-            return self.ring[s:s + n].copy()
-        return np.concatenate([self.ring[s:], self.ring[:n - (self.capacity - s)]])
+        return self.ring.slice(start, end)
 
     def snapshot(self) -> np.ndarray:
         """Every row still held, oldest first."""
-        return self.slice(self.total - min(self.total, self.capacity), self.total)
+        ring = self.ring
+        return ring.slice(ring.total - min(ring.total, ring.capacity), ring.total)
 
     def consumer(self, *, lossless: bool = False) -> Consumer:
         c = Consumer(self, lossless)
         self.consumers.add(c)
+        if lossless:
+            self.consumed(c)
         return c
 
     async def wait(self, timeout: float | None = None) -> None:
         if self._arrived is None:
             self._arrived = asyncio.Event()
         self._arrived.clear()
+        self.ring.notify = True                 # the link core says when rows arrive
         try:
             await asyncio.wait_for(self._arrived.wait(), timeout)
         except asyncio.TimeoutError:
+            pass
+
+
+class EventStream:
+    """Async iterator of batches of every row received from now on (see
+    :meth:`Store.events`); ``lost`` counts the rows this reader lost to overrun (always 0
+    when lossless)."""
+
+    def __init__(self, store: "Store", *, as_polars: bool, lossless: bool,
+                 max_rows: int | None, idle: float | None):
+        self._log = store.log
+        self._consumer = store.log.consumer(lossless=lossless)
+        self._as_polars, self._max_rows, self._idle = as_polars, max_rows, idle
+
+    @property
+    def lost(self) -> int:
+        return self._consumer.lost
+
+    @property
+    def backlog(self) -> int:
+        return self._consumer.backlog
+
+    def __aiter__(self) -> "EventStream":
+        return self
+
+    async def __anext__(self):
+        c, lg = self._consumer, self._log
+        if c not in lg.consumers:
+            raise StopAsyncIteration
+        while c.backlog == 0:
+            before = lg.total
+            await lg.wait(self._idle)
+            if self._idle is not None and lg.total == before:
+                self.close()
+                raise StopAsyncIteration
+        batch = c.take(self._max_rows)
+        if self._as_polars:
+            return points_frame({k: batch[k] for k in POINT_DTYPE.names})
+        return batch
+
+    def close(self) -> None:
+        """Stop reading (a lossless reader no longer holds the store back)."""
+        self._consumer.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self._consumer.close()
+        except Exception:
             pass
 
 
@@ -173,6 +234,7 @@ class Store:
         self._sinks: list["ParquetSink"] = []
 
     def update(self, points: np.ndarray) -> None:
+        """Apply a batch from Python (sessions update the table and ring in C)."""
         self.table.update(points)
         self.log.append(points)
 
@@ -183,8 +245,9 @@ class Store:
         return self.table.columns()
 
     def points(self, *, station: int | None = None) -> pl.DataFrame:
-        """The latest-value table as a Polars frame (one row per station, CA, IOA, family)."""
-        df = points_frame(self.table.columns())
+        """The latest-value table as a Polars frame (one row per station, CA, IOA, family),
+        a snapshot: later batches never change it."""
+        df = points_frame(self.table.snapshot())
         return df if station is None else df.filter(pl.col("station") == station)
 
     def counts_by_station(self) -> np.ndarray:
@@ -198,27 +261,16 @@ class Store:
         snap = self.log.snapshot()
         return points_frame({k: snap[k] for k in POINT_DTYPE.names})
 
-    async def events(self, *, as_polars: bool = False, lossless: bool = False,
-                     max_rows: int | None = None, idle: float | None = None) -> AsyncIterator:
+    def events(self, *, as_polars: bool = False, lossless: bool = False,
+               max_rows: int | None = None, idle: float | None = None) -> EventStream:
         """Batches of every row received from now on: numpy POINT_DTYPE (or Polars frames).
 
-        ``lossless=True`` pauses the sessions' reading while this consumer is behind;
-        otherwise rows overwritten before they were read are counted in the consumer's
-        ``lost``. ``idle`` ends the iteration after that many seconds without data.
+        ``lossless=True`` loses nothing: the sessions pause reading while this reader is
+        behind; otherwise rows overwritten before they were read are counted in the
+        stream's ``lost``. ``idle`` ends the iteration after that many seconds without data.
         """
-        c = self.log.consumer(lossless=lossless)
-        try:
-            while True:
-                if c.backlog == 0:
-                    before = self.log.total
-                    await self.log.wait(idle)
-                    if idle is not None and self.log.total == before:
-                        return
-                    continue
-                batch = c.take(max_rows)
-                yield points_frame({k: batch[k] for k in POINT_DTYPE.names}) if as_polars else batch
-        finally:
-            c.close()
+        return EventStream(self, as_polars=as_polars, lossless=lossless, max_rows=max_rows,
+                           idle=idle)
 
     def add_sink(self, sink: "ParquetSink") -> "ParquetSink":
         sink.start(self)

@@ -1,0 +1,674 @@
+# cython: language_level=3
+"""The link core: the IEC 60870-5-104 APCI rules and one connection's receive path, in C.
+
+Sans-I/O in the manner of h11: frames and the clock go in, bytes to send, a bitmask of events
+and the deadline of the next timer come out. Nothing here reads the event loop's clock, owns
+a socket or starts a task, so every timer and fault case is tested with a fake clock
+(tests/test_link.py). ``iec104.link`` is its Python face; the session and the simulator are
+the asyncio glue around a :class:`Channel`.
+
+Link (IEC 60870-5-104, clause 5): N(S)/N(R) mod 32768, at most k unacknowledged sent
+I-frames with their t1 deadlines, received I-frames acknowledged after w frames or t2, t3
+and TESTFR, STARTDT/STOPDT in both roles. A fault closes the link (``EV_CLOSE`` and
+``close_reason``): framing lost, a wrong N(S), an N(R) of frames never sent, an I-frame
+while data transfer is stopped, t1 expiry.
+
+Channel: the receive path of one connection. The receive buffer and the decoder's output
+are shared by every connection of an event loop (the decode is synchronous inside
+``buffer_updated``), so a connection carries only its partial APDU. Each batch is decoded,
+validated by the link, and only then are the rows of the accepted frames stored: a frame
+the link refuses, and every frame after it, never reaches the table or the event log.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy
+
+import collections
+
+import numpy as np
+
+from apdu cimport (
+    wall_ns, frame_t, point_t, APDU_MAX, FORMAT_I, FORMAT_S, ST_BAD_START, ST_BAD_LENGTH,
+    ST_BAD_CONTROL, U_STARTDT_ACT, U_STARTDT_CON, U_STOPDT_ACT, U_STOPDT_CON, U_TESTFR_ACT,
+    U_TESTFR_CON,
+)
+from iec104._codec cimport Decoder, Workspace
+from iec104._store cimport LatestTable, EventRing
+
+cdef extern from *:
+    """
+    #define IEC104_INF (__builtin_inf())
+    """
+    double INF "IEC104_INF"
+
+cdef enum:
+    MOD = 32768
+    ASDU_MAX = 249          # APDU_MAX - start, length and four control octets
+    DT_STOPPED = 0
+    DT_STARTING = 1
+    DT_STARTED = 2
+    DT_STOPPING = 3
+
+# what happened on the link since the last take_events() (iec104.link.LinkEvent mirrors it)
+cdef enum:
+    EV_STARTED = 1
+    EV_STOPPED = 2
+    EV_START_REQUESTED = 4
+    EV_STOP_REQUESTED = 8
+    EV_TEST_CONFIRMED = 16
+    EV_CLOSE = 32
+
+# what a batch asks of the glue (iec104.link.Batch mirrors it)
+cdef enum:
+    B_OUTPUT = 1            # the link has bytes to send
+    B_EVENTS = 2            # take_events() is not empty
+    B_TIMER = 4             # the next deadline is earlier than the timer armed (timer_at)
+    B_IFRAMES = 8           # accepted I-frames (the simulator's requests)
+    B_CONTROL = 16          # accepted control-direction or system ASDUs (type >= 45)
+    B_REQUEST_DATA = 32     # rows that answer a request (COT other than 1, 2, 3)
+    B_NEW_DEVICE = 64       # monitor data from a common address not seen on this connection
+    B_PAUSE = 128           # a lossless reader of the event log is past its high-water mark
+    B_BAD = 256             # malformed frames (counted in bad_frames)
+    B_REFUSED = 512         # new rows refused by the station's cap
+    B_WAKE = 1024           # rows arrived for a reader that waits (EventRing.notify)
+    B_ACKED = 2048          # the peer acknowledged sent I-frames: room in the k window
+
+_STATES = ("stopped", "starting", "started", "stopping")
+_UNAMES = {U_STARTDT_ACT: "STARTDT_ACT", U_STOPDT_ACT: "STOPDT_ACT", U_TESTFR_ACT: "TESTFR_ACT"}
+_STATUS_NAMES = {ST_BAD_START: "BAD_START", ST_BAD_LENGTH: "BAD_LENGTH",
+                 ST_BAD_CONTROL: "BAD_CONTROL"}
+
+
+cdef class Link:
+    """State of one IEC 104 connection's APCI layer (either role); see the module docstring.
+
+    ``config`` is an :class:`iec104.link.LinkConfig` (validated there).
+    """
+
+    cdef readonly object config
+    cdef readonly bint master
+    cdef int state
+    cdef public int vs                  # V(S): next send sequence number
+    cdef public int vr                  # V(R): next expected receive sequence number
+    cdef public int ack                 # oldest unacknowledged sent I-frame
+    cdef int k, w
+    cdef double t1, t2, t3
+    cdef double* sent                   # send times of unacknowledged I-frames, a ring of k
+    cdef int sent_head, sent_n
+    cdef list _queue                    # [token, asdu] waiting for the k window
+    cdef int64_t _token
+    cdef uint8_t* out
+    cdef Py_ssize_t out_n, out_cap
+    cdef int events
+    cdef int unacked_rx                 # received I-frames not yet acknowledged
+    cdef double t2_at, t3_at, u_at
+    cdef int u_pending                  # U act awaiting its con (0: none)
+    cdef readonly bint closed
+    cdef bint acked                     # sent I-frames acknowledged since the last batch
+    cdef bint stop_pending              # outstation: STOPDT act waits for our frames' ack
+    cdef readonly str close_reason
+    cdef public object last_testfr_con
+    cdef public object rtt
+    cdef uint64_t n_i_in, n_s_in, n_u_in, n_i_out, n_s_out, n_u_out, n_t1, n_seq, n_withdrawn
+
+    def __cinit__(self, config):
+        self.sent = NULL
+        self.out = NULL
+
+    def __init__(self, config):
+        self.config = config
+        self.master = config.role == "master"
+        self.k, self.w = config.k, config.w
+        self.t1, self.t2, self.t3 = config.t1, config.t2, config.t3
+        self.sent = <double*>malloc(self.k * sizeof(double))
+        self.out_cap = 64
+        self.out = <uint8_t*>malloc(self.out_cap)
+        if self.sent == NULL or self.out == NULL:
+            raise MemoryError()
+        self._queue = []
+        self.t2_at = INF
+        self.t3_at = INF
+        self.close_reason = None
+
+    def __dealloc__(self):
+        free(self.sent)
+        free(self.out)
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def connection_made(self, double now):
+        self.t3_at = now + self.t3
+
+    def connection_lost(self):
+        self.closed = True
+        self.state = DT_STOPPED
+
+    def start(self, double now):
+        """Master: send STARTDT act."""
+        self.state = DT_STARTING
+        self._send_u(U_STARTDT_ACT, now, True)
+
+    def stop(self, double now):
+        """Master: acknowledge everything received, then STOPDT act."""
+        if self.unacked_rx:
+            self._send_s()
+        self.state = DT_STOPPING
+        self._send_u(U_STOPDT_ACT, now, True)
+
+    def test(self, double now):
+        """TESTFR act now (on demand; t3 sends it by itself)."""
+        if self.u_pending == 0:
+            self._send_u(U_TESTFR_ACT, now, True)
+
+    def send_asdu(self, asdu, double now) -> int:
+        """Queue an ASDU; it goes out while started and the k window has room. Returns a
+        token for :meth:`withdraw`."""
+        asdu = bytes(asdu)
+        if not 1 <= len(asdu) <= ASDU_MAX:
+            raise ValueError(f"an ASDU takes 1..{ASDU_MAX} octets (got {len(asdu)})")
+        self._token += 1
+        self._queue.append([self._token, asdu])
+        self._flush_queue(now)
+        return self._token
+
+    def withdraw(self, int64_t token) -> bool:
+        """Take a queued ASDU back before it is sent; False if it already went out."""
+        for i, item in enumerate(self._queue):
+            if item[0] == token:
+                del self._queue[i]
+                self.n_withdrawn += 1
+                return True
+        return False
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    cpdef int window_space(self):
+        """I-frames that may be sent now (0 unless data transfer is started)."""
+        if self.state != DT_STARTED and not (self.master and self.state == DT_STOPPING):
+            return 0
+        return max(0, self.k - self.sent_n - len(self._queue))
+
+    def account_sent(self, int count, double now):
+        """Bulk sending (the simulator): reserve ``count`` I-frames, returns ``(ns, nr)`` to
+        stamp them with (frames ns, ns+1, ...); the caller writes them itself, right away.
+        ``count`` must not exceed :meth:`window_space`."""
+        if count > self.window_space():
+            raise ValueError("bulk send beyond the k window")
+        cdef int ns = self.vs, i
+        self.vs = (self.vs + count) % MOD
+        for i in range(count):
+            self._push_sent(now)
+        self._acked_by_us()
+        self.n_i_out += count
+        return ns, self.vr
+
+    def receive_frames(self, double now, frames) -> int:
+        """Process a batch of received frames (FRAME_DTYPE rows) in order; returns how many
+        leading frames were accepted. A frame the link refuses (and every frame after it:
+        the link is then closed) must not reach the store or be acted on."""
+        if len(frames) == 0:
+            return 0
+        cdef const frame_t[::1] fv = np.ascontiguousarray(frames)
+        return self.accept(now, &fv[0], fv.shape[0])
+
+    cdef Py_ssize_t accept(self, double now, const frame_t* f, Py_ssize_t n) except -1:
+        """The C entry of receive_frames."""
+        if n == 0 or self.closed:
+            return 0
+        self.t3_at = now + self.t3
+        cdef Py_ssize_t i = 0, n_i = 0
+        while i < n:
+            if not self._one(now, f + i):
+                break
+            if f[i].format == FORMAT_I:
+                n_i += 1
+            i += 1
+        if n_i > 1 and self.unacked_rx and not self.closed:
+            # a bulk transfer: acknowledge per batch, so that the peer's k window stays open
+            # and a GI at k = 12 / w = 8 runs at the loop's round trip
+            self._send_s()
+        self._flush_queue(now)
+        return i
+
+    def tick(self, double now):
+        """Timers: t1 (sent I-frames, U act), t2 (ack received), t3 (idle: TESTFR)."""
+        if self.closed:
+            return
+        if self.sent_n and now >= self.sent[self.sent_head] + self.t1:
+            self.n_t1 += 1
+            self._fail(f"t1 expired: I-frame N(S)={self.ack} unacknowledged for {self.t1:g} s")
+            return
+        if self.u_pending and now >= self.u_at + self.t1:
+            self.n_t1 += 1
+            self._fail(f"t1 expired: no answer to {_UNAMES.get(self.u_pending, self.u_pending)} "
+                       f"in {self.t1:g} s")
+            return
+        if now >= self.t2_at:
+            self._send_s()
+        if now >= self.t3_at and self.u_pending == 0:
+            self._send_u(U_TESTFR_ACT, now, True)
+            self.t3_at = now + self.t3
+
+    cdef double deadline(self) noexcept:
+        if self.closed:
+            return INF
+        cdef double d = self.t3_at if self.t3_at < self.t2_at else self.t2_at
+        if self.sent_n and self.sent[self.sent_head] + self.t1 < d:
+            d = self.sent[self.sent_head] + self.t1
+        if self.u_pending and self.u_at + self.t1 < d:
+            d = self.u_at + self.t1
+        return d
+
+    def next_deadline(self):
+        """The earliest time at which ``tick`` has something to do (None: no timer)."""
+        cdef double d = self.deadline()
+        return None if d == INF else d
+
+    # ---- outputs ---------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        cdef bytes b = (<char*>self.out)[:self.out_n]
+        self.out_n = 0
+        return b
+
+    @property
+    def has_output(self) -> bool:
+        return self.out_n > 0
+
+    def take_events(self) -> int:
+        """The events (a LinkEvent bitmask) since the last call."""
+        cdef int ev = self.events
+        self.events = 0
+        return ev
+
+    @property
+    def data_transfer(self) -> str:
+        return _STATES[self.state]
+
+    @property
+    def counts(self) -> dict:
+        return {"i_in": self.n_i_in, "s_in": self.n_s_in, "u_in": self.n_u_in,
+                "i_out": self.n_i_out, "s_out": self.n_s_out, "u_out": self.n_u_out,
+                "t1_expiries": self.n_t1, "sequence_errors": self.n_seq,
+                "withdrawn": self.n_withdrawn}
+
+    def status(self) -> dict:
+        return {"data_transfer": self.data_transfer, "vs": self.vs, "vr": self.vr,
+                "ack": self.ack, "unacked_sent": self.sent_n,
+                "unacked_received": self.unacked_rx, "queued": len(self._queue),
+                "last_testfr_con": self.last_testfr_con, "rtt": self.rtt, **self.counts}
+
+    # ---- internals -------------------------------------------------------------------------
+
+    cdef int _one(self, double now, const frame_t* f) except -1:
+        """One frame; returns 0 when it closed the link."""
+        cdef int st = f.status
+        if st == ST_BAD_START or st == ST_BAD_LENGTH or st == ST_BAD_CONTROL:
+            self._fail(f"malformed frame ({_STATUS_NAMES[st]}): framing lost")
+            return 0
+        if f.format == FORMAT_I:
+            if self.state == DT_STOPPED:
+                # 5.3: no I-frames while data transfer is stopped (lib60870 closes too)
+                self._fail("I-frame received while data transfer is stopped")
+                return 0
+            if f.ns != self.vr:
+                self.n_seq += 1
+                self._fail(f"sequence error: N(S)={f.ns}, expected {self.vr}")
+                return 0
+            if not self._check_nr(f.nr):
+                return 0
+            self.vr = (self.vr + 1) % MOD
+            self.n_i_in += 1
+            if self.unacked_rx == 0:
+                self.t2_at = now + self.t2
+            self.unacked_rx += 1
+            if self.unacked_rx >= self.w:
+                self._send_s()
+            return 1
+        if f.format == FORMAT_S:
+            self.n_s_in += 1
+            return self._check_nr(f.nr)
+        self.n_u_in += 1
+        self._receive_u(now, f.u_function)
+        return 1
+
+    cdef void _receive_u(self, double now, int fn):
+        if fn == U_TESTFR_ACT:
+            self._send_u(U_TESTFR_CON, now, False)
+        elif fn == U_TESTFR_CON:
+            if self.u_pending == U_TESTFR_ACT:
+                self.rtt = now - self.u_at
+                self.last_testfr_con = now
+                self.u_pending = 0
+                self.events |= EV_TEST_CONFIRMED
+        elif fn == U_STARTDT_CON and self.master:
+            if self.u_pending == U_STARTDT_ACT:
+                self.u_pending = 0
+                self.state = DT_STARTED
+                self.events |= EV_STARTED
+        elif fn == U_STOPDT_CON and self.master:
+            if self.u_pending == U_STOPDT_ACT:
+                self.u_pending = 0
+                self.state = DT_STOPPED
+                self.events |= EV_STOPPED
+        elif fn == U_STARTDT_ACT and not self.master:
+            self._send_u(U_STARTDT_CON, now, False)
+            if self.state != DT_STARTED:
+                self.state = DT_STARTED
+                self.stop_pending = False
+                self.events |= EV_START_REQUESTED | EV_STARTED
+        elif fn == U_STOPDT_ACT and not self.master:
+            self.stop_pending = True
+            self.state = DT_STOPPING
+            self.events |= EV_STOP_REQUESTED
+            self._maybe_confirm_stop()
+        # anything else (a con we did not ask for) is ignored, as lib60870 does
+
+    cdef void _maybe_confirm_stop(self):
+        if self.stop_pending and not self.sent_n:
+            if self.unacked_rx:
+                self._send_s()
+            self._send_u(U_STOPDT_CON, 0.0, False)
+            self.stop_pending = False
+            self.state = DT_STOPPED
+            self.events |= EV_STOPPED
+
+    cdef int _check_nr(self, int nr) except -1:
+        """Acknowledge sent I-frames up to N(R); an N(R) outside the window is fatal."""
+        cdef int outstanding = (self.vs - self.ack + MOD) % MOD
+        cdef int acked = (nr - self.ack + MOD) % MOD
+        if acked > outstanding:
+            self.n_seq += 1
+            self._fail(f"sequence error: N(R)={nr} acknowledges unsent frames (V(S)={self.vs}, "
+                       f"oldest unacknowledged {self.ack})")
+            return 0
+        if acked:
+            self.sent_head = (self.sent_head + acked) % self.k
+            self.sent_n -= acked
+            self.ack = nr
+            self.acked = True
+            self._maybe_confirm_stop()
+        return 1
+
+    cdef inline void _push_sent(self, double now):
+        self.sent[(self.sent_head + self.sent_n) % self.k] = now
+        self.sent_n += 1
+
+    cdef int _flush_queue(self, double now) except -1:
+        if self.state != DT_STARTED or not self._queue:
+            return 0
+        cdef bytes asdu
+        cdef Py_ssize_t n
+        cdef uint8_t* p
+        while self._queue and self.sent_n < self.k:
+            asdu = self._queue.pop(0)[1]
+            n = len(asdu)
+            p = self._reserve(n + 6)
+            p[0] = 0x68
+            p[1] = <uint8_t>(n + 4)
+            p[2] = (self.vs << 1) & 0xFF
+            p[3] = (self.vs >> 7) & 0xFF
+            p[4] = (self.vr << 1) & 0xFF
+            p[5] = (self.vr >> 7) & 0xFF
+            memcpy(p + 6, <const char*>asdu, n)
+            self._push_sent(now)
+            self.vs = (self.vs + 1) % MOD
+            self.n_i_out += 1
+            self._acked_by_us()
+        return 0
+
+    cdef inline void _acked_by_us(self):
+        # an I-frame carries N(R): it acknowledges everything received so far
+        self.unacked_rx = 0
+        self.t2_at = INF
+
+    cdef uint8_t* _reserve(self, Py_ssize_t n) except NULL:
+        cdef Py_ssize_t cap = self.out_cap
+        while self.out_n + n > cap:
+            cap *= 2
+        if cap != self.out_cap:
+            p = <uint8_t*>realloc(self.out, cap)
+            if p == NULL:
+                raise MemoryError()
+            self.out = p
+            self.out_cap = cap
+        p = self.out + self.out_n
+        self.out_n += n
+        return p
+
+    cdef void _send_s(self):
+        cdef uint8_t* p = self._reserve(6)
+        p[0] = 0x68
+        p[1] = 4
+        p[2] = 1
+        p[3] = 0
+        p[4] = (self.vr << 1) & 0xFF
+        p[5] = (self.vr >> 7) & 0xFF
+        self.n_s_out += 1
+        self._acked_by_us()
+
+    cdef void _send_u(self, int fn, double now, bint awaits_con):
+        cdef uint8_t* p = self._reserve(6)
+        p[0] = 0x68
+        p[1] = 4
+        p[2] = fn
+        p[3] = 0
+        p[4] = 0
+        p[5] = 0
+        self.n_u_out += 1
+        if awaits_con:
+            self.u_pending = fn
+            self.u_at = now
+
+    cdef void _fail(self, str reason):
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            self.events |= EV_CLOSE
+
+
+cdef class RecvBuffer:
+    """The receive buffer shared by the connections of one event loop.
+
+    A read goes in after the reading connection's partial APDU, copied to the front by
+    :meth:`Channel.get_buffer`; the batch is decoded and stored before the next read.
+    """
+
+    cdef bytearray buf
+    cdef uint8_t* p
+    cdef Py_ssize_t size
+    cdef object view
+
+    def __init__(self, Py_ssize_t size=1 << 16):
+        self.size = max(size, 2 * APDU_MAX)
+        self.buf = bytearray(self.size)
+        self.p = <uint8_t*>(<char*>self.buf)
+        self.view = memoryview(self.buf)
+
+
+cdef class Channel:
+    """One connection's receive path: the shared buffer, its decoder, its link, and (for a
+    master) the store. ``received`` returns a Batch bitmask of what the glue must do; the
+    rows of the batch are ``points()`` (accepted frames only) until the next read.
+
+    Parameters
+    ----------
+    link, decoder, buffer : Link, Decoder, RecvBuffer
+    table, ring : LatestTable, EventRing, optional
+        Where accepted rows go (None: nowhere, as in the simulator).
+    broadcast_ca : int
+        The global address of this CA size: never a device.
+    want : int
+        The Batch bits the glue acts on (the others are not returned).
+    """
+
+    cdef readonly Link link
+    cdef readonly Decoder decoder
+    cdef RecvBuffer rb
+    cdef LatestTable table
+    cdef EventRing ring
+    cdef uint8_t carry[APDU_MAX]
+    cdef int carry_n
+    cdef int want
+    cdef int broadcast_ca
+    cdef Py_ssize_t used, n_frames, n_accepted, n_points
+    cdef public double timer_at          # when the glue's timer fires (inf: none armed)
+    cdef uint16_t* cas                   # common addresses seen with monitor data
+    cdef int n_cas, cap_cas
+    cdef list _new_cas
+    cdef readonly uint64_t frames_in, points_in, bad_frames, refused_rows
+
+    def __cinit__(self, *args, **kwargs):
+        self.cas = NULL
+
+    def __init__(self, Link link, Decoder decoder, RecvBuffer buffer, LatestTable table=None,
+                 EventRing ring=None, *, int broadcast_ca=0xFFFF, int want=0x7FFFFFFF):
+        self.link, self.decoder, self.rb = link, decoder, buffer
+        self.table, self.ring = table, ring
+        self.broadcast_ca, self.want = broadcast_ca, want
+        self.timer_at = INF
+        self._new_cas = []
+
+    def __dealloc__(self):
+        free(self.cas)
+
+    def get_buffer(self):
+        """Where the next read goes: after this connection's partial APDU, and no more
+        octets than the event log has room for rows (a row takes at least one octet)."""
+        cdef RecvBuffer rb = self.rb
+        cdef Py_ssize_t limit = rb.size - self.carry_n
+        cdef int64_t room
+        if self.carry_n:
+            memcpy(rb.p, self.carry, self.carry_n)
+        if self.ring is not None and self.ring.hold >= 0:
+            room = self.ring.capacity - (self.ring.total - self.ring.hold) - self.carry_n
+            if room < limit:
+                limit = room if room > 1 else 1
+        if self.carry_n == 0 and limit == rb.size:
+            return rb.view
+        return rb.view[self.carry_n:self.carry_n + limit]
+
+    def received(self, Py_ssize_t nbytes, double now) -> int:
+        """Decode, validate and store the ``nbytes`` just read; returns the Batch bits."""
+        cdef RecvBuffer rb = self.rb
+        cdef Link link = self.link
+        cdef Py_ssize_t n = self.carry_n + nbytes, nf, acc, npts = 0, i, rest
+        cdef Workspace ws
+        cdef const frame_t* f
+        cdef const point_t* p
+        cdef int flags = 0, bad = 0
+        cdef uint64_t before
+        self.used = self.decoder.feed_c(rb.p, n, wall_ns(), False)
+        ws = self.decoder.workspace
+        f = ws.f
+        nf = self.decoder.n_frames
+        acc = link.accept(now, f, nf)
+        for i in range(nf):
+            if f[i].status:
+                bad += 1
+            if i < acc and f[i].format == FORMAT_I:
+                flags |= B_IFRAMES
+                npts = f[i].first_point + f[i].n_points
+                if f[i].type_id >= 45:
+                    flags |= B_CONTROL
+        if bad:
+            flags |= B_BAD
+            self.bad_frames += bad
+        self.frames_in += acc
+        self.n_frames, self.n_accepted, self.n_points = nf, acc, npts
+        if npts:
+            self.points_in += npts
+            if self.table is not None:
+                before = self.table.refused
+                self.table.update_c(ws.p, npts)
+                if self.table.refused != before:
+                    flags |= B_REFUSED
+                    self.refused_rows += self.table.refused - before
+            if self.ring is not None:
+                self.ring.append_c(ws.p, npts)
+                if self.ring.hold >= 0 and self.ring.total - self.ring.hold >= self.ring.high:
+                    flags |= B_PAUSE
+                if self.ring.notify:
+                    flags |= B_WAKE
+            for i in range(npts):
+                p = ws.p + i
+                if p.cot > 3:
+                    flags |= B_REQUEST_DATA
+                if p.type_id <= 44 and p.ca != self.broadcast_ca and self._new_ca(p.ca):
+                    flags |= B_NEW_DEVICE
+        if link.acked:
+            link.acked = False
+            flags |= B_ACKED
+        rest = n - self.used
+        if link.closed or rest <= 0:
+            self.carry_n = 0
+        elif rest > APDU_MAX:                   # the decoder leaves at most a partial APDU
+            link._fail("receive buffer: more than one partial APDU left")
+            self.carry_n = 0
+        else:
+            memcpy(self.carry, rb.p + self.used, rest)
+            self.carry_n = <int>rest
+        return (flags | self._link_flags()) & self.want
+
+    cdef int _new_ca(self, uint16_t ca) except -1:
+        cdef int i
+        if self.n_cas and self.cas[self.n_cas - 1] == ca:
+            return 0
+        for i in range(self.n_cas):
+            if self.cas[i] == ca:
+                return 0
+        if self.n_cas == self.cap_cas:
+            self.cap_cas = max(4, self.cap_cas * 2)
+            grown = <uint16_t*>realloc(self.cas, self.cap_cas * sizeof(uint16_t))
+            if grown == NULL:
+                raise MemoryError()
+            self.cas = grown
+        self.cas[self.n_cas] = ca
+        self.n_cas += 1
+        self._new_cas.append(ca)
+        return 1
+
+    cdef int _link_flags(self) noexcept:
+        cdef int flags = 0
+        if self.link.out_n:
+            flags |= B_OUTPUT
+        if self.link.events:
+            flags |= B_EVENTS
+        if self.link.deadline() < self.timer_at:
+            flags |= B_TIMER
+        return flags
+
+    def tick(self, double now) -> int:
+        """The timer fired: run the link's timers; returns the Batch bits."""
+        self.link.tick(now)
+        return self._link_flags() & self.want
+
+    def pending(self) -> int:
+        """The Batch bits for what the link holds now (after a send or a stop)."""
+        return self._link_flags() & self.want
+
+    def deadline(self) -> float:
+        return self.link.deadline()
+
+    def new_devices(self) -> list:
+        """Common addresses first seen (with monitor data) since the last call."""
+        new, self._new_cas = self._new_cas, []
+        return new
+
+    def points(self):
+        """The rows of the accepted frames of the last batch (a view, valid until the next
+        read of any connection on this loop)."""
+        return self.decoder.workspace.points[:self.n_points]
+
+    def frames(self):
+        """Every frame of the last batch (a view); the first ``accepted`` were accepted."""
+        return self.decoder.workspace.frames[:self.n_frames]
+
+    @property
+    def accepted(self) -> int:
+        return self.n_accepted
+
+    def raw(self):
+        """The octets of the last batch's frames (a view of the shared buffer)."""
+        return self.rb.view[:self.used]

@@ -1,0 +1,132 @@
+"""The asyncio glue around a link core :class:`~iec104.link.Channel`, shared by the master's
+sessions and the simulator's connections (asyncpg's protocol.pyx to the core's coreproto).
+
+``buffer_updated`` is one call into C; Python runs only when the batch asks for it (bytes to
+send, a link event, a timer to arm, answers to requests). Writing is bounded: a peer that
+does not read what we send is closed once the unsent backlog passes ``max_backlog``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+
+from iec104._codec import Workspace
+from iec104.link import Batch, RecvBuffer
+
+__all__ = ["LinkProtocol", "shared_buffers", "MAX_BACKLOG"]
+
+log = logging.getLogger("iec104.protocol")
+MAX_BACKLOG = 4 << 20       # octets written but not taken by the peer before we close
+_INF = float("inf")
+_shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple]" = weakref.WeakKeyDictionary()
+
+
+def shared_buffers(loop: asyncio.AbstractEventLoop) -> tuple[RecvBuffer, Workspace]:
+    """The receive buffer and decoder output of ``loop``: one set serves every connection,
+    since each batch is decoded and stored inside its own ``buffer_updated``."""
+    bufs = _shared.get(loop)
+    if bufs is None:
+        bufs = _shared[loop] = (RecvBuffer(1 << 16), Workspace(4096))
+    return bufs
+
+
+class LinkProtocol(asyncio.BufferedProtocol):
+    """One connection: forwards reads to the channel, writes its output, keeps its timer.
+
+    Subclasses set ``self.channel`` in ``connection_made`` and implement ``on_batch(flags)``
+    for the bits beyond OUTPUT and TIMER (which :meth:`flush` handles).
+    """
+
+    max_backlog = MAX_BACKLOG
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.channel = None
+        self.transport = None
+        self.write_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def get_buffer(self, sizehint):
+        return self.channel.get_buffer()
+
+    def buffer_updated(self, nbytes):
+        flags = self.channel.received(nbytes, self.loop.time())
+        if flags:
+            self.on_batch(flags)
+
+    def eof_received(self):
+        return False                    # close the transport
+
+    # ---- writing and the timer ---------------------------------------------------------------
+
+    def flush(self, flags: int) -> None:
+        """Write the link's output and arm the timer, as ``flags`` say."""
+        if flags & Batch.OUTPUT:
+            self.write(self.channel.link.data_to_send())
+        if flags & Batch.TIMER:
+            self.arm()
+
+    def write(self, data) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        self.sent(data)
+        t.write(data)
+        backlog = t.get_write_buffer_size()
+        if backlog > self.max_backlog:
+            self.abort(f"the peer does not read: {backlog} octets unsent")
+
+    def sent(self, data) -> None:
+        """Called with every octet string before it is written (counts, hooks)."""
+
+    def abort(self, reason: str) -> None:
+        log.warning("%s: closing: %s", self.peer_name(), reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def peer_name(self) -> str:
+        return "peer"
+
+    def arm(self) -> None:
+        """Keep one timer at the link's next deadline."""
+        ch = self.channel
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        at = ch.deadline()
+        ch.timer_at = at
+        if at != _INF:
+            self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.channel.timer_at = _INF
+        if self.transport is not None:
+            self.on_batch(self.channel.tick(self.loop.time()) | Batch.TIMER)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.channel is not None:
+            self.channel.timer_at = _INF
+
+    def pause_writing(self):
+        # the peer takes less than we send: stop reading what it sends until it catches up
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.write_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.resume_reading_if_allowed()
+
+    def resume_reading_if_allowed(self) -> None:
+        self.transport.resume_reading()
+
+    def on_batch(self, flags: int) -> None:
+        raise NotImplementedError

@@ -1,0 +1,99 @@
+"""Everything configurable per RTU link, typed, with the standard's defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from iec104.errors import SettingsError
+from iec104.link import LinkConfig
+
+__all__ = ["SessionSettings"]
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything configurable per RTU link, with the standard's defaults.
+
+    Timers in seconds; ``k``, ``w`` in frames; field sizes in octets; ``tz`` the time zone of
+    the RTU's clock (None: UTC). Schedules are intervals in seconds (None: off).
+    ``max_points`` caps the latest-value rows of the session (new addresses beyond it are
+    refused, counted and logged); ``max_backlog`` the octets written but not read by the
+    RTU before the link is closed. Reconnects back off from ``backoff_min`` doubling to
+    ``backoff_max``; the back-off starts again from ``backoff_min`` only after a
+    connection held data transfer for ``backoff_reset`` seconds.
+    """
+
+    t0: float = 30.0
+    t1: float = 15.0
+    t2: float = 10.0
+    t3: float = 20.0
+    k: int = 12
+    w: int = 8
+    cot_size: int = 2
+    ca_size: int = 2
+    ioa_size: int = 3
+    tz: str | None = None
+    gi_on_start: bool = True
+    gi_interval: float | None = None
+    gi_group: int | None = None
+    ci_interval: float | None = None
+    qcc: int = 5
+    clock_sync_interval: float | None = None
+    reconnect: bool = True
+    backoff_min: float = 0.5
+    backoff_max: float = 30.0
+    backoff_reset: float = 30.0
+    request_timeout: float = 30.0
+    debug_frames: int = 1000
+    max_points: int = 1 << 20
+    max_backlog: int = 4 << 20
+
+    def __post_init__(self):
+        if self.cot_size not in (1, 2) or self.ca_size not in (1, 2) or self.ioa_size not in (1, 2, 3):
+            raise SettingsError("field sizes: COT and CA take 1 or 2 octets, IOA 1, 2 or 3")
+        if self.gi_group is not None and not 1 <= self.gi_group <= 16:
+            raise SettingsError(f"gi_group {self.gi_group}: groups are 1..16")
+        if self.backoff_min <= 0 or self.backoff_max < self.backoff_min or self.backoff_reset < 0:
+            raise SettingsError("backoff_min must be > 0 and <= backoff_max, backoff_reset >= 0")
+        if not 0 <= self.qcc <= 255:
+            raise SettingsError(f"qcc {self.qcc}: an octet (0..255)")
+        if self.max_points < 1 or self.max_backlog < 1024:
+            raise SettingsError("max_points must be >= 1 and max_backlog >= 1024 octets")
+        for name in ("gi_interval", "ci_interval", "clock_sync_interval"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise SettingsError(f"{name} {v}: an interval in seconds > 0 (None: off)")
+        if self.tz is not None:
+            _check_tz(self.tz)
+        try:
+            self.link_config()
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
+
+    def link_config(self) -> LinkConfig:
+        return LinkConfig(t0=self.t0, t1=self.t1, t2=self.t2, t3=self.t3, k=self.k, w=self.w,
+                          role="master")
+
+    @property
+    def sizes(self) -> dict:
+        return dict(cot_size=self.cot_size, ca_size=self.ca_size, ioa_size=self.ioa_size)
+
+    @classmethod
+    def of(cls, **kwargs) -> "SessionSettings":
+        names = {f.name for f in fields(cls)}
+        unknown = set(kwargs) - names
+        if unknown:
+            raise SettingsError(f"unknown session settings: {', '.join(sorted(unknown))}")
+        return cls(**kwargs)
+
+
+def _check_tz(tz) -> None:
+    if not isinstance(tz, str):
+        return                          # a tzinfo object
+    if tz == "UTC":
+        return
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"tz {tz!r}: not a known time zone (an IANA name such as "
+                            "'Europe/Berlin', or None for UTC)") from None

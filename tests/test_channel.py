@@ -1,0 +1,152 @@
+"""The receive path of one connection (link core + decoder + store), without sockets: bytes go
+into the shared buffer as a transport would put them, with a fake clock."""
+import struct
+
+import numpy as np
+
+from iec104._codec import Decoder, Workspace
+from iec104._store import EventRing, LatestTable
+from iec104.link import Batch, Channel, Link, LinkConfig, LinkEvent, RecvBuffer
+
+from scripted_peer import asdu, float_objects, i_frame, u_frame
+
+STARTDT_CON = u_frame(0x0B)
+
+
+def channel(*, station=0, ring=None, table=None, rb=None, ws=None, started=True):
+    link = Link(LinkConfig())
+    link.connection_made(0.0)
+    link.start(0.0)
+    link.data_to_send()
+    ch = Channel(link, Decoder(station=station, workspace=ws or Workspace(256)),
+                 rb or RecvBuffer(4096), table if table is not None else LatestTable(),
+                 ring if ring is not None else EventRing(1000))
+    if started:
+        feed(ch, STARTDT_CON)
+        assert link.take_events() == LinkEvent.STARTED
+    return ch
+
+
+def feed(ch, data: bytes, now=1.0) -> int:
+    """What a transport does: get_buffer, copy what fits, buffer_updated."""
+    flags = 0
+    while data:
+        buf = ch.get_buffer()
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        data = data[n:]
+        flags |= ch.received(n, now)
+    return flags
+
+
+def gi_data(ns, ca=1, ioa=1, values=(1.0,), cot=3):
+    return i_frame(asdu(13, cot, ca, float_objects(ioa, values), count=len(values)), ns, 0)
+
+
+def test_accepted_frames_are_stored_in_one_call():
+    table, ring = LatestTable(), EventRing(100)
+    ch = channel(table=table, ring=ring)
+    flags = feed(ch, gi_data(0, values=(1.5, 2.5)) + gi_data(1, ioa=3, values=(3.5,)))
+    assert flags & Batch.IFRAMES and len(table) == 3 and ring.total == 3
+    assert ch.points()["value"].tolist() == [1.5, 2.5, 3.5]
+
+
+def test_a_duplicate_i_frame_stores_nothing_and_closes():
+    table, ring = LatestTable(), EventRing(100)
+    ch = channel(table=table, ring=ring)
+    feed(ch, gi_data(0, ioa=1))
+    # the same N(S) again, then a frame that would be next: neither reaches the store
+    feed(ch, gi_data(0, ioa=50, values=(9.0,)) + gi_data(1, ioa=60, values=(9.0,)))
+    assert ch.link.take_events() & LinkEvent.CLOSE and "N(S)=0, expected 1" in ch.link.close_reason
+    assert len(table) == 1 and ring.total == 1
+    assert table.lookup(0, 1, 50, 13) == -1
+
+
+def test_frames_before_the_refused_one_are_kept():
+    table = LatestTable()
+    ch = channel(table=table)
+    feed(ch, gi_data(0, ioa=1) + gi_data(1, ioa=2) + gi_data(5, ioa=3) + gi_data(3, ioa=4))
+    assert ch.accepted == 2 and sorted(table.columns()["ioa"].tolist()) == [1, 2]
+
+
+def test_data_before_startdt_con_is_refused():
+    table = LatestTable()
+    link = Link(LinkConfig())
+    link.connection_made(0.0)                    # STARTDT not even sent: stopped
+    ch = Channel(link, Decoder(), RecvBuffer(4096), table, EventRing(10))
+    feed(ch, gi_data(0))
+    assert link.closed and len(table) == 0
+
+
+def test_partial_apdus_are_carried_per_connection_over_a_shared_buffer():
+    rb, ws = RecvBuffer(4096), Workspace(256)
+    t1, t2 = LatestTable(), LatestTable()
+    a = channel(station=1, table=t1, rb=rb, ws=ws)
+    b = channel(station=2, table=t2, rb=rb, ws=ws)
+    fa, fb = gi_data(0, ioa=10, values=(1.0, 2.0)), gi_data(0, ioa=20, values=(3.0,))
+    feed(a, fa[:7])
+    feed(b, fb[:3])
+    feed(a, fa[7:])
+    feed(b, fb[3:])
+    assert t1.columns()["ioa"].tolist() == [10, 11] and t2.columns()["ioa"].tolist() == [20]
+    assert t1.columns()["value"].tolist() == [1.0, 2.0] and t2.columns()["station"].tolist() == [2]
+
+
+def test_a_read_never_brings_more_rows_than_a_lossless_reader_has_room_for():
+    ring = EventRing(50)
+    ring.hold = 0                                # a lossless reader at row 0
+    ch = channel(ring=ring)
+    assert len(ch.get_buffer()) == 50            # a row takes at least one octet
+    frames = b"".join(gi_data(ns, ioa=ns + 1) for ns in range(40))   # 40 rows, 600 octets
+    feed(ch, frames)
+    assert ring.total == 40 and ring.capacity == 50 and ring.grown == 0
+    assert len(ch.get_buffer()) <= 10
+
+
+def test_monitor_data_makes_devices_but_the_broadcast_address_does_not():
+    ch = channel()
+    assert feed(ch, gi_data(0, ca=7)) & Batch.NEW_DEVICE
+    assert ch.new_devices() == [7]
+    assert not feed(ch, gi_data(1, ca=7)) & Batch.NEW_DEVICE
+    assert not feed(ch, gi_data(2, ca=0xFFFF)) & Batch.NEW_DEVICE
+    assert ch.new_devices() == []
+
+
+def test_answers_to_requests_are_flagged_and_spontaneous_data_is_not():
+    ch = channel()
+    assert not feed(ch, gi_data(0, cot=3)) & Batch.REQUEST_DATA
+    assert feed(ch, gi_data(1, cot=20)) & Batch.REQUEST_DATA
+    confirmation = i_frame(asdu(100, 7, 1, b"\x00\x00\x00\x14"), 2, 0)
+    assert feed(ch, confirmation) & Batch.CONTROL
+
+
+def test_the_station_cap_refuses_new_addresses_and_counts_them():
+    table = LatestTable()
+    table.set_cap(0, 2)
+    ch = channel(table=table)
+    flags = feed(ch, gi_data(0, values=(1.0, 2.0, 3.0, 4.0)))
+    assert flags & Batch.REFUSED and len(table) == 2 and table.refused == 2
+    assert ch.refused_rows == 2
+    feed(ch, gi_data(1, values=(5.0,)))          # known addresses still update
+    assert table.columns()["value"].tolist() == [5.0, 2.0]
+
+
+def test_the_event_ring_grows_rather_than_overwrite_a_lossless_reader():
+    ring = EventRing(4)
+    ring.hold = 0
+    rows = np.zeros(6, dtype=Decoder().points.dtype)
+    rows["ioa"] = np.arange(6)
+    ring.append(rows)
+    assert ring.grown == 1 and ring.slice(0, 6)["ioa"].tolist() == list(range(6))
+    ring.hold = -1                               # lossy readers only: the oldest go
+    ring.append(rows[:1])
+    assert ring.total == 7
+
+
+def test_station_indexes_beyond_16_bits_do_not_share_rows():
+    table = LatestTable()
+    rows = np.zeros(2, dtype=Decoder().points.dtype)
+    rows["station"] = [1, 65537]
+    rows["ca"], rows["ioa"], rows["type_id"], rows["value"] = 1, 5, 13, [1.0, 2.0]
+    table.update(rows)
+    assert len(table) == 2 and table.columns()["station"].tolist() == [1, 65537]
