@@ -16,7 +16,25 @@ Rules the simulator follows, for tests and users to rely on:
   bitstring), with or without time tag; generated stations: every point of those types.
   The monitored point at that IOA is the feedback: it takes the commanded value and is sent
   with COT 11 (return information, remote command). ``sbo_only`` points (point-list column
-  ``sbo``) refuse an execute that was not selected first (negative ActCon).
+  ``sbo``) refuse an execute that was not selected first (negative ActCon). An execute must
+  be the command selected: same type, value and qualifier (QU/QL), or it is refused (negative
+  ActCon) and the selection is gone; any command to a selected point other than a new select
+  ends the selection.
+- Requests are acted on only from frames the link core accepted: an I-frame while data
+  transfer is stopped (before STARTDT act) closes the connection, and nothing in a batch
+  with a frame the link refuses (a wrong N(S)) is done.
+- General interrogation sends no integrated totals (M_IT_*): they answer a counter
+  interrogation only. A (counter) interrogation of a station whose previous one on this
+  connection has not sent its ActTerm yet is refused with a negative ActCon.
+- A clock synchronisation with an invalid time (CP56 IV, or no valid date) gets a negative
+  ActCon and leaves the clock alone.
+- The broadcast common address is that of the CA field size: 255 (1 octet) or 65535.
+- Bounded per connection: at most ``max_backlog`` octets wait for a client (write buffer and
+  I-frames behind the k window); a client past it is closed as a slow reader, and one that
+  does not read what it asked for is not read either until it does (LinkProtocol).
+  Spontaneous data that does not fit is dropped instead.
+- An I-frame whose ASDU is shorter than its data unit identifier closes the connection (there
+  is no cause or address to answer to).
 """
 from __future__ import annotations
 
@@ -31,8 +49,9 @@ import polars as pl
 from iec104._codec import Decoder
 from iec104._encode import encode_asdu, encode_points, i_frame, stamp
 from iec104.link import Batch, Channel, Link, LinkConfig, LinkEvent
-from iec104.protocol import LinkProtocol, shared_buffers
-from iec104.types import CP56_VARIANT, NO_TIME, POINT_DTYPE, Cot, TypeID, family_of
+from iec104.protocol import MAX_BACKLOG, LinkProtocol, shared_buffers
+from iec104.types import (CP56_VARIANT, NO_TIME, POINT_DTYPE, Cot, FrameStatus, TimeFlag,
+                          TypeID, broadcast_ca, family_of)
 
 __all__ = ["Outstation", "GENERATED_TYPES"]
 
@@ -41,12 +60,14 @@ log = logging.getLogger("iec104.outstation")
 GENERATED_TYPES = (13, 1, 13, 3, 11, 13, 9, 15, 5, 7)
 # monitor family -> the command family that sets it
 COMMAND_FOR = {1: 45, 3: 46, 5: 47, 7: 51, 9: 48, 11: 49, 13: 50}
-_BROADCAST = 0xFFFF
 # type id -> its family (the plain type), as a table numpy can index with a whole column
 FAMILY = np.array([family_of(t) for t in range(256)], np.uint8)
 TIME_OF = np.array([CP56_VARIANT.get(int(FAMILY[t]), t) for t in range(256)], np.uint8)
 MONITOR_FOR = {c: m for m, c in COMMAND_FOR.items()}      # command family -> its feedback
-_MAX_QUEUED_FRAMES = 200_000
+_COUNTERS = 15                      # the integrated totals' family: M_IT_NA_1, M_IT_TA_1, M_IT_TB_1
+# the transport pauses us above this many octets (and we stop reading that client until it
+# resumes us below the low mark); what waits beyond that is bounded by Outstation.max_backlog
+_WRITE_HIGH, _WRITE_LOW = 256 << 10, 64 << 10
 
 
 def _initial_value(type_id: int, ioa: int) -> float:
@@ -68,9 +89,14 @@ class _Connection(LinkProtocol):
         self.out = out
         self.queue: collections.deque = collections.deque()    # [data, offsets, first]
         self.queued = 0
-        self.selected: dict[tuple, float] = {}
+        self.selected: dict[tuple, tuple] = {}  # (ca, ioa) -> (deadline, type, value, qualifier)
         self.peer = "?"
         self.dropped = 0
+        self.max_backlog = out.max_backlog
+        self.queued_bytes = 0
+        self.enqueued = 0                       # I-frames queued since the connection began
+        self.frames_sent = 0                    # I-frames written since the connection began
+        self.running: dict[tuple, int] = {}     # (type, ca) -> I-frame count at its ActTerm
 
     @property
     def link(self) -> Link:
@@ -82,9 +108,10 @@ class _Connection(LinkProtocol):
         out = self.out
         self.transport = transport
         self.peer = "%s:%s" % transport.get_extra_info("peername")[:2]
+        transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
         rb, ws = shared_buffers(self.loop)
         self.channel = Channel(Link(out.link_config), Decoder(workspace=ws, **out.sizes), rb,
-                               want=_WANT)
+                               broadcast_ca=out.broadcast, want=_WANT)
         out._conns.add(self)
         out.counts["connections"] += 1
         self.link.connection_made(self.loop.time())
@@ -102,6 +129,8 @@ class _Connection(LinkProtocol):
         if flags & Batch.IFRAMES and self.transport is not None:
             frames, points, raw = ch.frames()[:ch.accepted], ch.points(), ch.raw()
             for f in frames[frames["format"] == 0]:     # requests are few: one at a time
+                if self.transport is None:              # a request closed the connection
+                    return
                 off, first = int(f["offset"]), int(f["first_point"])
                 self.out._request(self, f, bytes(raw[off:off + int(f["length"])]),
                                   points[first:first + int(f["n_points"])])
@@ -110,22 +139,32 @@ class _Connection(LinkProtocol):
     def peer_name(self) -> str:
         return self.peer
 
+    def abort(self, reason: str) -> None:
+        # LinkProtocol.write: the transport's buffer passed max_backlog
+        self.out._drop(self, reason, "closed_slow_reader")
+
     def resume_writing(self):
         super().resume_writing()
         self.flush()
 
     # ---- sending -----------------------------------------------------------------------------
 
-    def enqueue(self, data, offsets) -> None:
+    def enqueue(self, data, offsets, droppable: bool = False) -> None:
+        """Queue I-frames; ``droppable`` (spontaneous data) ones are dropped rather than
+        passing the backlog limit, the others close a client that lets them pile up."""
         n = len(offsets) - 1
-        if n <= 0:
+        if n <= 0 or self.transport is None:
             return
-        if self.queued + n > _MAX_QUEUED_FRAMES:   # a client that never acknowledges
+        size = int(offsets[-1]) - int(offsets[0])
+        if droppable and self.out.backlog(self) + size > self.out.max_backlog:
             self.dropped += n
             self.out.counts["frames_dropped"] += n
             return
         self.queue.append([data, offsets, 0])
         self.queued += n
+        self.queued_bytes += size
+        self.enqueued += n
+        self.out._check_backlog(self)
 
     def enqueue_asdu(self, asdu: bytes) -> None:
         frame = bytearray(i_frame(asdu, 0, 0))
@@ -149,6 +188,8 @@ class _Connection(LinkProtocol):
             stamp(data, offsets, first, n, ns, nr)
             self.out.counts["frames_out"] += n
             self.queued -= n
+            self.frames_sent += n
+            self.queued_bytes -= int(offsets[first + n]) - int(offsets[first])
             if first + n == len(offsets) - 1:
                 self.queue.popleft()
             else:
@@ -160,10 +201,7 @@ class _Connection(LinkProtocol):
     def _events(self, ev: int) -> bool:
         """Link events; False when the link closes."""
         if ev & LinkEvent.CLOSE:
-            log.info("closing %s: %s", self.peer, self.link.close_reason)
-            self.out.counts["closed_on_fault"] += 1
-            if self.transport is not None:
-                self.transport.abort()
+            self.out._drop(self, self.link.close_reason, "closed_on_fault")
             return False
         if ev & LinkEvent.STARTED and self.out.send_ei:
             for ca in self.out.stations:
@@ -189,6 +227,10 @@ class Outstation:
     k, w, t1, t2, t3 : link parameters of every connection.
     send_ei : bool
         Send M_EI_NA_1 (end of initialization) per station after STARTDT.
+    max_backlog : int
+        Octets that may wait for one client (its write buffer and the I-frames queued behind
+        its k window); past it the client is closed as a slow reader
+        (``counts["closed_slow_reader"]``).
 
     Examples
     --------
@@ -201,12 +243,15 @@ class Outstation:
                  with_time: bool = False, k: int = 12, w: int = 8, t1: float = 15,
                  t2: float = 10, t3: float = 20, send_ei: bool = False,
                  select_timeout: float = 10.0, seed: int = 0, cot_size: int = 2,
-                 ca_size: int = 2, ioa_size: int = 3, tick: float = 0.01):
+                 ca_size: int = 2, ioa_size: int = 3, tick: float = 0.01,
+                 max_backlog: int = MAX_BACKLOG):
         self.host, self.port = host, port
         self.rate, self.with_time, self.send_ei = rate, with_time, send_ei
         self.select_timeout, self.tick = select_timeout, tick
         self.link_config = LinkConfig(t1=t1, t2=t2, t3=t3, k=k, w=w, role="outstation")
         self.sizes = dict(cot_size=cot_size, ca_size=ca_size, ioa_size=ioa_size)
+        self.broadcast = broadcast_ca(ca_size)
+        self.max_backlog = max_backlog
         self.rng = np.random.default_rng(seed)
         self.image, self.command_points = self._build(stations, points, point_list)
         self.stations = sorted(set(self.image["ca"].tolist()))
@@ -291,6 +336,34 @@ class Outstation:
         return {"connections_open": len(self._conns), **self.counts,
                 "commands": len(self.commands)}
 
+    # ---- connections -------------------------------------------------------------------------
+
+    def backlog(self, conn: _Connection) -> int:
+        """Octets waiting for a client: the transport's write buffer and the I-frames queued
+        behind its k window. (Control frames need no room of their own: while writing is
+        paused the client is not read, LinkProtocol.pause_writing.)"""
+        t = conn.transport
+        return (t.get_write_buffer_size() if t is not None else 0) + conn.queued_bytes
+
+    def _check_backlog(self, conn: _Connection) -> None:
+        if conn.transport is not None and self.backlog(conn) > self.max_backlog:
+            self._drop(conn, f"slow reader: {self.backlog(conn)} octets waiting "
+                             f"(limit {self.max_backlog})", "closed_slow_reader")
+
+    def _drop(self, conn: _Connection, reason: str, counter: str) -> None:
+        """Close a connection now (abort: what is queued for it is dropped), logged and
+        counted; nothing more is read from it, queued for it or written to it."""
+        t = conn.transport
+        if t is None:
+            return
+        log.info("closing %s: %s", conn.peer, reason)
+        self.counts[counter] += 1
+        conn.transport = None
+        conn.queue.clear()
+        conn.queued = conn.queued_bytes = 0
+        conn.stop_timer()
+        t.abort()
+
     # ---- requests ----------------------------------------------------------------------------
 
     def _asdu(self, type_id, ca, ioa, value, cot, quality=0, negative=False, time_ms=None):
@@ -304,35 +377,44 @@ class Outstation:
         return bytes(asdu)
 
     def _request(self, conn: _Connection, f, raw: bytes, rows: np.ndarray) -> None:
-        t, ca, cot = int(f["type_id"]), int(f["ca"]), int(f["cot"])
+        t, ca, cot, status = int(f["type_id"]), int(f["ca"]), int(f["cot"]), int(f["status"])
         self.counts["requests"] += 1
-        if f["status"] == 5 or t not in TypeID._value2member_map_:
+        if status == FrameStatus.SHORT_ASDU:
+            # no complete type, cause and common address: nothing to answer to
+            self._drop(conn, f"malformed I-frame: ASDU of {int(f['length']) - 6} octets is too "
+                             f"short for its data unit identifier", "closed_malformed")
+            return
+        if status == FrameStatus.UNKNOWN_TYPE or t not in TypeID._value2member_map_:
             conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_TYPE_ID, True))
             return
-        if f["status"] != 0:
+        if status != FrameStatus.OK:
             return
-        cas = self.stations if ca == _BROADCAST else [ca]
-        if ca != _BROADCAST and ca not in self.stations:
+        cas = self.stations if ca == self.broadcast else [ca]
+        if ca != self.broadcast and ca not in self.stations:
             conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CA, True))
             return
-        if t == TypeID.C_IC_NA_1:
+        if t in (TypeID.C_IC_NA_1, TypeID.C_CI_NA_1):
             if cot != Cot.ACTIVATION:
                 conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CAUSE, True))
                 return
+            # A station interrogated again before its ActTerm went out refuses (negative
+            # ActCon) and goes on with the running one, as RTUs commonly do (the standard
+            # leaves it to the device): the master retries after the ActTerm. Queueing every
+            # repeat instead would let one client's burst of 2,000 GIs occupy the loop with
+            # 2,000 image encodes (and their memory) while every other client waits.
+            run = [c for c in cas if conn.running.get((t, c), 0) <= conn.frames_sent]
             for c in cas:                       # every station confirms, then answers
-                conn.enqueue_asdu(self._for_station(raw, c, Cot.ACTIVATION_CON))
-            for c in cas:
-                self._interrogation(conn, raw, c, int(rows["value"][0]), counters=False)
-        elif t == TypeID.C_CI_NA_1:
-            for c in cas:
-                conn.enqueue_asdu(self._for_station(raw, c, Cot.ACTIVATION_CON))
-            for c in cas:
-                self._interrogation(conn, raw, c, int(rows["value"][0]), counters=True)
+                conn.enqueue_asdu(self._for_station(raw, c, Cot.ACTIVATION_CON, c not in run))
+            if len(run) < len(cas):
+                self.counts["interrogations_refused_running"] += len(cas) - len(run)
+            for c in run:
+                self._interrogation(conn, raw, c, int(rows["value"][0]),
+                                    counters=t == TypeID.C_CI_NA_1)
+                conn.running[(t, c)] = conn.enqueued
         elif t == TypeID.C_RD_NA_1:
             self._read(conn, raw, ca, int(rows["ioa"][0]))
         elif t == TypeID.C_CS_NA_1:
-            self.clock_offset_ms = int(rows["time"][0]) - int(time.time() * 1000)
-            conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON))
+            self._clock_sync(conn, raw, cot, rows[0])
         elif 45 <= t <= 64:
             self._command(conn, raw, t, ca, cot, rows[0])
         elif t in (104, 105, 106, 107, 110, 111, 112, 113):
@@ -340,9 +422,9 @@ class Outstation:
         else:
             conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_TYPE_ID, True))
 
-    def _for_station(self, raw: bytes, ca: int, cot: int) -> bytes:
+    def _for_station(self, raw: bytes, ca: int, cot: int, negative: bool = False) -> bytes:
         """The mirror of a request with the station's own CA (answers to a broadcast)."""
-        asdu = bytearray(self._mirror(raw, cot))
+        asdu = bytearray(self._mirror(raw, cot, negative))
         at = 2 + self.sizes["cot_size"]
         asdu[at:at + self.sizes["ca_size"]] = ca.to_bytes(self.sizes["ca_size"], "little")
         return bytes(asdu)
@@ -356,7 +438,8 @@ class Outstation:
             if 1 <= group <= 4:
                 mask &= ((img["ioa"] - 1) % 4) + 1 == group
             data_cot = 37 + group if 1 <= group <= 4 else 37
-        else:
+        else:                                   # integrated totals only on counter interrogation
+            mask &= FAMILY[img["type_id"]] != _COUNTERS
             group = qualifier - 20
             if 1 <= group <= 16:
                 mask &= ((img["ioa"] - 1) % 16) + 1 == group
@@ -380,31 +463,53 @@ class Outstation:
         data, offsets = encode_points(row, cot=Cot.REQUEST, **self.sizes)
         conn.enqueue(data, offsets)
 
+    def _clock_sync(self, conn, raw, cot, row) -> None:
+        ms, flags = int(row["time"]), int(row["time_flags"])
+        if cot != Cot.ACTIVATION:
+            conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CAUSE, True))
+        elif ms == NO_TIME or flags & TimeFlag.IV:
+            log.info("%s: clock synchronisation refused: invalid time", conn.peer)
+            self.counts["clock_sync_refused"] += 1
+            conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON, True))
+        else:
+            self.clock_offset_ms = ms - int(time.time() * 1000)
+            conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON))
+
     def _command(self, conn, raw, t, ca, cot, row) -> None:
         fam = family_of(t)
         ioa = int(row["ioa"])
         select = fam != 51 and bool(int(row["quality"]) & 0x80)
+        qualifier = int(row["quality"]) & 0x7F          # QU / QL, without S/E
         value = float(row["value"])
         record = {"time": time.time(), "connection": conn.peer, "type_id": t,
                   "type": TypeID(t).name, "ca": ca, "ioa": ioa, "value": value,
                   "qualifier": int(row["quality"]), "select": select, "cot": cot}
         key = (ca, ioa, fam)
+        # a selection is of a point (IOA); anything but a new select to it ends it
+        held = None if select and cot == Cot.ACTIVATION else conn.selected.pop((ca, ioa), None)
+        if held is not None and held[0] < self.loop.time():
+            held = None                                 # select timeout passed
         if cot not in (Cot.ACTIVATION, Cot.DEACTIVATION):
             answer, result = (Cot.UNKNOWN_CAUSE, True), "unknown cause"
         elif key not in self.command_points:
             answer, result = (Cot.UNKNOWN_IOA, True), "unknown IOA"
         elif cot == Cot.DEACTIVATION:
-            conn.selected.pop(key, None)
             answer, result = (Cot.DEACTIVATION_CON, False), "deactivated"
         elif select:
-            conn.selected[key] = self.loop.time() + self.select_timeout
+            conn.selected[(ca, ioa)] = (self.loop.time() + self.select_timeout, t, value,
+                                        qualifier)
             answer, result = (Cot.ACTIVATION_CON, False), "selected"
+        elif held is not None and held[1:] != (t, value, qualifier):
+            _, st, sv, sq = held
+            why = (f"type {TypeID(t).name}, selected {TypeID(st).name}" if st != t else
+                   f"value {value:g}, selected {sv:g}" if sv != value else
+                   f"qualifier {qualifier}, selected {sq}")
+            answer = (Cot.ACTIVATION_CON, True)
+            result = f"refused: execute differs from select ({why})"
+        elif held is None and self.command_points[key]:
+            answer, result = (Cot.ACTIVATION_CON, True), "refused: not selected"
         else:
-            held = conn.selected.pop(key, None)
-            if self.command_points[key] and (held is None or held < self.loop.time()):
-                answer, result = (Cot.ACTIVATION_CON, True), "refused: not selected"
-            else:
-                answer, result = (Cot.ACTIVATION_CON, False), "executed"
+            answer, result = (Cot.ACTIVATION_CON, False), "executed"
         record["result"] = result
         self.commands.append(record)
         self.command_queue.put_nowait(record)
@@ -484,5 +589,5 @@ class Outstation:
             data, offsets = encode_points(rows, **self.sizes)
             self.counts["spontaneous_objects"] += len(rows)
             for i, c in enumerate(targets):
-                c.enqueue(data if i == len(targets) - 1 else bytearray(data), offsets)
+                c.enqueue(data if i == len(targets) - 1 else bytearray(data), offsets, True)
                 c.flush()
