@@ -197,6 +197,15 @@ def _check_sizes(int cot_size, int ca_size, int ioa_size):
         raise ValueError("field sizes: COT and CA take 1 or 2 octets, IOA 1, 2 or 3")
 
 
+cdef inline long long field_max(int size) noexcept nogil:
+    return (1LL << (8 * size)) - 1
+
+
+def _field_error(str what, long long value, int size):
+    return OverflowError(f"{what} {value} does not fit in {size} octet{'s' if size > 1 else ''}"
+                         f" (0..{field_max(size)})")
+
+
 def u_frame(int function):
     """A U-frame (STARTDT/STOPDT/TESTFR act or con: a UFunction value)."""
     if function not in (0x07, 0x0B, 0x13, 0x23, 0x43, 0x83):
@@ -220,7 +229,7 @@ def i_frame(asdu, int ns, int nr):
     return bytes((0x68, n + 4, ns & 0xFF, ns >> 8, nr & 0xFF, nr >> 8)) + bytes(asdu)
 
 
-def encode_asdu(int type_id, int ca, unsigned int ioa, double value=0.0, int quality=0, *,
+def encode_asdu(int type_id, long long ca, long long ioa, double value=0.0, int quality=0, *,
                 int cot, time_ms=None, int time_flags=0, int extra=-1, bint negative=False,
                 bint test=False, int originator=0, int cot_size=2, int ca_size=2,
                 int ioa_size=3):
@@ -229,8 +238,14 @@ def encode_asdu(int type_id, int ca, unsigned int ioa, double value=0.0, int qua
     ``value``, ``quality``, ``extra``, ``time_ms`` mean what they mean in a decoded
     POINT_DTYPE row (see iec104.types), so that decode(encode(row)) == row. A time-tagged
     type without ``time_ms`` gets a CP56Time2a with IV set (fields zero, 1 January 2000).
+    A CA or IOA that does not fit its field raises OverflowError: never truncated (which CA
+    and IOA a request may address is iec104.commands.check_address's business).
     """
     _check_sizes(cot_size, ca_size, ioa_size)
+    if not 0 <= ca <= field_max(ca_size):
+        raise _field_error("CA", ca, ca_size)
+    if not 0 <= ioa <= field_max(ioa_size):
+        raise _field_error("IOA", ioa, ioa_size)
     if element_length(type_id) == -1:
         raise ValueError(f"type id {type_id} is not a type of the standard")
     if not 0 <= quality <= 255:
@@ -238,7 +253,7 @@ def encode_asdu(int type_id, int ca, unsigned int ioa, double value=0.0, int qua
     cdef int64_t tm = _NO_TIME if time_ms is None else <int64_t>time_ms
     cdef uint8_t buf[512]
     cdef int n = write_header(buf, type_id, 1, cot, negative, test, originator, ca, cot_size, ca_size)
-    n += write_ioa(buf + n, ioa, ioa_size)
+    n += write_ioa(buf + n, <uint32_t>ioa, ioa_size)
     n += write_element(type_id, buf + n, value, <uint8_t>quality, tm, <uint8_t>time_flags, extra)
     return bytes(buf[:n])
 
@@ -249,12 +264,25 @@ def encode_points(points, *, cot=None, int cot_size=2, int ca_size=2, int ioa_si
 
     Consecutive rows of the same (ca, type_id, cot, flags) share an ASDU, up to 127 objects
     and 253 octets; a run of consecutive IOAs is sent with SQ=1. Returns ``(data, offsets)``:
-    frame i is ``data[offsets[i]:offsets[i+1]]``.
+    frame i is ``data[offsets[i]:offsets[i+1]]``. A row whose CA or IOA does not fit its
+    field raises OverflowError (nothing is truncated).
     """
     _check_sizes(cot_size, ca_size, ioa_size)
     cdef const point_t[::1] pv = np.ascontiguousarray(points) if len(points) else \
         np.zeros(1, points.dtype)
     cdef Py_ssize_t n = len(points)
+    cdef long long ca_max = field_max(ca_size), ioa_max = field_max(ioa_size)
+    cdef Py_ssize_t bad = -1
+    with nogil:
+        for bad in range(n):
+            if pv[bad].ca > ca_max or pv[bad].ioa > ioa_max:
+                break
+        else:
+            bad = -1
+    if bad >= 0:
+        err = _field_error("CA", pv[bad].ca, ca_size) if pv[bad].ca > ca_max else \
+            _field_error("IOA", pv[bad].ioa, ioa_size)
+        raise OverflowError(f"row {bad}: {err}")
     cdef int fixed_cot = -1 if cot is None else int(cot)
     cdef int head = 2 + cot_size + ca_size
     # worst case: one row per APDU, each at most 6 + head + ioa + 16 octets

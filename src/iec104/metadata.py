@@ -3,11 +3,24 @@
 A point list is the operators' view of an RTU: which IOA is what, in which unit, scaled how,
 and which IOAs accept commands. Imports are all or nothing: a bad file raises
 :class:`PointListError` naming file, row and column, and the list in force stays.
+
+Command points are the rows with a ``command_type`` (C_SC_NA_1, ..., or its number; also read
+from ``command``, ``control type``, ...). Once a list with command points is in force,
+:meth:`Catalog.check_command` refuses a command to any other (CA, IOA) of the station, and a
+command whose type is not the listed one (its CP56Time2a variant counts as the same type);
+``allow_unlisted=True`` skips the check. Optional ``min`` and ``max`` columns (also
+``minimum``/``maximum``, ``low limit``/``high limit``) bound the command value, in the
+units the command carries (the value passed to ``command()``, before any scaling): a value
+outside [min, max] raises :class:`CommandOutOfLimits` naming the limit, the point and its
+address; an empty cell means no limit on that side. A row's ``station`` (empty: every
+station) restricts it to that session.
 """
 from __future__ import annotations
 
 import asyncio
 import io
+import math
+import numbers
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,10 +28,11 @@ from pathlib import Path
 
 import polars as pl
 
-from iec104.errors import IEC104Error
+from iec104.errors import IEC104Error, InvalidRequestError
 from iec104.types import TypeID, family_of
 
-__all__ = ["read_point_list", "PointListError", "CommandNotAllowed", "ImportStatus", "Catalog"]
+__all__ = ["read_point_list", "PointListError", "CommandNotAllowed", "CommandOutOfLimits",
+           "ImportStatus", "Catalog"]
 
 # canonical column -> accepted spellings (compared without case, spaces, _ and -)
 ALIASES = {
@@ -59,6 +73,11 @@ class PointListError(IEC104Error, ValueError):
 
 class CommandNotAllowed(IEC104Error):
     """The point list in force does not list this IOA as a command point of this type."""
+
+
+class CommandOutOfLimits(CommandNotAllowed, InvalidRequestError):
+    """A command value outside the ``min``/``max`` of its row in the point list in force (or
+    not a number to compare with them). Raised before anything is encoded: nothing was sent."""
 
 
 def _norm(name: str) -> str:
@@ -361,8 +380,11 @@ class Catalog:
             pl.col("source").fill_null("learned"))
 
     def check_command(self, station: int, ca: int, ioa: int, type_id: int, *,
-                      allow_unlisted: bool = False) -> None:
-        """Refuse a command to an IOA outside the command table of the list in force."""
+                      allow_unlisted: bool = False, value=None) -> None:
+        """Refuse a command that the list in force does not allow: an IOA outside its command
+        table, a type other than the listed command type (:class:`CommandNotAllowed`), and,
+        when ``value`` is given, a value outside the row's ``min``/``max``
+        (:class:`CommandOutOfLimits`). No list with command points: anything goes."""
         if allow_unlisted:
             return
         df = self.lists.get(station)
@@ -370,10 +392,35 @@ class Catalog:
             df = self.lists.get(None)
         if df is None or df["command_type"].null_count() == len(df):
             return
-        from iec104.types import family_of as fam
-        hit = df.filter((pl.col("ca") == ca) & (pl.col("ioa") == ioa)
-                        & pl.col("command_type").is_not_null())
-        if not len(hit) or fam(int(hit["command_type"][0])) != fam(type_id):
+        rows = df.filter((pl.col("ca") == ca) & (pl.col("ioa") == ioa)
+                         & pl.col("command_type").is_not_null()
+                         & (pl.col("station").is_null() | (pl.col("station") == station))
+                         ).select("command_type", "name", "min", "max").rows(named=True)
+        fam = family_of(type_id)
+        hit = next((r for r in rows if family_of(r["command_type"]) == fam), None)
+        if hit is None:
+            listed = ", ".join(sorted({TypeID(r["command_type"]).name for r in rows}))
             raise CommandNotAllowed(
-                f"station {station} CA {ca} IOA {ioa}: not a {TypeID(type_id).name} command point "
-                "of the point list in force (allow_unlisted=True to send anyway)")
+                f"station {station} CA {ca} IOA {ioa}: not a {_type_name(type_id)} command point "
+                f"of the point list in force{f' (listed: {listed})' if listed else ''}"
+                " (allow_unlisted=True to send anyway)")
+        if value is None or (hit["min"] is None and hit["max"] is None):
+            return
+        what = f"{hit['name'] or 'the command point'} (CA {ca} IOA {ioa})"
+        number = math.nan
+        if isinstance(value, numbers.Real):
+            try:
+                number = float(value)
+            except OverflowError:               # an int beyond any float
+                number = math.inf if value > 0 else -math.inf
+        if math.isnan(number):
+            raise CommandOutOfLimits(f"value {value!r} of {what} is not a number to compare "
+                                     "with the point list's limits")
+        if hit["min"] is not None and number < hit["min"]:
+            raise CommandOutOfLimits(f"value {value!r} below min {hit['min']:g} of {what}")
+        if hit["max"] is not None and number > hit["max"]:
+            raise CommandOutOfLimits(f"value {value!r} above max {hit['max']:g} of {what}")
+
+
+def _type_name(type_id: int) -> str:
+    return TypeID(type_id).name if type_id in TypeID._value2member_map_ else f"type {type_id}"
