@@ -194,17 +194,19 @@ cdef inline int element_length(int t) noexcept nogil:
     return -1
 
 
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec* ts)
-    int CLOCK_REALTIME
+cdef extern from *:
+    """
+    #include <time.h>
+    /* the wall clock in ns since the epoch: C11 timespec_get (glibc, macOS, MSVC) */
+    static int64_t iec104_wall_ns(void) {
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    }
+    """
+    int64_t iec104_wall_ns() nogil
 
 
 cdef inline int64_t wall_ns() noexcept nogil:
     """The wall clock in ns since the epoch (what time.time_ns() reads), without the GIL."""
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+    return iec104_wall_ns()

@@ -308,8 +308,9 @@ cdef class Link:
             self._fail(f"malformed frame ({_STATUS_NAMES[st]}): framing lost")
             return 0
         if f.format == FORMAT_I:
-            if self.state == DT_STOPPED:
-                # 5.3: no I-frames while data transfer is stopped (lib60870 closes too)
+            if self.state == DT_STOPPED or (self.state == DT_STOPPING and not self.master):
+                # 5.3: no I-frames while data transfer is stopped (lib60870 closes too); an
+                # outstation that received STOPDT act takes no more requests either
                 self._fail("I-frame received while data transfer is stopped")
                 return 0
             if f.ns != self.vr:

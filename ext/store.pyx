@@ -23,7 +23,15 @@ from apdu cimport point_t, type_family
 from iec104.types import POINT_DTYPE
 
 cdef extern from *:
-    void prefetch "__builtin_prefetch" (const void* p) noexcept nogil
+    """
+    #if defined(_MSC_VER)
+    #include <xmmintrin.h>
+    #define iec104_prefetch(p) _mm_prefetch((const char*)(p), _MM_HINT_T0)
+    #else
+    #define iec104_prefetch(p) __builtin_prefetch(p)
+    #endif
+    """
+    void prefetch "iec104_prefetch" (const void* p) noexcept nogil
 
 cdef enum:
     AHEAD = 8               # rows ahead whose hash slot is fetched while this one is written

@@ -44,7 +44,7 @@ def test_default_job_runs_end_to_end_and_writes_the_table(tmp_path):
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "general interrogation: 29 objects" in out
+    assert "general interrogation: 26 objects, counter interrogation: 3 counters" in out
     assert "ActCon and ActTerm" in out and "-> executed" in out
     df = pl.read_parquet(tmp_path / "out" / "parameters.parquet")
     assert len(df) == 29 and set(df["status"]) == {"ok"}
@@ -99,7 +99,7 @@ def test_import_reports_a_good_list_and_rejects_a_bad_one(tmp_path, capsys):
 def test_export_snapshot(tmp_path):
     with Sim(stations=2, points=10) as sim:
         assert main(["export", f"127.0.0.1:{sim.out.port}", "-o", str(tmp_path / "s.csv")]) == 0
-    assert len(pl.read_csv(tmp_path / "s.csv")) == 20
+    assert len(pl.read_csv(tmp_path / "s.csv")) == 18     # 20 points less 2 counters (no GI)
 
 
 def test_decode_capture(tmp_path, capsys):

@@ -45,6 +45,7 @@ async def test_c104_gi_receives_every_point_with_types_and_values():
             for ca in (1, 2):
                 assert conn.interrogation(common_address=ca, cause=c104.Cot.ACTIVATION,
                                           qualifier=c104.Qoi.STATION)
+                assert conn.counter_interrogation(common_address=ca)   # integrated totals
             deadline = time.monotonic() + 10         # the data follows the ActCon
             while any(p.processed_at is None for p in points.values()) and time.monotonic() < deadline:
                 time.sleep(0.02)

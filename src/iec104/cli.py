@@ -173,7 +173,9 @@ async def _demo(args) -> int:
         async with Master() as master:
             rtu = await master.connect("127.0.0.1", out.port, name="simulator", gi_on_start=False)
             n = await rtu.interrogate()
-            console.say(f"master: connected, STARTDT con, general interrogation: {n} objects")
+            c = await rtu.counter_interrogation()   # integrated totals answer only this
+            console.say(f"master: connected, STARTDT con, general interrogation: {n} objects, "
+                        f"counter interrogation: {c} counters")
             master.import_points(points)
             await asyncio.sleep(1.0)                # let some spontaneous changes arrive
             console.table_of(master.parameters(), "parameters (live values joined with the point list)",
