@@ -3,6 +3,7 @@
 # Header only: nothing here needs a module at run time.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t
 from libc.string cimport memcpy
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 
 cdef packed struct point_t:
     uint32_t station
@@ -210,3 +211,14 @@ cdef extern from *:
 cdef inline int64_t wall_ns() noexcept nogil:
     """The wall clock in ns since the epoch (what time.time_ns() reads), without the GIL."""
     return iec104_wall_ns()
+
+
+cdef inline void* data_of(object array, bint writable=True) except? NULL:
+    """The data pointer of a C-contiguous array (valid while it lives). A typed memoryview
+    of a structured dtype checks its format string at every acquisition (microseconds):
+    the hot path takes the plain buffer instead."""
+    cdef Py_buffer b
+    PyObject_GetBuffer(array, &b, PyBUF_SIMPLE | (PyBUF_WRITABLE if writable else 0))
+    cdef void* p = b.buf
+    PyBuffer_Release(&b)
+    return p

@@ -19,7 +19,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from apdu cimport point_t, type_family
+from apdu cimport data_of, point_t, type_family
 from iec104.types import POINT_DTYPE
 
 cdef extern from *:
@@ -41,6 +41,13 @@ _COLUMNS = [("station", np.uint32), ("ca", np.uint16), ("ioa", np.uint32),
             ("quality", np.uint8), ("time", np.int64), ("time_flags", np.uint8),
             ("extra", np.int32), ("cot", np.uint8), ("recv_ns", np.int64),
             ("updates", np.uint32)]
+
+
+cdef object _point_rows(points):
+    """``points`` as a C-contiguous POINT_DTYPE array (what the C loops read)."""
+    if points.dtype != POINT_DTYPE:
+        raise TypeError(f"rows of POINT_DTYPE expected, got {points.dtype}")
+    return np.ascontiguousarray(points)
 
 
 cdef inline uint64_t make_key(uint16_t ca, uint32_t ioa, uint8_t family) noexcept nogil:
@@ -172,8 +179,8 @@ cdef class LatestTable:
         """Apply a POINT_DTYPE batch in order; returns the number of new rows."""
         if len(points) == 0:
             return 0
-        cdef const point_t[::1] pv = np.ascontiguousarray(points)
-        return self.update_c(&pv[0], pv.shape[0])
+        points = _point_rows(points)
+        return self.update_c(<point_t*>data_of(points, False), len(points))
 
     cdef Py_ssize_t update_c(self, const point_t* pv, Py_ssize_t total) except -1:
         """Apply ``total`` rows in order; returns the number of new rows."""
@@ -286,8 +293,7 @@ cdef class EventRing:
         self.high = self.capacity
 
     cdef _bind(self):
-        cdef point_t[::1] v = self._ring
-        self.p = &v[0]
+        self.p = <point_t*>data_of(self._ring)
 
     @property
     def ring(self):
@@ -337,15 +343,20 @@ cdef class EventRing:
     def append(self, points) -> None:
         if len(points) == 0:
             return
-        cdef const point_t[::1] pv = np.ascontiguousarray(points)
-        self.append_c(&pv[0], pv.shape[0])
+        points = _point_rows(points)
+        self.append_c(<point_t*>data_of(points, False), len(points))
 
     def slice(self, int64_t start, int64_t end):
         """Rows [start, end) by absolute position (a copy; they must still be held)."""
-        cdef int64_t n = end - start, cap = self.capacity, s
+        cdef int64_t n = end - start, cap = self.capacity, s, first
+        out = np.empty(max(n, 0), POINT_DTYPE)
         if n <= 0:
-            return np.zeros(0, POINT_DTYPE)
+            return out
+        # memcpy: numpy copies a packed structured array field by field (~0.5 GB/s)
+        cdef point_t* v = <point_t*>data_of(out)
         s = start % cap
-        if s + n <= cap:
-            return self._ring[s:s + n].copy()
-        return np.concatenate([self._ring[s:], self._ring[:n - (cap - s)]])
+        first = min(n, cap - s)
+        memcpy(v, self.p + s, first * sizeof(point_t))
+        if first < n:
+            memcpy(v + first, self.p, (n - first) * sizeof(point_t))
+        return out

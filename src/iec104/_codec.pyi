@@ -1,15 +1,24 @@
 import numpy as np
 
+class Workspace:
+    def __init__(self, points: int = 4096, frames: int = 0) -> None: ...
+    @property
+    def points(self) -> np.ndarray: ...
+    @property
+    def frames(self) -> np.ndarray: ...
+
 class Decoder:
+    workspace: Workspace
     n_points: int
     n_frames: int
     total_frames: int
     total_points: int
     bad_frames: int
-    status_counts: np.ndarray
+    status_counts: np.ndarray | None
     station: int
     def __init__(self, *, cot_size: int = 2, ca_size: int = 2, ioa_size: int = 3,
-                 station: int = 0, tz: object = None, capacity: int = 4096) -> None: ...
+                 station: int = 0, tz: object = None, capacity: int = 4096,
+                 workspace: Workspace | None = None, frames: int = 0) -> None: ...
     @property
     def points(self) -> np.ndarray: ...
     @property

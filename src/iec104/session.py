@@ -513,10 +513,9 @@ class Session:
         nothing is re-sent; a command whose caller gave up after it left is in doubt
         (:class:`CommandInDoubt` for a new command to that object until its answer).
         """
-        type_id = int(TypeID.parse(type))
         # everything is checked before the select leaves: the execute cannot fail later
-        build_command(type_id, ca, ioa, value, select=False, qualifier=qualifier, time=time,
-                      sizes=self._sizes)
+        type_id, _ = build_command(type, ca, ioa, value, select=False, qualifier=qualifier,
+                                   time=time, sizes=self._sizes)
         if self._catalog is not None:
             self._catalog.check_command(self.station, ca, ioa, type_id, value=value,
                                         allow_unlisted=allow_unlisted)
