@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -21,34 +20,26 @@ import procs  # noqa: E402
 import iec104  # noqa: E402
 
 
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
 async def ours(ports: list[int], n: int, idle: float, t3: float) -> dict:
     rss0 = procs.rss_bytes()
     async with iec104.Master(t3=t3, t1=max(2 * t3, 15), t2=min(t3, 10) / 2) as master:
-        sem = asyncio.Semaphore(256)
-
-        async def one(i):
-            async with sem:
-                return await master.connect("127.0.0.1", ports[i % len(ports)], name=f"rtu{i}")
         t0 = time.perf_counter()
-        sessions = await asyncio.gather(*(one(i) for i in range(n)))
+        sessions = await procs.connect_all(master, ports, n)
         t_connect = time.perf_counter() - t0
-        while any(s.devices.get(1, {}).get("gi_state") != "done" for s in sessions):
+        while int((master.devices()["gi_state"] == "done").sum()) < len(sessions):
             await asyncio.sleep(0.05)
         t_gi = time.perf_counter() - t0
         rss = procs.rss_bytes() - rss0
         cpu0, w0 = time.process_time(), time.perf_counter()
         await asyncio.sleep(idle)
         idle_cpu = (time.process_time() - cpu0) / (time.perf_counter() - w0)
-        tested = sum(1 for s in sessions if s.last_testfr_con is not None)
-        started = sum(1 for s in sessions if s.data_transfer == "started")
+        rss_idle = procs.rss_bytes() - rss0             # after the idle window (TESTFR running)
+        status = master.status()
+        tested = sum(1 for s in status if s["last_testfr_con"] is not None)
+        started = sum(1 for s in status if s["data_transfer"] == "started")
         return {"sessions": n, "connect_all_s": t_connect, "gi_all_s": t_gi,
-                "rss_per_session_kib": rss / n / 1024, "idle_cpu_share": idle_cpu,
+                "rss_per_session_kib": rss / n / 1024,
+                "rss_idle_per_session_kib": rss_idle / n / 1024, "idle_cpu_share": idle_cpu,
                 "testfr_confirmed": tested, "still_started": started,
                 "parameters": len(master)}
 
@@ -89,8 +80,10 @@ def main():
     ap.add_argument("--t3", type=float, default=4.0)
     ap.add_argument("--json")
     a = ap.parse_args()
-    limit = raise_nofile()
+    limit = procs.raise_nofile()
     print(f"machine: {procs.machine()}; open-file limit {limit}")
+    print(f"sessions: k = 12, w = 8 (the standard's), t3 = {a.t3} s (standard 20 s: TESTFR "
+          f"during the {a.idle} s idle window); 1 station x 10 points per RTU, GI at start")
     ports = [procs.free_port() for _ in range(a.simulators)]
     sims = [procs.start_simulator(p, stations=1, points=10) for p in ports]
     rows = []
@@ -100,7 +93,8 @@ def main():
             r["master"] = "iec104"
             rows.append(r)
             print(f"  iec104 {n:6d} sessions: connected+started in {r['connect_all_s']:.2f} s, all GIs "
-                  f"in {r['gi_all_s']:.2f} s, {r['rss_per_session_kib']:.1f} KiB/session, idle CPU "
+                  f"in {r['gi_all_s']:.2f} s, {r['rss_per_session_kib']:.1f} KiB/session after the GIs, "
+                  f"{r['rss_idle_per_session_kib']:.1f} after the idle window, idle CPU "
                   f"{r['idle_cpu_share']:.1%} of a core, TESTFR con on {r['testfr_confirmed']}, "
                   f"started {r['still_started']}", flush=True)
         for n in (int(x) for x in a.c104_sizes.split(",") if x):
@@ -115,7 +109,9 @@ def main():
         for s in sims:
             procs.stop(s)
     if a.json:
-        Path(a.json).write_text(json.dumps({"machine": procs.machine(), "rows": rows}, indent=2))
+        Path(a.json).write_text(json.dumps({
+            "machine": procs.machine(), "command": " ".join([".venv/bin/python"] + sys.argv),
+            "library": iec104.__file__, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (every core, every process) since boot, from
+    /proc/stat: the difference over a window, minus the benchmark's own processes, is what
+    other users of a shared machine took meanwhile."""
+    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f[:8])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+def wait_quiet(max_wait: float, *, busy_below: float = 0.2, sample: float = 2.0) -> float:
+    """Wait (at most ``max_wait`` s) until the machine's busy share over ``sample`` s is below
+    ``busy_below`` of all cores; returns the last busy share seen (0..1)."""
+    deadline, share = time.monotonic() + max_wait, 1.0
+    while True:
+        b0, t0 = machine_busy_seconds(), time.monotonic()
+        time.sleep(sample)
+        share = (machine_busy_seconds() - b0) / (time.monotonic() - t0) / (os.cpu_count() or 1)
+        if share < busy_below or time.monotonic() >= deadline:
+            return share
+
+
 def rss_bytes(pid: int | None = None) -> int:
     for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -44,10 +65,36 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def _raise_nofile() -> None:
+def raise_nofile() -> int:
+    """Raise this process's open-file limit to the hard limit (10,000 sessions need it)."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+_raise_nofile = raise_nofile            # preexec_fn of the simulator processes
+
+
+async def connect_all(master, ports: list[int], n: int, *, concurrency: int = 256,
+                      **settings) -> list:
+    """Open ``n`` sessions of ``master`` (public API only), session i to ports[i % len];
+    at most ``concurrency`` connects in flight. Returns the sessions in order."""
+    import asyncio
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i):
+        async with sem:
+            return await master.connect("127.0.0.1", ports[i % len(ports)], name=f"rtu{i}",
+                                        **settings)
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def percentile(values, q: float) -> float | None:
+    """q-th percentile (0..100) of a sequence or numpy array; None when empty."""
+    import numpy as np
+    a = np.asarray(values, dtype=float)
+    return float(np.percentile(a, q)) if a.size else None
 
 
 def float_point_list(stations: int, points: int) -> Path:

@@ -1,0 +1,509 @@
+"""Trickle: many RTU sessions, each receiving small spontaneous APDUs (1-3 objects), at the
+standard k = 12, w = 8 on both sides: the main workload of real users.
+
+Simulator processes (this project's ``iec104.Outstation``, ``with_time=True``: M_SP_TB_1,
+M_ME_TF_1, ... with CP56Time2a) serve ``--ports`` listening ports (one Outstation each, 1
+station, ``--points`` points); session i of the master connects to port i % ports. Every
+Outstation sends ``--objects`` changes every tick to each of its connections (its batch per
+tick; the rolling window over the image splits a batch where the type changes, so an APDU
+carries 1-3 objects: measured, not assumed). The tick is sessions / ``--total-rate`` seconds
+(the same offered load, about 1,000 APDUs/s, at every size: the sizes differ in sessions,
+not in traffic; 10,000 RTUs then send one APDU every 10 s each) or ``--tick`` for all sizes.
+The tickers of the Outstations of a process are started spread over one tick, as
+unsynchronised RTUs are.
+
+The master (this project's, uvloop, in this process, with one ``master.events()`` consumer
+that takes the latency of every row) is measured for a fixed window after a warm-up:
+its CPU time (``time.process_time``) per data APDU received (I-frames; the CPU spent on
+S/U frames, e.g. the TESTFR of links idle for t3, is charged to them; per frame of any kind
+in the JSON too), APDUs/s, objects per APDU (from ``master.status()``: ``points`` and the
+link's ``i_in``; ``frames_in`` counts every frame), and the latency from the simulator's
+CP56 time tag (ms, UTC, stamped when the batch is built) to the master's receive time
+(``recv_ns``). Loss check: after the window the simulators stop, the queues drain, and the
+objects the simulators sent (changes x connections) are compared with those the master
+counted. The same stream is then consumed by c104's master (lib60870-C: one
+``c104.Client``, one connection per RTU and port, a Python ``on_receive`` callback per point)
+at ``--c104-sessions`` sessions, in the same run, against the same simulator processes.
+
+Run: .venv/bin/python benchmarks/bench_trickle.py [--sizes 100,1000,10000] [--json out.json]
+"""
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import procs  # noqa: E402
+
+import iec104  # noqa: E402
+
+# CP56Time2a variant of each monitor type (IEC 60870-5-101 7.2.1): what with_time sends
+TIME_VARIANT = {1: 30, 3: 31, 5: 32, 7: 33, 9: 34, 11: 35, 13: 36, 15: 37}
+SIM_LOG = Path("/tmp") / "iec104-bench-trickle-sim.log"        # the simulators' stderr
+
+
+# ---- the simulator process ---------------------------------------------------------------
+
+def serve(a) -> None:
+    """``--serve N``: N Outstations on free ports; commands on stdin (go, stop, stats, quit),
+    one JSON line on stdout per command; its log (stderr) goes to SIM_LOG."""
+
+    def reply(obj):
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        rate = a.objects / a.tick
+        outs, sent = [], [0] * a.serve
+
+        def counting(o, i):
+            changes = o.changes
+
+            def wrapped(n):                  # called once per tick, for every started connection
+                rows = changes(n)
+                sent[i] += len(rows) * o.stats()["connections_open"]
+                return rows
+            o.changes = wrapped
+
+        for i in range(a.serve):
+            o = iec104.Outstation(stations=1, points=a.points, rate=rate, with_time=True,
+                                  k=a.k, w=a.w, tick=a.tick, port=0)
+            counting(o, i)
+            await o.start()
+            o.rate = 0.0                      # held until "go"
+            outs.append(o)
+            await asyncio.sleep(a.tick / a.serve)   # spread the tickers' phases over a tick
+        image = outs[0].image_of(1)
+        types = [[int(i), TIME_VARIANT.get(int(t), int(t))]
+                 for i, t in zip(image["ioa"], image["type_id"])]
+        cmds: asyncio.Queue = asyncio.Queue()
+
+        def read_stdin():
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(cmds.put_nowait, line.strip())
+            loop.call_soon_threadsafe(cmds.put_nowait, "quit")
+        threading.Thread(target=read_stdin, daemon=True).start()
+        reply({"ports": [o.port for o in outs], "types": types})
+        while True:
+            cmd = await cmds.get()
+            if cmd == "quit":
+                break
+            if cmd in ("go", "stop"):
+                for o in outs:
+                    o.rate = rate if cmd == "go" else 0.0
+            st = [o.stats() for o in outs]
+            if cmd == "detail":                    # per port, for debugging a run
+                reply({"ports": [o.port for o in outs], "stats": st, "sent": sent})
+                continue
+            reply({"sent_objects": sum(sent), "frames_out": sum(s.get("frames_out", 0) for s in st),
+                   "frames_dropped": sum(s.get("frames_dropped", 0) for s in st),
+                   "connections": sum(s["connections_open"] for s in st),
+                   "cpu": time.process_time()})
+        for o in outs:
+            await o.close()
+
+    iec104.run(main())
+
+
+class Simulators:
+    """The simulator processes of one size, and their commands (blocking; ``acmd`` from a
+    running loop)."""
+
+    def __init__(self, n_ports: int, a):
+        n_procs = max(1, min(a.simulators, n_ports))
+        counts = [n_ports // n_procs + (i < n_ports % n_procs) for i in range(n_procs)]
+        self.log = open(SIM_LOG, "a")
+        self.procs = [subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(c), "--points", str(a.points),
+             "--objects", str(a.objects), "--tick", str(a.tick), "--k", str(a.k), "--w", str(a.w)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            preexec_fn=procs.raise_nofile) for c in counts]
+        self.ports, self.types = [], None
+        for p in self.procs:
+            hello = json.loads(p.stdout.readline())
+            self.ports += hello["ports"]
+            self.types = hello["types"]
+
+    def detail(self) -> list[dict]:
+        out = []
+        for p in self.procs:
+            p.stdin.write("detail\n")
+            p.stdin.flush()
+            d = json.loads(p.stdout.readline())
+            out += [dict(port=port, sent_objects=n, **st)
+                    for port, st, n in zip(d["ports"], d["stats"], d["sent"])]
+        return out
+
+    def cmd(self, c: str) -> dict:
+        for p in self.procs:
+            p.stdin.write(c + "\n")
+            p.stdin.flush()
+        rows = [json.loads(p.stdout.readline()) for p in self.procs]
+        out = {k: sum(r[k] for r in rows) for k in rows[0]}
+        out["cpu"] = sum(procs.cpu_seconds(p.pid) for p in self.procs)
+        return out
+
+    async def acmd(self, c: str) -> dict:
+        return await asyncio.get_running_loop().run_in_executor(None, self.cmd, c)
+
+    def close(self) -> None:
+        for p in self.procs:
+            try:
+                p.stdin.write("quit\n")
+                p.stdin.flush()
+            except OSError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                procs.stop(p)
+        self.log.close()
+
+
+def window_figures(apdus, objects, cpu, wall, sim0, sim1, lat, busy, frames=None) -> dict:
+    """``apdus``: data APDUs (I-frames) received in the window; ``frames``: every frame
+    received (I, S and U: TESTFR of links that are idle for t3), when known."""
+    if not apdus and frames:           # a library whose status has no link counts
+        apdus = frames
+    lat = (np.concatenate(lat) if isinstance(lat[0], np.ndarray) else np.asarray(lat)) \
+        if lat else np.zeros(0)
+    return {
+        "apdus": apdus, "frames": frames, "objects": objects, "window_s": wall, "master_cpu_s": cpu,
+        "cpu_us_per_frame": cpu / frames * 1e6 if frames else None,
+        "objects_per_apdu": objects / apdus if apdus else None,
+        "apdus_per_s": apdus / wall, "master_cpu_share": cpu / wall,
+        "cpu_us_per_apdu": cpu / apdus * 1e6 if apdus else None,
+        "apdus_per_cpu_s": apdus / cpu if cpu else None,
+        "latency_ms_median": procs.percentile(lat, 50), "latency_ms_p99": procs.percentile(lat, 99),
+        "latency_samples": int(lat.size),
+        "simulator_cpu_share": (sim1["cpu"] - sim0["cpu"]) / wall,
+        # the rest of the machine's busy time in the window: other users of a shared machine
+        "other_cpu_share": max(0.0, busy - cpu - (sim1["cpu"] - sim0["cpu"])) / wall,
+        "simulator_objects_per_frame": ((sim1["sent_objects"] - sim0["sent_objects"])
+                                        / max(1, sim1["frames_out"] - sim0["frames_out"])),
+    }
+
+
+# ---- this project's master ---------------------------------------------------------------
+
+def totals(master, by_port: bool = False) -> dict:
+    st = master.status()
+    if by_port:
+        out = {}
+        for s in st:
+            out[s["port"]] = out.get(s["port"], 0) + s["points"]
+        return out
+    return {"frames": sum(s["frames_in"] for s in st), "points": sum(s["points"] for s in st),
+            # data APDUs (I-frames) as the link counted them; frames_in also counts U-frames
+            "i_frames": sum((s.get("link") or {}).get("i_in", 0) for s in st),
+            "started": sum(s["data_transfer"] == "started" for s in st),
+            "reconnects": sum(s["reconnects"] for s in st)}
+
+
+async def drain(read, expected, timeout: float = 60.0, stall: float = 3.0) -> float:
+    """Wait until ``read()`` reaches ``expected``, or stops moving for ``stall`` s, or
+    ``timeout``; returns the seconds waited."""
+    t0 = time.monotonic()
+    deadline, last, still = t0 + timeout, None, t0
+    while time.monotonic() < deadline:
+        v = read()
+        if v >= expected:
+            break
+        if v != last:
+            last, still = v, time.monotonic()
+        elif time.monotonic() - still > stall:
+            break
+        await asyncio.sleep(0.2)
+    return time.monotonic() - t0
+
+
+async def ours(sims: Simulators, n: int, a) -> dict:
+    rss0 = procs.rss_bytes()
+    async with iec104.Master(gi_on_start=False, k=a.k, w=a.w) as master:
+        t0 = time.perf_counter()
+        sessions = await procs.connect_all(master, sims.ports, n)
+        t_start = time.perf_counter() - t0
+        sem = asyncio.Semaphore(256)
+
+        async def gi(s):
+            async with sem:
+                return await s.interrogate(ca=1, timeout=120)
+        gi_objects = sum(await asyncio.gather(*(gi(s) for s in sessions)))
+        t_gi = time.perf_counter() - t0
+        await asyncio.sleep(1.0)
+        rss_idle = (procs.rss_bytes() - rss0) / n
+        cpu0, w0 = time.process_time(), time.perf_counter()
+        await asyncio.sleep(a.idle)                 # idle (no data): the fixed cost of n sessions
+        idle_share = (time.process_time() - cpu0) / (time.perf_counter() - w0)
+        lat, window = [], [False]
+
+        async def consume():
+            async for batch in master.events():
+                if window[0]:
+                    t = batch["time"]
+                    ok = t != iec104.NO_TIME
+                    lat.append(batch["recv_ns"][ok] / 1e6 - t[ok])
+        task = asyncio.ensure_future(consume()) if a.consumer else None
+        base, sim_base = totals(master), await sims.acmd("stats")
+        base_ports, sim_base_ports = totals(master, by_port=True), sims.detail()
+        await sims.acmd("go")
+        await asyncio.sleep(a.warmup)
+        sim0 = await sims.acmd("stats")
+        s0 = totals(master)
+        window[0] = True
+        cpu0, w0, b0 = time.process_time(), time.perf_counter(), procs.machine_busy_seconds()
+        await asyncio.sleep(a.seconds)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - w0
+        busy = procs.machine_busy_seconds() - b0
+        window[0] = False
+        s1 = totals(master)
+        sim1 = await sims.acmd("stats")
+        sim_end = await sims.acmd("stop")
+        sent = sim_end["sent_objects"] - sim_base["sent_objects"]
+        t_drain = await drain(lambda: totals(master)["points"] - base["points"], sent)
+        final = totals(master)
+        loss_by_port = []
+        if final["points"] - base["points"] != sent:      # where: per listening port
+            now_ports = totals(master, by_port=True)
+            for d0, d1 in zip(sim_base_ports, sims.detail()):
+                got = now_ports.get(d1["port"], 0) - base_ports.get(d1["port"], 0)
+                if got != d1["sent_objects"] - d0["sent_objects"]:
+                    loss_by_port.append({"port": d1["port"], "connections": d1["connections_open"],
+                                         "sent": d1["sent_objects"] - d0["sent_objects"],
+                                         "received": got,
+                                         "frames_dropped": d1.get("frames_dropped", 0)})
+        if task is not None:
+            task.cancel()
+        r = window_figures(s1["i_frames"] - s0["i_frames"], s1["points"] - s0["points"], cpu,
+                           wall, sim0, sim1, lat, busy, frames=s1["frames"] - s0["frames"])
+        r.update(master="iec104", sessions=n, ports=len(set(sims.ports[:n])), tick_s=a.tick,
+                 offered_batches_per_s=n / a.tick,
+                 start_all_s=t_start, start_and_gi_s=t_gi, gi_objects=gi_objects,
+                 rss_idle_per_session_kib=rss_idle / 1024, idle_cpu_share=idle_share,
+                 events_consumer=a.consumer,
+                 sent_objects=sent, received_objects=final["points"] - base["points"],
+                 sent_frames=sim_end["frames_out"] - sim_base["frames_out"],
+                 received_frames=final["frames"] - base["frames"],
+                 frames_dropped=sim_end["frames_dropped"] - sim_base["frames_dropped"],
+                 started_at_end=final["started"], reconnects=final["reconnects"],
+                 drain_s=t_drain, loss_by_port=loss_by_port[:20],
+                 phases_s={"start": t_start, "gi": t_gi - t_start, "total": time.perf_counter() - t0})
+        r["lost_objects"] = r["sent_objects"] - r["received_objects"]
+        return r
+
+
+# ---- c104's master -----------------------------------------------------------------------
+
+def c104_trickle(sims: Simulators, n: int, a) -> dict:
+    import c104
+    if n > len(sims.ports):
+        raise ValueError(f"c104 keeps one connection per address and port: {n} sessions need "
+                         f"{n} ports, the simulators have {len(sims.ports)}")
+    client = c104.Client(tick_rate_ms=100)
+    window, lat, counters = [False], [], []
+
+    def callback(cnt):
+        def on_receive(point: c104.Point, previous_info: c104.Information,
+                       message: c104.IncomingMessage) -> c104.ResponseState:
+            cnt[0] += 1
+            cnt[1] += 1.0 / message.number_of_objects      # every object of an APDU calls back
+            if window[0]:
+                rec = point.recorded_at
+                if rec is not None:
+                    lat.append(time.time() * 1000.0 - rec.timestamp() * 1000.0)
+            return c104.ResponseState.SUCCESS
+        return on_receive
+
+    conns = []
+    for port in sims.ports[:n]:
+        conn = client.add_connection(ip="127.0.0.1", port=port, init=c104.Init.NONE)
+        pp = conn.protocol_parameters
+        pp.send_window_size, pp.receive_window_size = a.k, a.w
+        cnt = [0, 0.0]
+        counters.append(cnt)
+        cb = callback(cnt)
+        st = conn.add_station(common_address=1)
+        for ioa, tid in sims.types:
+            st.add_point(io_address=ioa, type=c104.Type(tid)).on_receive(callable=cb)
+        conns.append(conn)
+    k_w = (conns[0].protocol_parameters.send_window_size,
+           conns[0].protocol_parameters.receive_window_size)
+
+    def objects():
+        return sum(c[0] for c in counters)
+
+    def apdus():
+        return round(sum(c[1] for c in counters))
+
+    client.start()
+    t0 = time.perf_counter()
+    for conn in conns:
+        conn.connect()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = [c.state for c in conns]
+        for c, s in zip(conns, states):
+            if s == c104.ConnectionState.OPEN_MUTED:
+                c.unmute()                               # STARTDT
+        if all(s == c104.ConnectionState.OPEN for s in states):
+            break
+        time.sleep(0.05)
+    t_start = time.perf_counter() - t0
+    opened = sum(c.state == c104.ConnectionState.OPEN for c in conns)
+    try:
+        time.sleep(1.0)
+        base, sim_base = objects(), sims.cmd("stats")
+        sims.cmd("go")
+        time.sleep(a.warmup)
+        sim0 = sims.cmd("stats")
+        o0, f0 = objects(), apdus()
+        window[0] = True
+        cpu0, w0, b0 = time.process_time(), time.perf_counter(), procs.machine_busy_seconds()
+        time.sleep(a.seconds)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - w0
+        busy = procs.machine_busy_seconds() - b0
+        window[0] = False
+        o1, f1 = objects(), apdus()
+        sim1 = sims.cmd("stats")
+        sim_end = sims.cmd("stop")
+        sent = sim_end["sent_objects"] - sim_base["sent_objects"]
+        deadline, last, still = time.monotonic() + 20, None, time.monotonic()
+        while time.monotonic() < deadline and objects() - base < sent:
+            v = objects()
+            if v != last:
+                last, still = v, time.monotonic()
+            elif time.monotonic() - still > 2.0:
+                break
+            time.sleep(0.1)
+        received = objects() - base
+    finally:
+        client.stop()
+    r = window_figures(f1 - f0, o1 - o0, cpu, wall, sim0, sim1, lat, busy)
+    r.update(master="c104", sessions=n, ports=n, tick_s=a.tick, offered_batches_per_s=n / a.tick,
+             start_all_s=t_start, opened=opened,
+             k_w=list(k_w), sent_objects=sent, received_objects=received,
+             lost_objects=sent - received,
+             frames_dropped=sim_end["frames_dropped"] - sim_base["frames_dropped"])
+    return r
+
+
+# ---- the run -----------------------------------------------------------------------------
+
+def fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="100,1000,10000", help="numbers of sessions")
+    ap.add_argument("--c104-sessions", type=int, default=100,
+                    help="sessions of the c104 run (0: none); needs as many ports")
+    ap.add_argument("--ports", type=int, default=100, help="listening ports (Outstations), "
+                    "at most one per session; session i uses port i %% ports")
+    ap.add_argument("--simulators", type=int, default=2, help="simulator processes")
+    ap.add_argument("--points", type=int, default=100, help="points per RTU (1 station)")
+    ap.add_argument("--objects", type=int, default=2, help="changes per tick per connection")
+    ap.add_argument("--total-rate", type=float, default=1000.0,
+                    help="batches (APDUs, about) per second over all sessions: the tick of an "
+                    "RTU is sessions / total-rate s (100 sessions: 0.1 s, 10,000: 10 s)")
+    ap.add_argument("--tick", type=float, help="seconds between batches of an RTU, the same "
+                    "for every size (instead of --total-rate)")
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=20.0, help="measuring window")
+    ap.add_argument("--idle", type=float, default=3.0, help="idle window before the data")
+    ap.add_argument("--no-consumer", dest="consumer", action="store_false",
+                    help="no events() consumer in our master (no latency figures)")
+    ap.add_argument("--k", type=int, default=12, help="k of both sides (standard: 12)")
+    ap.add_argument("--w", type=int, default=8, help="w of both sides (standard: 8)")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="before each size, wait up to S s for the (shared) machine to be idle")
+    ap.add_argument("--json")
+    ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)   # the simulator process
+    a = ap.parse_args()
+    if a.serve:
+        return serve(a)
+    limit = procs.raise_nofile()
+    standard = (a.k, a.w) == (12, 8)
+    params = (f"k = {a.k}, w = {a.w}" + (" (the standard's)" if standard else " (NOT the standard "
+              "k = 12, w = 8)") + " on both sides; t1..t3 standard")
+    print(f"machine: {procs.machine()}; open-file limit {limit}")
+    every = f"{a.tick} s" if a.tick else f"sessions / {a.total_rate:g} s"
+    print(f"trickle: {params}; each RTU: {a.objects} changes every {every} with CP56Time2a "
+          f"(1 station, {a.points} points); {a.warmup} s warm-up, {a.seconds} s window", flush=True)
+    rows, c104_done = [], not a.c104_sessions
+    for n in (int(x) for x in a.sizes.split(",")):
+        if a.wait_quiet:
+            share = procs.wait_quiet(a.wait_quiet)
+            print(f"  machine busy before {n} sessions: {share:.0%} of its cores", flush=True)
+        sa = argparse.Namespace(**vars(a))
+        sa.tick = a.tick or n / a.total_rate
+        sims = Simulators(min(n, a.ports), sa)
+        try:
+            r = iec104.run(ours(sims, n, sa))
+            rows.append(r)
+            print(f"  iec104 {n:6d} sessions, a batch every {sa.tick:g} s: "
+                  f"{r['objects_per_apdu']:.2f} objects/APDU ({r['frames']} frames of which "
+                  f"{r['apdus']} I-frames), "
+                  f"{r['apdus_per_s']:,.0f} APDUs/s, master CPU {r['cpu_us_per_apdu']:.1f} us/APDU "
+                  f"({r['master_cpu_share']:.1%} of a core), latency median "
+                  f"{fmt(r['latency_ms_median'], '.2f')} ms p99 {fmt(r['latency_ms_p99'], '.2f')} ms; "
+                  f"sent {r['sent_objects']} received {r['received_objects']}; start "
+                  f"{r['start_all_s']:.2f} s, idle RSS {r['rss_idle_per_session_kib']:.1f} KiB/session; "
+                  f"idle CPU {r['idle_cpu_share']:.2%}; simulators {r['simulator_cpu_share']:.0%} CPU, "
+                  f"other processes {r['other_cpu_share']:.0%}",
+                  flush=True)
+            if not c104_done and len(sims.ports) >= a.c104_sessions:
+                c = c104_trickle(sims, a.c104_sessions, sa)
+                c["ratio_ours_over_c104_cpu_per_apdu"] = None
+                mine = [x for x in rows if x["master"] == "iec104"][-1]
+                if c["cpu_us_per_apdu"] and mine["sessions"] == n:
+                    c["ratio_ours_over_c104_cpu_per_apdu"] = mine["cpu_us_per_apdu"] / c["cpu_us_per_apdu"]
+                    c["compared_with_iec104_sessions"] = n
+                rows.append(c)
+                c104_done = True
+                print(f"  c104   {c['sessions']:6d} sessions: {fmt(c['objects_per_apdu'], '.2f')} "
+                      f"objects/APDU, {c['apdus_per_s']:,.0f} APDUs/s, master CPU "
+                      f"{fmt(c['cpu_us_per_apdu'], '.1f')} us/APDU ({c['master_cpu_share']:.1%}), "
+                      f"latency median {fmt(c['latency_ms_median'], '.2f')} ms p99 "
+                      f"{fmt(c['latency_ms_p99'], '.2f')} ms; other processes {c['other_cpu_share']:.0%}; "
+                      f"sent {c['sent_objects']} received "
+                      f"{c['received_objects']}; k, w = {c['k_w']}; ours/c104 CPU per APDU "
+                      f"{fmt(c['ratio_ours_over_c104_cpu_per_apdu'], '.3f')}", flush=True)
+        finally:
+            sims.close()
+    print()
+    print("| master | sessions | tick s | objects/APDU | CPU us/APDU | APDUs/s | APDUs per CPU-s | "
+          "latency median / p99 ms | lost | idle RSS KiB/session | start s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['master']} | {r['sessions']:,} | {r['tick_s']:g} | "
+              f"{fmt(r['objects_per_apdu'], '.2f')} | "
+              f"{fmt(r['cpu_us_per_apdu'], '.1f')} | {r['apdus_per_s']:,.0f} | "
+              f"{fmt(r['apdus_per_cpu_s'], ',.0f')} | {fmt(r['latency_ms_median'], '.2f')} / "
+              f"{fmt(r['latency_ms_p99'], '.2f')} | {r['lost_objects']} | "
+              f"{fmt(r.get('rss_idle_per_session_kib'), '.1f')} | {fmt(r.get('start_all_s'), '.2f')} |")
+    for r in rows:
+        if r.get("ratio_ours_over_c104_cpu_per_apdu"):
+            print(f"ours ({r['compared_with_iec104_sessions']} sessions) / c104 ({r['sessions']} "
+                  f"sessions, the same tick) CPU per APDU: "
+                  f"{r['ratio_ours_over_c104_cpu_per_apdu']:.3f} "
+                  f"(c104 needs {1 / r['ratio_ours_over_c104_cpu_per_apdu']:.1f}x the CPU)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "machine": procs.machine(), "command": " ".join([".venv/bin/python"] + sys.argv),
+            "library": iec104.__file__, "parameters": params, "standard_k_w": standard,
+            "settings": {k: v for k, v in vars(a).items() if k not in ("json", "serve")},
+            "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
