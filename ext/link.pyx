@@ -224,9 +224,10 @@ cdef class Link:
             if f[i].format == FORMAT_I:
                 n_i += 1
             i += 1
-        if n_i > 1 and self.unacked_rx and not self.closed:
-            # a bulk transfer: acknowledge per batch, so that the peer's k window stays open
-            # and a GI at k = 12 / w = 8 runs at the loop's round trip
+        if n_i * 2 >= self.w and self.unacked_rx and not self.closed:
+            # a bulk transfer (half a w in one read): acknowledge per batch, so that the
+            # peer's k window stays open and a GI at k = 12 / w = 8 runs at the loop's round
+            # trip. A trickle of small reads waits for w (an S-frame is a send syscall).
             self._send_s()
         self._flush_queue(now)
         return i

@@ -216,13 +216,15 @@ def test_outstation_closes_on_i_frames_before_startdt():
 
 
 def test_a_bulk_batch_is_acknowledged_at_its_end():
-    # more than one I-frame in a read: an S-frame at the end keeps the peer's k window open
+    # half a w or more in one read: an S-frame at the end keeps the peer's k window open
     link = started_master(w=8)
-    link.receive_frames(1, frames(("I", 0, 0), ("I", 1, 0), ("I", 2, 0)))
+    link.receive_frames(1, frames(*[("I", ns, 0) for ns in range(4)]))
     s = sent(link)
-    assert s["format"].tolist() == [1] and s["nr"].tolist() == [3]
-    link.receive_frames(2, frames(("I", 3, 0)))      # a single frame waits for w or t2
+    assert s["format"].tolist() == [1] and s["nr"].tolist() == [4]
+    link.receive_frames(2, frames(("I", 4, 0), ("I", 5, 0), ("I", 6, 0)))   # a trickle: w or t2
     assert len(sent(link)) == 0
+    link.receive_frames(3, frames(*[("I", ns, 0) for ns in range(7, 11)]))
+    assert sent(link)["nr"].tolist() == [11]           # a bulk read again: acked at its end
 
 
 def test_a_withdrawn_asdu_never_leaves():

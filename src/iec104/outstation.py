@@ -78,7 +78,9 @@ def _initial_value(type_id: int, ioa: int) -> float:
 
 
 # the Batch bits a connection acts on: requests, acks (room to send), output, events, timer
-_WANT = Batch.IFRAMES | Batch.OUTPUT | Batch.EVENTS | Batch.TIMER | Batch.ACKED
+_WANT = int(Batch.IFRAMES | Batch.OUTPUT | Batch.EVENTS | Batch.TIMER | Batch.ACKED)
+_IFRAMES, _EVENTS, _TIMER = int(Batch.IFRAMES), int(Batch.EVENTS), int(Batch.TIMER)
+_CLOSE, _STARTED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED)
 
 
 class _Connection(LinkProtocol):
@@ -124,9 +126,9 @@ class _Connection(LinkProtocol):
 
     def on_batch(self, flags: int) -> None:
         ch = self.channel
-        if flags & Batch.EVENTS and not self._events(ch.link.take_events()):
+        if flags & _EVENTS and not self._events(ch.link.take_events()):
             return
-        if flags & Batch.IFRAMES and self.transport is not None:
+        if flags & _IFRAMES and self.transport is not None:
             frames, points, raw = ch.frames()[:ch.accepted], ch.points(), ch.raw()
             for f in frames[frames["format"] == 0]:     # requests are few: one at a time
                 if self.transport is None:              # a request closed the connection
@@ -195,15 +197,15 @@ class _Connection(LinkProtocol):
             else:
                 entry[2] = first + n
             self.write(memoryview(data)[offsets[first]:offsets[first + n]])
-        if self.transport is not None and self.channel.pending() & Batch.TIMER:
+        if self.transport is not None and self.channel.pending() & _TIMER:
             self.arm()
 
     def _events(self, ev: int) -> bool:
         """Link events; False when the link closes."""
-        if ev & LinkEvent.CLOSE:
+        if ev & _CLOSE:
             self.out._drop(self, self.link.close_reason, "closed_on_fault")
             return False
-        if ev & LinkEvent.STARTED and self.out.send_ei:
+        if ev & _STARTED and self.out.send_ei:
             for ca in self.out.stations:
                 self.enqueue_asdu(self.out._asdu(TypeID.M_EI_NA_1, ca, 0, 0, Cot.INITIALIZED))
         return True

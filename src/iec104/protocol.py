@@ -19,6 +19,7 @@ __all__ = ["LinkProtocol", "shared_buffers", "MAX_BACKLOG"]
 log = logging.getLogger("iec104.protocol")
 MAX_BACKLOG = 4 << 20       # octets written but not taken by the peer before we close
 _INF = float("inf")
+_OUTPUT, _TIMER = int(Batch.OUTPUT), int(Batch.TIMER)      # ints: IntFlag ops cost us each
 _shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -64,9 +65,9 @@ class LinkProtocol(asyncio.BufferedProtocol):
 
     def flush(self, flags: int) -> None:
         """Write the link's output and arm the timer, as ``flags`` say."""
-        if flags & Batch.OUTPUT:
+        if flags & _OUTPUT:
             self.write(self.channel.link.data_to_send())
-        if flags & Batch.TIMER:
+        if flags & _TIMER:
             self.arm()
 
     def write(self, data) -> None:
@@ -105,7 +106,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self._timer = None
         self.channel.timer_at = _INF
         if self.transport is not None:
-            self.on_batch(self.channel.tick(self.loop.time()) | Batch.TIMER)
+            self.on_batch(self.channel.tick(self.loop.time()) | _TIMER)
 
     def stop_timer(self) -> None:
         if self._timer is not None:

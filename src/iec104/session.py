@@ -33,8 +33,13 @@ __all__ = ["Session", "SessionSettings"]
 log = logging.getLogger("iec104.session")
 
 # the Batch bits a master acts on (accepted rows are stored already; the link sends its own
-# queue when acks open the window)
+# queue when acks open the window); plain ints on the hot path: IntFlag ops cost us each
 _WANT = ~(Batch.IFRAMES | Batch.ACKED) & 0xFFFF
+_BAD, _REFUSED, _NEW_DEVICE, _REQUEST_DATA, _CONTROL, _ROWS, _EVENTS = (int(b) for b in (
+    Batch.BAD, Batch.REFUSED, Batch.NEW_DEVICE, Batch.REQUEST_DATA, Batch.CONTROL,
+    Batch.PAUSE | Batch.WAKE, Batch.EVENTS))
+_CLOSE, _STARTED, _TEST_CONFIRMED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED), \
+    int(LinkEvent.TEST_CONFIRMED)
 
 
 class _Protocol(LinkProtocol):
@@ -288,21 +293,21 @@ class Session:
         ch = proto.channel
         if self.debug or self.on_receive:
             self._tap(ch)
-        if flags & Batch.BAD:
+        if flags & _BAD:
             log.warning("%s: malformed frame(s) from the RTU (%d in all)", self.name, ch.bad_frames)
-        if flags & Batch.REFUSED:
+        if flags & _REFUSED:
             self._refused_rows(ch)
-        if flags & Batch.NEW_DEVICE:
+        if flags & _NEW_DEVICE:
             for ca in ch.new_devices():
                 self._device(ca)
         req = self._requests
-        if flags & Batch.REQUEST_DATA and req:
+        if flags & _REQUEST_DATA and req:
             req.data(ch.points())
-        if flags & Batch.CONTROL:
+        if flags & _CONTROL:
             self._confirmations(ch)
-        if flags & (Batch.PAUSE | Batch.WAKE):
+        if flags & _ROWS:
             self._store.log.appended()
-        if flags & Batch.EVENTS:
+        if flags & _EVENTS:
             if not self._events(proto, ch.link.take_events()):
                 return
         proto.flush(flags | ch.pending())
@@ -326,17 +331,17 @@ class Session:
     def _events(self, proto: _Protocol, ev: int) -> bool:
         """Link events; False when the link closes."""
         link = proto.channel.link
-        if ev & LinkEvent.TEST_CONFIRMED:
+        if ev & _TEST_CONFIRMED:
             self.last_testfr_con = time.time()
             self.rtt = link.rtt
-        if ev & LinkEvent.CLOSE:
+        if ev & _CLOSE:
             self.last_error = link.close_reason
             self._counts["link_closes"] += 1
             log.warning("%s: closing the link: %s", self.name, link.close_reason)
             if proto.transport is not None:
                 proto.transport.abort()
             return False
-        if ev & LinkEvent.STARTED:
+        if ev & _STARTED:
             self._attempt_started = True
             self._started_at = self._loop.time()
             self._counts["started"] += 1
