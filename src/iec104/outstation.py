@@ -432,26 +432,28 @@ class Outstation:
         return bytes(asdu)
 
     def _interrogation(self, conn, raw, ca, qualifier, *, counters: bool) -> None:
-        img = self.image
-        mask = img["ca"] == ca
+        # the image is sorted by station, family and IOA: a station is one slice, and its
+        # rows with their plain types are already in the (type, IOA) order of the ASDUs
+        lo, hi = np.searchsorted(self.image["ca"], (ca, ca + 1))
+        img = self.image[lo:hi]
+        fam = FAMILY[img["type_id"]]
         if counters:
             group = qualifier & 0x3F
-            mask &= np.isin(img["type_id"], (15, 16, 37))
+            mask = fam == _COUNTERS
             if 1 <= group <= 4:
                 mask &= ((img["ioa"] - 1) % 4) + 1 == group
             data_cot = 37 + group if 1 <= group <= 4 else 37
         else:                                   # integrated totals only on counter interrogation
-            mask &= FAMILY[img["type_id"]] != _COUNTERS
+            mask = fam != _COUNTERS
             group = qualifier - 20
             if 1 <= group <= 16:
                 mask &= ((img["ioa"] - 1) % 16) + 1 == group
             data_cot = qualifier
         rows = img[mask]                        # a copy: boolean indexing
-        rows["type_id"] = FAMILY[rows["type_id"]]
+        rows["type_id"] = fam[mask]
         rows["time"] = NO_TIME
         if len(rows):
-            order = np.lexsort((rows["ioa"], rows["type_id"]))
-            data, offsets = encode_points(rows[order], cot=data_cot, **self.sizes)
+            data, offsets = encode_points(rows, cot=data_cot, **self.sizes)
             conn.enqueue(data, offsets)
         conn.enqueue_asdu(self._for_station(raw, ca, Cot.ACTIVATION_TERMINATION))
 
