@@ -165,6 +165,9 @@ class Master:
     async def import_points_async(self, source=None, *, station: int | None = None, **options):
         """Import off the event loop (large lists, import hooks); ``catalog.status`` shows
         its progress while it runs."""
+        if "password" in options:               # never a plain string in a traceback's frames
+            from iec104.importhooks import Secret
+            options["password"] = Secret(options["password"])
         return await self.catalog.import_points(source, station=station, **options)
 
     # ---- export ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from iec104.errors import IEC104Error, InvalidRequestError
+from iec104.errors import CommandNotAllowed, CommandOutOfLimits, PointListError
 from iec104.types import TypeID, family_of
 
 __all__ = ["read_point_list", "PointListError", "CommandNotAllowed", "CommandOutOfLimits",
@@ -57,27 +57,6 @@ OUT_SCHEMA = {"station": pl.UInt32, "ca": pl.UInt16, "ioa": pl.UInt32, "family":
               "type_id": pl.UInt8, "name": pl.String, "description": pl.String, "unit": pl.String,
               "scale": pl.Float64, "offset": pl.Float64, "command_type": pl.UInt8,
               "min": pl.Float64, "max": pl.Float64}
-
-
-class PointListError(IEC104Error, ValueError):
-    """A point list that cannot be used: says which file, row (1-based data row) and column."""
-
-    def __init__(self, message: str, *, path=None, row: int | None = None,
-                 column: str | None = None):
-        where = ", ".join(x for x in (str(path) if path else None,
-                                      f"row {row}" if row else None,
-                                      f"column {column!r}" if column else None) if x)
-        super().__init__(f"{where}: {message}" if where else message)
-        self.path, self.row, self.column = path, row, column
-
-
-class CommandNotAllowed(IEC104Error):
-    """The point list in force does not list this IOA as a command point of this type."""
-
-
-class CommandOutOfLimits(CommandNotAllowed, InvalidRequestError):
-    """A command value outside the ``min``/``max`` of its row in the point list in force (or
-    not a number to compare with them). Raised before anything is encoded: nothing was sent."""
 
 
 def _norm(name: str) -> str:
@@ -278,7 +257,9 @@ class Catalog:
                             timeout: float = 60.0, **options) -> pl.DataFrame:
         """Like :meth:`load`, off the event loop; ``hook=`` runs an import hook instead."""
         if hook is not None:
-            from iec104.importhooks import run_hook
+            from iec104.importhooks import Secret, run_hook
+            if "password" in options:           # held as a Secret in every frame from here
+                options["password"] = Secret(options["password"])
             self.status = ImportStatus("in_progress", "reading", f"hook {hook}", started=time.time())
             await asyncio.sleep(0)              # let observers see the running state
             hook_args = {k: options.pop(k) for k in ("element", "device", "user", "password")
