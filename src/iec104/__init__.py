@@ -2,11 +2,13 @@
 __version__ = "0.1.0"
 from iec104._codec import Decoder, decode, decode_all, decode_frames
 from iec104.errors import (
-    CommandError, ConfirmationTimeout, ConnectError, IEC104Error, NegativeConfirmation,
-    NotConnected, UnknownCommonAddressError, UnknownIOAError,
+    CaptureError, CommandError, CommandInDoubt, CommandNotAllowed, CommandOutOfLimits,
+    ConfirmationTimeout, ConnectError, ConnectionLostError, IEC104Error, ImportHookError,
+    InvalidRequestError, NegativeConfirmation, NotConnected, PointListError, SettingsError,
+    UnknownCauseError, UnknownCommonAddressError, UnknownIOAError, UnknownTypeError,
 )
 from iec104.master import Master, run
-from iec104.metadata import CommandNotAllowed, PointListError, read_point_list
+from iec104.metadata import read_point_list
 from iec104.session import Session, SessionSettings
 from iec104.types import (
     BROADCAST_CA, FRAME_DTYPE, NO_TIME, POINT_DTYPE, Cot, Flag, FrameFormat, FrameStatus,
@@ -18,9 +20,12 @@ __all__ = [
     "run", "read_point_list",
     "BROADCAST_CA", "FRAME_DTYPE", "NO_TIME", "POINT_DTYPE", "Cot", "Flag", "FrameFormat",
     "FrameStatus", "Quality", "TimeFlag", "TypeID", "UFunction",
-    "IEC104Error", "ConnectError", "NotConnected", "CommandError", "NegativeConfirmation",
-    "UnknownIOAError", "UnknownCommonAddressError", "ConfirmationTimeout", "PointListError",
-    "CommandNotAllowed",
+    # iec104.errors, every one
+    "IEC104Error", "SettingsError", "InvalidRequestError", "CommandNotAllowed",
+    "CommandOutOfLimits", "PointListError", "CaptureError", "ImportHookError", "CommandInDoubt",
+    "ConnectError", "ConnectionLostError", "NotConnected", "ConfirmationTimeout",
+    "CommandError", "NegativeConfirmation", "UnknownTypeError", "UnknownCauseError",
+    "UnknownCommonAddressError", "UnknownIOAError",
 ]
 
 

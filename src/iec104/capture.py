@@ -16,15 +16,11 @@ import numpy as np
 import polars as pl
 
 from iec104._codec import Decoder
-from iec104.errors import IEC104Error
+from iec104.errors import CaptureError
 from iec104.store import points_frame
 from iec104.types import FRAME_DTYPE, POINT_DTYPE
 
 __all__ = ["read_capture", "write_points", "CaptureResult", "CaptureError"]
-
-
-class CaptureError(IEC104Error, ValueError):
-    """A file that is not a capture this reader understands, or is damaged."""
 
 
 @dataclass

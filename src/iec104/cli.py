@@ -327,7 +327,8 @@ async def _command(args, target: Target, settings: dict, value) -> int:
 # ---- import / decode -------------------------------------------------------------------------
 
 def cmd_import(args) -> int:
-    from iec104.metadata import PointListError, read_point_list
+    from iec104.errors import PointListError
+    from iec104.metadata import read_point_list
     sheet = int(args.sheet) if args.sheet and args.sheet.isdigit() else args.sheet
     try:
         df = read_point_list(args.file, sheet=sheet)

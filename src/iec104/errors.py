@@ -1,11 +1,43 @@
-"""The typed errors of the facade: what went wrong, with the standard's cause attached."""
+"""Every error iec104 raises, in one hierarchy: what went wrong, with the standard's cause
+attached.
+
+``IEC104Error`` is the base of all of them. An error in what the caller passed (settings,
+request arguments, point lists, capture files) is a ``ValueError`` too, a link failure a
+``ConnectionError``, a missing confirmation a ``TimeoutError``. The modules that raise them
+import them from here (``iec104.metadata.PointListError`` and the like still work).
+
+::
+
+    IEC104Error
+    +-- SettingsError (ValueError)            a session setting out of range
+    +-- InvalidRequestError (ValueError)      a request that does not fit: nothing was sent
+    |   +-- CommandNotAllowed                 not a command point of the point list
+    |       +-- CommandOutOfLimits            outside the point list's min/max
+    +-- PointListError (ValueError)           a point list that cannot be used
+    +-- CaptureError (ValueError)             a capture file this reader does not understand
+    +-- ImportHookError                       an import hook missing, failed or timed out
+    +-- CommandInDoubt                        an earlier request to the object may have run
+    +-- ConnectError (ConnectionError)        the RTU could not be reached
+    +-- ConnectionLostError (ConnectionError) the link closed while a request waited
+    +-- NotConnected                          no data transfer on the session
+    +-- ConfirmationTimeout (TimeoutError)    no ActCon/ActTerm in time
+    +-- CommandError                          the outstation refused (``cot`` says why)
+        +-- NegativeConfirmation              P/N bit set
+        +-- UnknownTypeError                  COT 44
+        +-- UnknownCauseError                 COT 45
+        +-- UnknownCommonAddressError         COT 46
+        +-- UnknownIOAError                   COT 47
+"""
 from __future__ import annotations
 
+from os import PathLike
+
 __all__ = [
-    "IEC104Error", "ConnectError", "NotConnected", "CommandError", "NegativeConfirmation",
-    "UnknownTypeError", "UnknownCauseError", "UnknownCommonAddressError", "UnknownIOAError",
-    "ConfirmationTimeout", "ConnectionLostError", "SettingsError", "InvalidRequestError",
-    "CommandInDoubt",
+    "IEC104Error", "SettingsError", "InvalidRequestError", "CommandNotAllowed",
+    "CommandOutOfLimits", "PointListError", "CaptureError", "ImportHookError", "CommandInDoubt",
+    "ConnectError", "ConnectionLostError", "NotConnected", "ConfirmationTimeout",
+    "CommandError", "NegativeConfirmation", "UnknownTypeError", "UnknownCauseError",
+    "UnknownCommonAddressError", "UnknownIOAError",
 ]
 
 
@@ -20,6 +52,36 @@ class SettingsError(IEC104Error, ValueError):
 class InvalidRequestError(IEC104Error, ValueError):
     """A request's address or value does not fit the session's field sizes, the type's range
     or the point list's limits. Raised before anything is encoded: nothing was sent."""
+
+
+class CommandNotAllowed(InvalidRequestError):
+    """The point list in force does not list this IOA as a command point of this type.
+    Raised before anything is encoded: nothing was sent."""
+
+
+class CommandOutOfLimits(CommandNotAllowed):
+    """A command value outside the ``min``/``max`` of its row in the point list in force (or
+    not a number to compare with them). Raised before anything is encoded: nothing was sent."""
+
+
+class PointListError(IEC104Error, ValueError):
+    """A point list that cannot be used: says which file, row (1-based data row) and column."""
+
+    def __init__(self, message: str, *, path: str | PathLike[str] | None = None,
+                 row: int | None = None, column: str | None = None):
+        where = ", ".join(x for x in (str(path) if path else None,
+                                      f"row {row}" if row else None,
+                                      f"column {column!r}" if column else None) if x)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path, self.row, self.column = path, row, column
+
+
+class CaptureError(IEC104Error, ValueError):
+    """A file that is not a capture this reader understands, or is damaged."""
+
+
+class ImportHookError(IEC104Error):
+    """A hook that does not exist, failed, timed out or answered another request."""
 
 
 class CommandInDoubt(IEC104Error):
@@ -74,5 +136,8 @@ class UnknownIOAError(CommandError):
     """COT 47: no information object with this address."""
 
 
-BY_COT = {44: UnknownTypeError, 45: UnknownCauseError, 46: UnknownCommonAddressError,
-          47: UnknownIOAError}
+BY_COT: dict[int, type[CommandError]] = {
+    44: UnknownTypeError, 45: UnknownCauseError, 46: UnknownCommonAddressError,
+    47: UnknownIOAError,
+}
+"""The typed refusal of each cause 44..47."""

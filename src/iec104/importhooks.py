@@ -39,16 +39,12 @@ from pathlib import Path
 
 import polars as pl
 
-from iec104.errors import IEC104Error
+from iec104.errors import ImportHookError
 
 __all__ = ["Secret", "ImportHookError", "available_hooks", "run_hook"]
 
 GROUP = "iec104.importers"
 _cache: dict[str, str] | None = None
-
-
-class ImportHookError(IEC104Error):
-    """A hook that does not exist, failed, timed out or answered another request."""
 
 
 class Secret:
