@@ -62,6 +62,7 @@ cdef enum FrameStatus:
     ST_LENGTH_MISMATCH = 6
     ST_EMPTY = 7
     ST_TRUNCATED = 8
+    ST_BAD_IOA = 9
 
 cdef enum UFunction:
     U_NONE = 0

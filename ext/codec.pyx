@@ -29,7 +29,7 @@ import numpy as np
 from apdu cimport (
     data_of, wall_ns, point_t, frame_t, element_length, rd_u16, rd_i16, rd_u24, rd_u32, rd_f32, NO_TIME, START, LEN_MIN, LEN_MAX,
     FORMAT_I, FORMAT_S, FORMAT_U, ST_OK, ST_BAD_START, ST_BAD_LENGTH, ST_BAD_CONTROL,
-    ST_SHORT_ASDU, ST_UNKNOWN_TYPE, ST_LENGTH_MISMATCH, ST_EMPTY, ST_TRUNCATED, U_STARTDT_ACT,
+    ST_SHORT_ASDU, ST_UNKNOWN_TYPE, ST_LENGTH_MISMATCH, ST_EMPTY, ST_TRUNCATED, ST_BAD_IOA, U_STARTDT_ACT,
     U_STARTDT_CON, U_STOPDT_ACT, U_STOPDT_CON, U_TESTFR_ACT, U_TESTFR_CON, FLAG_NEGATIVE,
     FLAG_TEST, FLAG_SQ, TF_SU, TF_CP24,
 )
@@ -272,6 +272,9 @@ cdef int decode_asdu(const uint8_t* a, int alen, frame_t* f, point_t* pts, ctx_t
     cdef uint32_t ioa = read_ioa(p, isz) if sq else 0
     cdef int i
     cdef point_t* o
+    if sq and <uint64_t>ioa + count - 1 > (<uint64_t>1 << (8 * isz)) - 1:
+        f.status = ST_BAD_IOA                   # the run would name addresses past the field
+        return 0
     if sq:
         p += isz
     for i in range(count):

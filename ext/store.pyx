@@ -198,8 +198,8 @@ cdef class LatestTable:
                         q = pv + i + AHEAD
                         prefetch(&self.slots[mix(make_key(q.ca, q.ioa, <uint8_t>type_family(q.type_id)),
                                                  q.station) & self.mask])
-                    if p.type_id == 0 or p.type_id > 44:
-                        i += 1
+                    if p.type_id == 0 or p.type_id > 44 or p.ioa > 0xFFFFFF:
+                        i += 1                  # not process data, or not an IOA of the wire
                         continue
                     fam = <uint8_t>type_family(p.type_id)
                     key = make_key(p.ca, p.ioa, fam)

@@ -185,6 +185,7 @@ class FrameStatus(IntEnum):
     LENGTH_MISMATCH = 6    # VSQ object count does not fit the APDU length
     EMPTY = 7              # VSQ count of zero
     TRUNCATED = 8          # stream ended inside this frame (decode of a finite buffer only)
+    BAD_IOA = 9            # an SQ=1 run that goes past the largest IOA of the field
 
 
 class Flag(IntFlag):
