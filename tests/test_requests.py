@@ -1,0 +1,106 @@
+"""Request tracking without I/O: answers as plain values, no socket (the loop only holds the
+callers' futures)."""
+import asyncio
+
+import numpy as np
+import pytest
+
+from iec104 import POINT_DTYPE
+from iec104.errors import CommandInDoubt, ConnectionLostError, UnknownCommonAddressError
+from iec104.requests import Interrogation, Requests
+from iec104.types import Cot, TypeID
+
+SC, GI = int(TypeID.C_SC_NA_1), int(TypeID.C_IC_NA_1)
+BROADCAST = 0xFFFF
+
+
+def rows(ca, cot, n):
+    r = np.zeros(n, POINT_DTYPE)
+    r["ca"], r["cot"], r["type_id"] = ca, cot, 13
+    return r
+
+
+async def test_a_confirmation_resolves_the_command_that_awaits_it():
+    req = Requests("rtu", BROADCAST)
+    p = req.begin((SC, 1, 100), "C_SC_NA_1 CA 1 IOA 100", False)
+    req.confirmation(SC, 1, 101, Cot.ACTIVATION_CON, False)       # another object: not ours
+    assert not p.con.done()
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False)
+    assert p.con.result() == Cot.ACTIVATION_CON
+    req.end((SC, 1, 100), p, gave_up=False, sent=True, what="x")
+    assert not req.pending and not req.in_doubt
+
+
+async def test_a_sent_request_given_up_is_in_doubt_until_its_late_answer():
+    req = Requests("rtu", BROADCAST)
+    key = (SC, 1, 100)
+    p = req.begin(key, "execute", False)
+    req.end(key, p, gave_up=True, sent=True, what="execute")
+    with pytest.raises(CommandInDoubt, match="may have executed"):
+        req.begin(key, "execute again", False)
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False)        # late: counted, not success
+    assert req.late == 1 and not req.in_doubt and not p.con.done()
+    req.begin(key, "execute again", False)
+
+
+async def test_a_withdrawn_request_is_not_in_doubt():
+    req = Requests("rtu", BROADCAST)
+    key = (SC, 1, 100)
+    p = req.begin(key, "execute", False)
+    req.end(key, p, gave_up=True, sent=False, what="execute")      # it never left
+    assert not req.in_doubt
+    req.begin(key, "retry", False)
+
+
+async def test_two_requests_to_one_object_at_once_are_refused():
+    req = Requests("rtu", BROADCAST)
+    req.begin((SC, 1, 100), "first", False)
+    with pytest.raises(CommandInDoubt, match="already awaits"):
+        req.begin((SC, 1, 100), "second", False)
+
+
+async def test_closing_the_link_fails_everything_and_clears_doubt():
+    req = Requests("rtu", BROADCAST)
+    p = req.begin((SC, 1, 100), "a", False)
+    p2 = req.begin((SC, 1, 101), "b", False)
+    req.end((SC, 1, 101), p2, gave_up=True, sent=True, what="b")
+    gi = req.interrogations[(GI, 1)] = Interrogation(GI, 1, 20, set(), BROADCAST)
+    req.fail_all(ConnectionLostError("gone"))
+    assert isinstance(p.con.exception(), ConnectionLostError)
+    assert isinstance(gi.done.exception(), ConnectionLostError)
+    assert not req.in_doubt and not req.pending and not req.interrogations
+
+
+async def test_a_broadcast_gi_ends_when_the_rtu_terminates_it_with_the_broadcast_address():
+    gi = Interrogation(GI, BROADCAST, 20, {1, 2}, BROADCAST)
+    gi.answer(BROADCAST, Cot.ACTIVATION_CON, False)
+    gi.count(rows(1, 20, 5))
+    gi.answer(BROADCAST, Cot.ACTIVATION_TERMINATION, False)
+    assert gi.done.result() == 5 and gi.stations() == set()        # 65535 is no station
+
+
+async def test_a_broadcast_gi_waits_for_every_known_station():
+    gi = Interrogation(GI, BROADCAST, 20, {1, 2}, BROADCAST)
+    for ca in (1, 2):
+        gi.answer(ca, Cot.ACTIVATION_CON, False)
+    gi.count(rows(1, 20, 3))
+    gi.count(rows(2, 3, 4))                                        # spontaneous: not counted
+    gi.answer(1, Cot.ACTIVATION_TERMINATION, False)
+    assert not gi.done.done()
+    gi.answer(2, Cot.ACTIVATION_TERMINATION, False)
+    assert gi.done.result() == 3 and gi.stations() == {1, 2}
+
+
+async def test_a_refused_interrogation_names_the_cause_and_no_station():
+    gi = Interrogation(GI, 9, 20, set(), BROADCAST)
+    gi.answer(9, Cot.UNKNOWN_CA, True)
+    assert isinstance(gi.done.exception(), UnknownCommonAddressError)
+    assert gi.stations() == set()
+
+
+async def test_a_group_interrogation_counts_only_its_cause():
+    gi = Interrogation(GI, 1, 22, set(), BROADCAST)                 # group 2: COT 22
+    gi.count(rows(1, 22, 4))
+    gi.count(rows(1, 20, 7))
+    gi.count(rows(2, 22, 9))                                       # another station
+    assert gi.objects == 4
