@@ -161,7 +161,8 @@ class _Stream:
 
     def __init__(self, conn: str, direction: str, sizes: dict):
         self.conn, self.direction, self.sizes = conn, direction, sizes
-        self.next_seq = None
+        self.synced = False                     # next_seq set from a first segment
+        self.next_seq = 0
         self.held: dict[int, tuple[int, bytes]] = {}
         self.buf = bytearray()
         self.ends: list[int] = []               # stream offset after each stretch
@@ -172,8 +173,8 @@ class _Stream:
         self.frame_times = np.zeros(0, np.int64)
 
     def segment(self, seq: int, t: int, payload) -> None:
-        if self.next_seq is None:
-            self.next_seq = seq
+        if not self.synced:
+            self.next_seq, self.synced = seq, True
         rel = (seq - self.next_seq) & 0xFFFFFFFF
         if rel >= 0x80000000:                       # before what we have: retransmission
             skip = (self.next_seq - seq) & 0xFFFFFFFF
@@ -271,7 +272,7 @@ def read_capture(path, *, port: int | None = None, cot_size: int = 2, ca_size: i
             s = streams[key] = _Stream(f"{_addr(*server)}-{_addr(*client)}",
                                        "s2c" if server == (src, sport) else "c2s", sizes)
         if flags & 0x02:                            # SYN takes one sequence number
-            s.next_seq = (seq + 1) & 0xFFFFFFFF
+            s.next_seq, s.synced = (seq + 1) & 0xFFFFFFFF, True
             continue
         if len(payload):
             stats["bytes"] += len(payload)
@@ -294,7 +295,7 @@ def _guess_server(a, b, port):
 
 def _read_hex(path: Path, sizes) -> CaptureResult:
     s = _Stream("?", "?", sizes)
-    s.next_seq = 0
+    s.synced = True
     n = 0
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = line.split("#", 1)[0].strip().replace(" ", "").replace(":", "")
@@ -314,12 +315,12 @@ def _result(streams: list[_Stream], stats: dict) -> CaptureResult:
     pts, frs = [], []
     for s in streams:
         p, f, ft = s.points, s.frames, s.frame_times
-        cols = {k: p[k] for k in POINT_DTYPE.names}
+        cols = {k: p[k] for k in POINT_DTYPE.names or ()}
         df = points_frame(cols).drop("recv_time").with_columns(
             pl.Series("capture_time", p["recv_ns"]).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
         pts.append(df.with_columns(pl.lit(s.conn).alias("connection"),
                                    pl.lit(s.direction).alias("direction")))
-        fd = pl.DataFrame({k: f[k] for k in FRAME_DTYPE.names}).with_columns(
+        fd = pl.DataFrame({k: f[k] for k in FRAME_DTYPE.names or ()}).with_columns(
             pl.Series("capture_time", ft).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"),
             pl.lit(s.conn).alias("connection"), pl.lit(s.direction).alias("direction"))
         frs.append(fd)

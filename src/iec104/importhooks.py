@@ -142,20 +142,22 @@ async def _run_executable(path: Path, args: list[str], secret: Secret, user: str
         stderr=asyncio.subprocess.PIPE, env=env, start_new_session=sys.platform != "win32")
     try:
         # written here rather than through communicate(input=...), whose frames would hold it
-        proc.stdin.write((secret.reveal() or "").encode())
+        stdin = proc.stdin
+        assert stdin is not None                # stdin=PIPE
+        stdin.write((secret.reveal() or "").encode())
         try:
-            await proc.stdin.drain()
+            await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             pass                                # the hook did not read it
-        proc.stdin.close()
+        stdin.close()
         out, err = await proc.communicate()
     except asyncio.CancelledError:             # timed out or cancelled: the hook and its children
         _kill(proc)
         await proc.wait()
         raise
     if proc.returncode != 0:
-        err = _scrub(err.decode(errors="replace").strip(), secret, user)[:300]
-        raise ImportHookError(f"import hook {hook!r} exited with {proc.returncode}: {err}")
+        why = _scrub(err.decode(errors="replace").strip(), secret, user)[:300]
+        raise ImportHookError(f"import hook {hook!r} exited with {proc.returncode}: {why}")
     text = out.decode(errors="replace").strip()
     if "\n" not in text and Path(text).exists():
         return Path(text)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from datetime import tzinfo
 from pathlib import Path
 
 import polars as pl
@@ -10,12 +12,14 @@ import polars as pl
 from iec104.export import write_table
 from iec104.metadata import Catalog
 from iec104.session import Session
-from iec104.settings import SessionSettings
+from iec104.settings import DEFAULT, Default, SessionSettings
 from iec104.store import EventStream, Store
 
 __all__ = ["Master", "run"]
 
 log = logging.getLogger("iec104.master")
+
+_SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(SessionSettings))
 
 
 def run(main, *, debug: bool = False):
@@ -65,18 +69,70 @@ class Master:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def connect(self, host: str, port: int = 2404, *, name: str | None = None,
-                      **settings) -> Session:
+    async def connect(
+        self, host: str, port: int = 2404, *, name: str | None = None,
+        t0: float | None = None, t1: float | None = None, t2: float | None = None,
+        t3: float | None = None, k: int | None = None, w: int | None = None,
+        cot_size: int | None = None, ca_size: int | None = None, ioa_size: int | None = None,
+        tz: str | tzinfo | None | Default = DEFAULT, gi_on_start: bool | None = None,
+        gi_interval: float | None | Default = DEFAULT, gi_group: int | None | Default = DEFAULT,
+        ci_interval: float | None | Default = DEFAULT, qcc: int | None = None,
+        clock_sync_interval: float | None | Default = DEFAULT, reconnect: bool | None = None,
+        backoff_min: float | None = None, backoff_max: float | None = None,
+        backoff_reset: float | None = None, request_timeout: float | None = None,
+        debug_frames: int | None = None, max_points: int | None = None,
+        max_backlog: int | None = None,
+    ) -> Session:
         """Open a session to an RTU and return it once data transfer has started.
 
         The general interrogation at start runs in the background (``await
-        session.interrogate()`` to wait for a complete image). Raises
-        :class:`iec104.errors.ConnectError` when the first connection attempt fails.
+        session.interrogate()`` to wait for a complete image).
+
+        Parameters
+        ----------
+        host, port : str, int
+            The RTU's address.
+        name : str, optional
+            The session's name in tables and logs (default ``"host:port"``).
+        t0, t1, t2, t3 : float, optional
+            Connect timeout, acknowledgement timeout, acknowledgement delay, idle test (s).
+        k, w : int, optional
+            Send window; acknowledge after ``w`` received I-frames.
+        cot_size, ca_size, ioa_size : int, optional
+            Field sizes in octets, for non-standard devices.
+        tz : str, tzinfo or None, optional
+            Time zone of the RTU's clock; None: UTC.
+        gi_on_start, reconnect : bool, optional
+            Interrogate after each STARTDT; reconnect after a lost link.
+        gi_interval, ci_interval, clock_sync_interval : float or None, optional
+            Schedules, s between requests; None: off.
+        gi_group : int or None, optional
+            The group (1..16) of the scheduled interrogations; None: the station.
+        qcc : int, optional
+            Qualifier of the counter interrogations.
+        backoff_min, backoff_max, backoff_reset, request_timeout : float, optional
+            Reconnect back-off (s) and the default timeout of requests (s).
+        debug_frames, max_points, max_backlog : int, optional
+            Frames kept for the debug view, latest-value rows, octets written but unread.
+
+        Every keyword but ``name`` is a setting of :class:`iec104.SessionSettings` (which
+        says more). One left out, or None, takes the value the master was made with (its
+        ``**defaults``, else the standard's). For the settings where None is a value (``tz``,
+        ``gi_interval``, ``ci_interval``, ``clock_sync_interval``, ``gi_group``), None sets
+        it, and only leaving the keyword out (its default :data:`iec104.settings.DEFAULT`)
+        takes the master's.
+
+        Raises
+        ------
+        SettingsError
+            A setting out of range or of the wrong type; nothing is opened.
+        ConnectError
+            The first connection attempt failed.
         """
-        merged = {f: getattr(self.defaults, f) for f in self.defaults.__dataclass_fields__}
-        merged.update(settings)
+        given = {key: value for key, value in locals().items() if key in _SETTING_NAMES}
+        settings = self.defaults.overridden(given)
         s = Session(host, port, name=name or f"{host}:{port}", station=len(self.sessions),
-                    settings=SessionSettings.of(**merged), store=self.store,
+                    settings=settings, store=self.store,
                     catalog=self.catalog)
         self.sessions.append(s)
         try:

@@ -53,10 +53,12 @@ ALIASES = {
     "max": ["max", "maximum", "highlimit", "hilimit"],
 }
 _KIND = {"digital": 1, "binary": 1, "analog": 13, "analogue": 13, "counter": 15}
-OUT_SCHEMA = {"station": pl.UInt32, "ca": pl.UInt16, "ioa": pl.UInt32, "family": pl.UInt8,
-              "type_id": pl.UInt8, "name": pl.String, "description": pl.String, "unit": pl.String,
-              "scale": pl.Float64, "offset": pl.Float64, "command_type": pl.UInt8,
-              "min": pl.Float64, "max": pl.Float64}
+OUT_SCHEMA = pl.Schema({
+    "station": pl.UInt32, "ca": pl.UInt16, "ioa": pl.UInt32, "family": pl.UInt8,
+    "type_id": pl.UInt8, "name": pl.String, "description": pl.String, "unit": pl.String,
+    "scale": pl.Float64, "offset": pl.Float64, "command_type": pl.UInt8,
+    "min": pl.Float64, "max": pl.Float64,
+})
 
 
 def _norm(name: str) -> str:
@@ -102,7 +104,7 @@ def _read_raw(source, *, sheet, separator, encoding) -> tuple[pl.DataFrame, str]
     return df, str(path)
 
 
-def _parse_type(value: str | None, row: int, path, column: str) -> int | None:
+def _parse_type(value: str | None, row: int | None, path, column: str | None) -> int | None:
     if value is None or str(value).strip() == "":
         return None
     v = str(value).strip()
@@ -141,7 +143,8 @@ def read_point_list(source, *, sheet=None, separator: str | None = None,
     min, max, then every other column as read."""
     df, path = _read_raw(source, sheet=sheet, separator=separator, encoding=encoding)
     lookup = {alias: canon for canon, names in ALIASES.items() for alias in names}
-    rename, original = {}, {}
+    rename: dict[str, str] = {}
+    original: dict[str, str] = {}
     for col in df.columns:
         canon = lookup.get(_norm(col))
         if canon and canon not in rename.values():
@@ -393,7 +396,7 @@ class Catalog:
             try:
                 number = float(value)
             except OverflowError:               # an int beyond any float
-                number = math.inf if value > 0 else -math.inf
+                number = -math.inf if value < 0 else math.inf
         if math.isnan(number):
             raise CommandOutOfLimits(f"value {value!r} of {what} is not a number to compare "
                                      "with the point list's limits")

@@ -1,12 +1,32 @@
 """Everything configurable per RTU link, typed, with the standard's defaults."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import enum
+import numbers
+import typing
+from dataclasses import dataclass, fields, replace
+from datetime import tzinfo
+from typing import Any, Final
 
 from iec104.errors import SettingsError
 from iec104.link import LinkConfig
 
-__all__ = ["SessionSettings"]
+__all__ = ["SessionSettings", "DEFAULT", "Default"]
+
+
+class Default(enum.Enum):
+    """The type of :data:`DEFAULT`."""
+
+    DEFAULT = "DEFAULT"
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final = Default.DEFAULT
+"""A keyword left out: the value the master was made with. ``Master.connect`` takes it for
+the settings where None is itself a value (``tz``: UTC; the intervals: off; ``gi_group``: a
+station interrogation); elsewhere None says the same."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +51,7 @@ class SessionSettings:
     cot_size: int = 2
     ca_size: int = 2
     ioa_size: int = 3
-    tz: str | None = None
+    tz: str | tzinfo | None = None
     gi_on_start: bool = True
     gi_interval: float | None = None
     gi_group: int | None = None
@@ -47,7 +67,8 @@ class SessionSettings:
     max_points: int = 1 << 20
     max_backlog: int = 4 << 20
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        _check_types(self)
         if self.cot_size not in (1, 2) or self.ca_size not in (1, 2) or self.ioa_size not in (1, 2, 3):
             raise SettingsError("field sizes: COT and CA take 1 or 2 octets, IOA 1, 2 or 3")
         if self.gi_group is not None and not 1 <= self.gi_group <= 16:
@@ -74,19 +95,66 @@ class SessionSettings:
                           role="master")
 
     @property
-    def sizes(self) -> dict:
+    def sizes(self) -> dict[str, int]:
         return dict(cot_size=self.cot_size, ca_size=self.ca_size, ioa_size=self.ioa_size)
 
     @classmethod
-    def of(cls, **kwargs) -> "SessionSettings":
+    def of(cls, **kwargs: Any) -> "SessionSettings":
         names = {f.name for f in fields(cls)}
         unknown = set(kwargs) - names
         if unknown:
             raise SettingsError(f"unknown session settings: {', '.join(sorted(unknown))}")
         return cls(**kwargs)
 
+    def overridden(self, given: dict[str, Any]) -> "SessionSettings":
+        """These settings with those of ``given`` that say something: a value other than
+        :data:`DEFAULT`, and other than None for a setting that cannot be None (what
+        ``Master.connect``'s keywords mean)."""
+        unknown = set(given) - set(KINDS)
+        if unknown:
+            raise SettingsError(f"unknown session settings: {', '.join(sorted(unknown))}")
+        changes = {k: v for k, v in given.items()
+                   if v is not DEFAULT and (v is not None or KINDS[k][1])}
+        return replace(self, **changes) if changes else self
 
-def _check_tz(tz) -> None:
+
+def _kinds() -> dict[str, tuple[tuple[type, ...], bool]]:
+    """Each setting's types (None left out) and whether None is one of its values, from the
+    annotations: the one place they are written."""
+    out = {}
+    for name, hint in typing.get_type_hints(SessionSettings).items():
+        args = typing.get_args(hint) or (hint,)
+        out[name] = (tuple(a for a in args if a is not type(None)), type(None) in args)
+    return out
+
+
+KINDS: Final = _kinds()
+"""setting -> (its types without None, whether it takes None): what target files and the
+type checks read."""
+
+
+def _of_kind(value: object, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False                    # True is no window size and no timer
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real)
+    return isinstance(value, kind)
+
+
+def _check_types(s: SessionSettings) -> None:
+    for name, (kinds, nullable) in KINDS.items():
+        value = getattr(s, name)
+        if value is None and nullable or any(_of_kind(value, k) for k in kinds):
+            continue
+        want = " or ".join(k.__name__ for k in kinds) + (" or None" if nullable else "")
+        raise SettingsError(f"{name} {value!r}: expected {want}, got {type(value).__name__}")
+
+
+def _check_tz(tz: object) -> None:
     if not isinstance(tz, str):
         return                          # a tzinfo object
     if tz == "UTC":

@@ -2,34 +2,47 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from iec104.errors import SettingsError
-from iec104.session import SessionSettings
+from iec104.settings import KINDS
 
 __all__ = ["Target", "parse_targets", "SETTINGS"]
 
-# what a target file may set: every session setting, read as its default's type
-SETTINGS = {f.name: type(f.default) for f in fields(SessionSettings)}
+# what a target file may set: every session setting, read as the types SessionSettings
+# declares for it (None left out: a file cannot say None, it leaves the setting out)
+SETTINGS: dict[str, tuple[type, ...]] = {name: kinds for name, (kinds, _) in KINDS.items()}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
-def _coerce(name: str, value, where: str):
-    kind = SETTINGS[name]
-    if not isinstance(value, str) or kind is str or name == "tz":
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool) or kind is bool:     # True is no number here, 1 no bool
+        return isinstance(value, bool) and kind is bool
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """A TOML value (typed) or a CSV cell (text) as the setting's type, or SettingsError:
+    an int setting takes integers only (3 or "3"; never 3.0 or "3.5"), a float setting any
+    number, a bool setting a TOML boolean or true/false, yes/no, on/off, 1/0 as text, tz a
+    string."""
+    kind = SETTINGS[name][0]                        # tz: str (a tzinfo is no file's value)
+    if _is(value, kind):
         return value
-    text = value.strip().lower()
-    try:
-        if kind is bool:
-            if text not in _TRUE | _FALSE:
-                raise ValueError
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if kind is bool and text in _TRUE | _FALSE:
             return text in _TRUE
-        return int(text) if kind is int else float(text)
-    except ValueError:
-        raise SettingsError(f"{where}: {name} = {value!r} is not a {kind.__name__}") from None
+        if kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    raise SettingsError(f"{where}: {name} = {value!r} is not a {kind.__name__}")
 
 
 @dataclass
@@ -38,10 +51,10 @@ class Target:
     port: int = 2404
     name: str | None = None
     points: str | None = None
-    settings: dict = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _target(row: dict, where: str) -> Target:
+def _target(row: dict[str, Any], where: str) -> Target:
     row = {str(k).strip().lower().replace("-", "_"): v for k, v in row.items()
            if v is not None and v != ""}
     if "host" not in row:

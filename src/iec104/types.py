@@ -10,7 +10,8 @@ from enum import IntEnum, IntFlag
 import numpy as np
 
 __all__ = [
-    "TypeID", "Cot", "UFunction", "FrameFormat", "FrameStatus", "Flag", "Quality", "TimeFlag",
+    "TypeID", "Cot", "UFunction", "FrameFormat", "FrameStatus", "Flag", "Quality",
+    "CounterQuality", "TimeFlag",
     "POINT_DTYPE", "FRAME_DTYPE", "NO_TIME", "NO_EXTRA", "BROADCAST_CA", "broadcast_ca", "family_of",
     "MONITOR_TYPES", "COMMAND_TYPES", "SYSTEM_TYPES", "CP56_VARIANT",
 ]
@@ -128,7 +129,10 @@ def family_of(type_id: int) -> int:
 
 
 class Cot(IntEnum):
-    """Cause of transmission (7.2.3), the 6-bit cause without the P/N and T bits."""
+    """Cause of transmission (IEC 60870-5-101, 7.2.3), the 6-bit cause without the P/N and T
+    bits: every code the standard defines is a member; 48..63, the private range for special
+    use, are accepted too (``Cot(50).name == "SPECIAL_USE_50"``); 0, 14..19, 42 and 43 (not
+    used, reserved) raise ``ValueError``."""
 
     PERIODIC = 1
     BACKGROUND = 2
@@ -145,14 +149,41 @@ class Cot(IntEnum):
     FILE_TRANSFER = 13
     INTERROGATED_BY_STATION = 20
     INTERROGATED_BY_GROUP_1 = 21
+    INTERROGATED_BY_GROUP_2 = 22
+    INTERROGATED_BY_GROUP_3 = 23
+    INTERROGATED_BY_GROUP_4 = 24
+    INTERROGATED_BY_GROUP_5 = 25
+    INTERROGATED_BY_GROUP_6 = 26
+    INTERROGATED_BY_GROUP_7 = 27
+    INTERROGATED_BY_GROUP_8 = 28
+    INTERROGATED_BY_GROUP_9 = 29
+    INTERROGATED_BY_GROUP_10 = 30
+    INTERROGATED_BY_GROUP_11 = 31
+    INTERROGATED_BY_GROUP_12 = 32
+    INTERROGATED_BY_GROUP_13 = 33
+    INTERROGATED_BY_GROUP_14 = 34
+    INTERROGATED_BY_GROUP_15 = 35
     INTERROGATED_BY_GROUP_16 = 36
     REQUESTED_BY_GENERAL_COUNTER = 37
     REQUESTED_BY_GROUP_1_COUNTER = 38
+    REQUESTED_BY_GROUP_2_COUNTER = 39
+    REQUESTED_BY_GROUP_3_COUNTER = 40
     REQUESTED_BY_GROUP_4_COUNTER = 41
     UNKNOWN_TYPE_ID = 44
     UNKNOWN_CAUSE = 45
     UNKNOWN_CA = 46
     UNKNOWN_IOA = 47
+
+    @classmethod
+    def _missing_(cls, value: object) -> "Cot | None":
+        # the private range: a pseudo-member per code, made once (as IntFlag does for
+        # combinations); not listed by iteration
+        if isinstance(value, int) and 48 <= value <= 63:
+            member = int.__new__(cls, value)
+            member._name_ = f"SPECIAL_USE_{value}"
+            member._value_ = value
+            return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]
+        return None
 
 
 class UFunction(IntEnum):
@@ -197,20 +228,27 @@ class Flag(IntFlag):
 
 
 class Quality(IntFlag):
-    """Quality descriptor bits as sent (QDS, SIQ, DIQ; counters' BCR flags; VTI's transient)."""
+    """Quality descriptor bits as sent: QDS, SIQ, DIQ; QDP of protection events; the VTI's
+    transient bit of step positions. Counter readings have their own bits
+    (:class:`CounterQuality`): read a row's ``quality`` with the class of its type."""
 
     OV = 0x01          # overflow (QDS)
-    BL = 0x10
-    SB = 0x20
-    NT = 0x40
-    IV = 0x80
-    # binary counter reading: the sequence number is the low five bits
-    CY = 0x20
-    CA = 0x40
-    # step position: the VTI's transient bit, moved into a bit QDS leaves reserved
-    TRANSIENT = 0x02
-    # protection events: elapsed time invalid
-    EI = 0x08
+    TRANSIENT = 0x02   # step position: the VTI's transient bit, moved into a bit QDS leaves reserved
+    EI = 0x08          # protection events: elapsed time invalid (QDP)
+    BL = 0x10          # blocked
+    SB = 0x20          # substituted
+    NT = 0x40          # not topical
+    IV = 0x80          # invalid
+
+
+class CounterQuality(IntFlag):
+    """The flags octet of a binary counter reading (BCR: M_IT_NA_1, M_IT_TA_1, M_IT_TB_1):
+    the sequence number in the low five bits, then carry, adjusted and invalid."""
+
+    SEQUENCE = 0x1F    # sequence number SQ (a 5-bit field: ``q & SEQUENCE``)
+    CY = 0x20          # carry: the counter overflowed in the period
+    CA = 0x40          # counter adjusted since the last reading
+    IV = 0x80          # invalid
 
 
 class TimeFlag(IntFlag):
