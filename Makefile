@@ -41,9 +41,19 @@ run: $(RUN_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-only
 
+# The extensions built with clang, ASan and libFuzzer's coverage (setup.py, IEC104_FUZZ=1) into
+# build/fuzz/iec104 beside a copy of src/iec104/*.py (src/iec104's .so files stay as they are);
+# the harness puts build/fuzz first on sys.path and preloads atheris's asan_with_fuzzer.so.
+# New inputs go to build/fuzz/corpus, the seeds in tests/fuzz/corpus are only read.
+# `make fuzz FUZZ_TIME=600` for longer; IEC104_FUZZ_LIB=none for Python-only coverage.
 fuzz: $(DEV_STAMP)
 	$(BIN)/python -m pip install -q atheris
-	$(BIN)/python tests/fuzz/fuzz_codec.py tests/fuzz/corpus -max_total_time=60
+	@command -v clang >/dev/null || { echo "make fuzz: needs clang (apt-get install clang)"; exit 1; }
+	IEC104_FUZZ=1 $(BIN)/python setup.py -q build_ext --build-lib build/fuzz --build-temp build/fuzz/temp -j 2
+	rm -f build/fuzz/iec104/*.py && cp src/iec104/*.py src/iec104/py.typed build/fuzz/iec104/ && cp -r src/iec104/data build/fuzz/iec104/
+	mkdir -p build/fuzz/corpus
+	$(BIN)/python tests/fuzz/fuzz_codec.py build/fuzz/corpus tests/fuzz/corpus \
+		-max_total_time=$(or $(FUZZ_TIME),60) -print_final_stats=1 -artifact_prefix=build/fuzz/
 
 clean:
 	rm -rf build dist src/iec104/*.so src/iec104/*.c $(RUN_STAMP) $(DEV_STAMP)

@@ -31,6 +31,18 @@ if sys.platform == "win32":                     # MSVC
     cflags = ["/Od", "/Zi"] if DEBUG else ["/O2"]
 else:
     cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
+ldflags = []
+cython_dir = "build/cython"
+
+# IEC104_FUZZ=1 (make fuzz): clang with libFuzzer's coverage callbacks and ASan, so that
+# atheris steers by the C code's edges too; built with --build-lib build/fuzz, never over the
+# .so files in src/iec104. IEC104_FUZZ_SANITIZE overrides the -fsanitize= list.
+if os.environ.get("IEC104_FUZZ") == "1":
+    sanitize = "-fsanitize=" + os.environ.get("IEC104_FUZZ_SANITIZE", "address,fuzzer-no-link")
+    os.environ["CC"] = os.environ.get("IEC104_FUZZ_CC", "clang")
+    cflags = ["-O1", "-g", "-fno-omit-frame-pointer", sanitize]
+    ldflags = [sanitize]
+    cython_dir = "build/fuzz/cython"
 
 extensions = [
     Extension(
@@ -39,6 +51,7 @@ extensions = [
         include_dirs=["ext"],
         define_macros=macros,
         extra_compile_args=cflags,
+        extra_link_args=ldflags,
     )
     for pyx in SOURCES
     if not ONLY or pyx.stem in ONLY
@@ -53,7 +66,7 @@ class cythonize_then_build_ext(build_ext):
         self.distribution.ext_modules = cythonize(
             self.distribution.ext_modules,
             include_path=["ext"],
-            build_dir="build/cython",
+            build_dir=cython_dir,
             annotate=DEBUG,
             language_level=3,
             compiler_directives={
