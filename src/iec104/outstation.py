@@ -242,8 +242,9 @@ class Outstation:
 
     def __init__(self, *, stations: int = 2, points: int = 100, point_list=None,
                  host: str = "127.0.0.1", port: int = 0, rate: float = 0.0,
-                 with_time: bool = False, k: int = 12, w: int = 8, t1: float = 15,
-                 t2: float = 10, t3: float = 20, send_ei: bool = False,
+                 with_time: bool = False, k: int = LinkConfig.k, w: int = LinkConfig.w,
+                 t1: float = LinkConfig.t1, t2: float = LinkConfig.t2,
+                 t3: float = LinkConfig.t3, send_ei: bool = False,
                  select_timeout: float = 10.0, seed: int = 0, cot_size: int = 2,
                  ca_size: int = 2, ioa_size: int = 3, tick: float = 0.01,
                  max_backlog: int = MAX_BACKLOG):

@@ -42,12 +42,12 @@ class SessionSettings:
     connection held data transfer for ``backoff_reset`` seconds.
     """
 
-    t0: float = 30.0
-    t1: float = 15.0
-    t2: float = 10.0
-    t3: float = 20.0
-    k: int = 12
-    w: int = 8
+    t0: float = LinkConfig.t0           # the link's defaults are written once, in LinkConfig
+    t1: float = LinkConfig.t1
+    t2: float = LinkConfig.t2
+    t3: float = LinkConfig.t3
+    k: int = LinkConfig.k
+    w: int = LinkConfig.w
     cot_size: int = 2
     ca_size: int = 2
     ioa_size: int = 3

@@ -1,7 +1,8 @@
 """Constants of IEC 60870-5-104 and the record layouts the codec writes.
 
-The ``cdef enum`` blocks of ``ext/apdu.pxd`` mirror the enums here; ``tests/test_types.py``
-checks that both agree, and that the packed C structs have the sizes of the dtypes.
+The ``cdef enum`` blocks of ``ext/apdu.pxd`` mirror the enums here and its packed C structs
+the dtypes; ``tests/test_codec.py`` checks that both agree (and ``tests/test_tables.py`` the
+type families).
 """
 from __future__ import annotations
 
@@ -109,18 +110,30 @@ MONITOR_TYPES = frozenset(t for t in TypeID if t <= 44)
 COMMAND_TYPES = frozenset(t for t in TypeID if 45 <= t <= 64)
 SYSTEM_TYPES = frozenset(t for t in TypeID if 100 <= t <= 107)
 
-# A type family joins a monitor type with its time-tagged variants: they are one point.
+# The one table of type families (ext/apdu.pxd's type_family mirrors it; tests/test_tables.py
+# compares them). A family is one point: its type and its time-tagged variants, which the store
+# keeps as one latest value and a point list names once. One row per family:
+#   family type: (its CP24Time2a variant, its CP56Time2a variant); 0: none
+# The family type is the plain type, or for protection events (which always carry a time) the
+# CP24Time2a one. IEC 104 sends CP56Time2a only; the CP24Time2a variants are 101's.
+_TIME_VARIANTS: dict[int, tuple[int, int]] = {
+    1: (2, 30), 3: (4, 31), 5: (6, 32), 7: (8, 33),             # single, double, step, bitstring
+    9: (10, 34), 11: (12, 35), 13: (14, 36),                    # normalized, scaled, float
+    15: (16, 37),                                               # integrated totals
+    17: (0, 38), 18: (0, 39), 19: (0, 40),                      # protection events
+    45: (0, 58), 46: (0, 59), 47: (0, 60), 48: (0, 61),         # commands and setpoints
+    49: (0, 62), 50: (0, 63), 51: (0, 64),
+    104: (0, 107),                                              # test command
+}
+_ALSO = {21: 9}            # M_ME_ND_1, a normalized value without quality: a normalized point
+
 _FAMILY = {int(t): int(t) for t in TypeID}
-_FAMILY.update({
-    2: 1, 30: 1, 4: 3, 31: 3, 6: 5, 32: 5, 8: 7, 33: 7, 10: 9, 34: 9, 21: 9, 12: 11, 35: 11,
-    14: 13, 36: 13, 16: 15, 37: 15, 38: 17, 39: 18, 40: 19,
-    58: 45, 59: 46, 60: 47, 61: 48, 62: 49, 63: 50, 64: 51, 107: 104,
-})
+_FAMILY.update({v: fam for fam, variants in _TIME_VARIANTS.items() for v in variants if v})
+_FAMILY.update(_ALSO)
 
-
-# the CP56Time2a variant of each plain type (monitor and command), the inverse of a family
-CP56_VARIANT = {1: 30, 3: 31, 5: 32, 7: 33, 9: 34, 11: 35, 13: 36, 15: 37,
-                45: 58, 46: 59, 47: 60, 48: 61, 49: 62, 50: 63, 51: 64}
+CP56_VARIANT = {fam: cp56 for fam, (_, cp56) in _TIME_VARIANTS.items()}
+"""The CP56Time2a variant of each family's type (monitor and command): the inverse of
+:func:`family_of` over the CP56Time2a types."""
 
 
 def family_of(type_id: int) -> int:
