@@ -519,6 +519,7 @@ cdef class Channel:
     cdef uint16_t* cas                   # common addresses seen with monitor data
     cdef int n_cas, cap_cas
     cdef list _new_cas
+    cdef object _clock, _on_batch
     cdef readonly uint64_t frames_in, points_in, bad_frames, refused_rows
 
     def __cinit__(self, *args, **kwargs):
@@ -535,7 +536,19 @@ cdef class Channel:
     def __dealloc__(self):
         free(self.cas)
 
-    def get_buffer(self):
+    def bind(self, clock, on_batch):
+        """Be the protocol's read path: ``buffer_updated`` reads ``clock()`` (the loop's time)
+        and calls ``on_batch(flags)`` when a batch asks for something. The glue sets its
+        protocol's ``get_buffer``/``buffer_updated`` to the channel's, so that a read runs no
+        Python frame at all (uvloop takes them once, when the transport is made)."""
+        self._clock, self._on_batch = clock, on_batch
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        cdef int flags = self.received(nbytes, self._clock())
+        if flags:
+            self._on_batch(flags)
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
         """Where the next read goes: after this connection's partial APDU, and no more
         octets than the event log has room for rows (a row takes at least one octet)."""
         cdef RecvBuffer rb = self.rb
@@ -551,7 +564,7 @@ cdef class Channel:
             return rb.view
         return rb.view[self.carry_n:self.carry_n + limit]
 
-    def received(self, Py_ssize_t nbytes, double now) -> int:
+    cpdef int received(self, Py_ssize_t nbytes, double now) except -1:
         """Decode, validate and store the ``nbytes`` just read; returns the Batch bits."""
         cdef RecvBuffer rb = self.rb
         cdef Link link = self.link

@@ -50,6 +50,7 @@ from iec104._codec import Decoder
 from iec104._encode import encode_asdu, encode_points, i_frame, stamp
 from iec104.link import Batch, Channel, Link, LinkConfig, LinkEvent
 from iec104.protocol import MAX_BACKLOG, LinkProtocol, shared_buffers
+from iec104 import tls as _tls
 from iec104.types import (CP56_VARIANT, NO_TIME, POINT_DTYPE, Cot, FrameStatus, TimeFlag,
                           TypeID, broadcast_ca, family_of)
 
@@ -87,7 +88,9 @@ class _Connection(LinkProtocol):
     """One client: its channel (link core and decoder) and queue of frames to send."""
 
     def __init__(self, out: "Outstation"):
-        super().__init__(out.loop)
+        rb, ws = shared_buffers(out.loop)
+        super().__init__(out.loop, Channel(Link(out.link_config), Decoder(workspace=ws, **out.sizes),
+                                           rb, broadcast_ca=out.broadcast, want=_WANT))
         self.out = out
         self.queue: collections.deque = collections.deque()    # [data, offsets, first]
         self.queued = 0
@@ -111,9 +114,6 @@ class _Connection(LinkProtocol):
         self.transport = transport
         self.peer = "%s:%s" % transport.get_extra_info("peername")[:2]
         transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
-        rb, ws = shared_buffers(self.loop)
-        self.channel = Channel(Link(out.link_config), Decoder(workspace=ws, **out.sizes), rb,
-                               broadcast_ca=out.broadcast, want=_WANT)
         out._conns.add(self)
         out.counts["connections"] += 1
         self.link.connection_made(self.loop.time())
@@ -233,6 +233,10 @@ class Outstation:
         Octets that may wait for one client (its write buffer and the I-frames queued behind
         its k window); past it the client is closed as a slow reader
         (``counts["closed_slow_reader"]``).
+    tls : iec104.tls.TLS or ssl.SSLContext, optional
+        Serve TLS (IEC 62351-3): a client certificate is required unless ``verify=False``;
+        a client that fails the handshake (or the allow-list) is closed and counted
+        (``counts["tls_failures"]``), the others are not disturbed.
 
     Examples
     --------
@@ -247,8 +251,9 @@ class Outstation:
                  t3: float = LinkConfig.t3, send_ei: bool = False,
                  select_timeout: float = 10.0, seed: int = 0, cot_size: int = 2,
                  ca_size: int = 2, ioa_size: int = 3, tick: float = 0.01,
-                 max_backlog: int = MAX_BACKLOG):
+                 max_backlog: int = MAX_BACKLOG, tls=None, tls_handshake_timeout: float = 10.0):
         self.host, self.port = host, port
+        self.tls, self.tls_handshake_timeout = tls, tls_handshake_timeout
         self.rate, self.with_time, self.send_ei = rate, with_time, send_ei
         self.select_timeout, self.tick = select_timeout, tick
         self.link_config = LinkConfig(t1=t1, t2=t2, t3=t3, k=k, w=w, role="outstation")
@@ -311,8 +316,21 @@ class Outstation:
 
     async def start(self) -> "Outstation":
         self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(lambda: _Connection(self), self.host,
-                                                     self.port, backlog=4096)
+        factory = lambda: _Connection(self)
+        context, tls = _tls.context_of(self.tls, server=True)
+        if context is not None:
+            allowed = tls.fingerprints if tls is not None else None
+
+            def failed(reason: str, peer: str) -> None:
+                self.counts["tls_failures"] += 1
+                log.warning("simulator: TLS client %s refused: %s", peer, reason)
+
+            self._server = await _tls.TLSServer(
+                self.loop, context, factory, failed, allowed, self.tls_handshake_timeout,
+            ).listen(self.host, self.port)
+        else:
+            self._server = await self.loop.create_server(factory, self.host, self.port,
+                                                         backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.rate > 0:
             self._ticker = self.loop.create_task(self._spontaneous())

@@ -35,28 +35,23 @@ def shared_buffers(loop: asyncio.AbstractEventLoop) -> tuple[RecvBuffer, Workspa
 class LinkProtocol(asyncio.BufferedProtocol):
     """One connection: forwards reads to the channel, writes its output, keeps its timer.
 
-    Subclasses set ``self.channel`` in ``connection_made`` and implement ``on_batch(flags)``
-    for the bits beyond OUTPUT and TIMER (which :meth:`flush` handles).
+    Subclasses give the channel (made before the transport: uvloop takes the read methods
+    when it makes the transport) and implement ``on_batch(flags)`` for the bits beyond OUTPUT
+    and TIMER (which :meth:`flush` handles).
     """
 
     max_backlog = MAX_BACKLOG
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop, channel):
         self.loop = loop
-        self.channel = None
+        self.channel = channel
         self.transport = None
         self.write_paused = False
         self._timer: asyncio.TimerHandle | None = None
-
-    # ---- reading -----------------------------------------------------------------------------
-
-    def get_buffer(self, sizehint):
-        return self.channel.get_buffer()
-
-    def buffer_updated(self, nbytes):
-        flags = self.channel.received(nbytes, self.loop.time())
-        if flags:
-            self.on_batch(flags)
+        # reads go straight to the channel (C): no Python frame per read
+        channel.bind(loop.time, self.on_batch)
+        self.get_buffer = channel.get_buffer
+        self.buffer_updated = channel.buffer_updated
 
     def eof_received(self):
         return False                    # close the transport

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import logging
 import random
+import ssl
 import time
 from typing import Callable
 
@@ -26,6 +27,7 @@ from iec104.link import Batch, Channel, Link, LinkEvent
 from iec104.protocol import LinkProtocol, shared_buffers
 from iec104.requests import Interrogation, Requests
 from iec104.settings import SessionSettings
+from iec104 import tls as _tls
 from iec104.types import Cot, FrameFormat, TypeID, broadcast_ca
 
 __all__ = ["Session", "SessionSettings"]
@@ -46,7 +48,11 @@ class _Protocol(LinkProtocol):
     """One TCP connection of a session: every callback goes to the session."""
 
     def __init__(self, session: "Session"):
-        super().__init__(session._loop)
+        store = session._store
+        channel = Channel(Link(session.settings.link_config()), session._decoder,
+                          shared_buffers(session._loop)[0], store.table, store.log.ring,
+                          broadcast_ca=session.broadcast_ca, want=_WANT)
+        super().__init__(session._loop, channel)
         self.s = session
         self.max_backlog = session.settings.max_backlog
         self.aborted = False
@@ -205,16 +211,36 @@ class Session:
         failures = 0
         loop = self._loop
         s = self.settings
+        try:
+            context, tls = _tls.context_of(s.tls, server=False)
+        except Exception as e:                  # SettingsError: files that do not load
+            self.last_error = str(e)
+            self._fail_start(ConnectError(f"{self.name}: {e}"))
+            return
+        kw: dict = {}
+        factory: Callable[[], _Protocol] = lambda: _Protocol(self)
+        if context is not None:
+            kw = dict(ssl=context, ssl_handshake_timeout=s.t0,
+                      server_hostname=(tls.server_hostname if tls is not None else None) or self.host)
+            allowed = tls.fingerprints if tls is not None else None
+            if allowed:
+                factory = lambda: self._guarded(_Protocol(self), allowed)
         while not self._closing:
             self.tcp_state = "connecting"
             self._lost_evt.clear()
             self._started_at = None
             try:
                 await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), self.host, self.port),
+                    loop.create_connection(factory, self.host, self.port, **kw),
                     timeout=s.t0)
             except (OSError, asyncio.TimeoutError) as e:
                 reason = "t0 expired" if isinstance(e, asyncio.TimeoutError) else str(e) or type(e).__name__
+                if context is not None and (isinstance(e, (ssl.SSLError, ConnectionResetError))
+                                            or "handshake" in reason.lower()):
+                    reason = _tls.describe(e)
+                    self._counts["tls_failures"] += 1
+                elif context is not None and isinstance(e, asyncio.TimeoutError):
+                    reason = "t0 expired (TCP connect or TLS handshake)"
                 self.tcp_state = "disconnected"
                 self.last_error = f"connect to {self.host}:{self.port}: {reason}"
                 log.warning("%s: %s", self.name, self.last_error)
@@ -235,6 +261,27 @@ class Session:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))   # jitter: no herd
             self._counts["reconnects"] += 1
 
+    def _guarded(self, proto: _Protocol, allowed: frozenset) -> _Protocol:
+        """``proto``, refusing a TLS peer whose certificate is not in ``allowed`` before
+        anything is sent (the allow-list is checked after the handshake)."""
+        made = proto.connection_made
+
+        def connection_made(transport):
+            why = _tls.check_peer(transport, allowed)
+            if why is None:
+                return made(transport)
+            proto.transport = None
+            proto.connection_lost = lambda exc: None
+            transport.abort()
+            self._counts["tls_failures"] += 1
+            self.last_error = f"connect to {self.host}:{self.port}: {why}"
+            log.warning("%s: %s", self.name, self.last_error)
+            self._fail_start(ConnectError(self.last_error))
+            self._lost_evt.set()
+
+        proto.connection_made = connection_made
+        return proto
+
     def _fail_start(self, exc: Exception) -> None:
         if self._started is not None and not self._started.done():
             self._started.set_exception(exc)
@@ -251,11 +298,7 @@ class Session:
         transport.set_write_buffer_limits(high=min(1 << 16, self.settings.max_backlog))
         if self.reading_paused:
             transport.pause_reading()
-        link = Link(self.settings.link_config())
-        store = self._store
-        proto.channel = Channel(link, self._decoder, shared_buffers(self._loop)[0],
-                                store.table, store.log.ring, broadcast_ca=self.broadcast_ca,
-                                want=_WANT)
+        link = proto.channel.link
         link.connection_made(now)
         link.start(now)
         proto.flush(proto.channel.pending())
@@ -267,7 +310,21 @@ class Session:
         self.tcp_state = "disconnected"
         self.connected_since = None
         if link is not None:
-            if not (link.closed or proto.aborted or self._closing):
+            if isinstance(exc, ssl.SSLError) and not self._closing:
+                # TLS 1.3: the outstation checks our certificate after our handshake ended
+                self.last_error = f"connect to {self.host}:{self.port}: {_tls.describe(exc)}"
+                if not self._attempt_started:
+                    self._counts["tls_failures"] += 1
+                log.warning("%s: %s", self.name, self.last_error)
+            elif (self.settings.tls is not None and not self._attempt_started
+                  and not proto.aborted and not self._closing and not proto.channel.frames_in):
+                # the outstation checks our certificate after our side of the handshake
+                self.last_error = (f"connect to {self.host}:{self.port}: TLS: the outstation "
+                                   "closed right after the handshake: it refused our certificate "
+                                   "(none, expired, an unknown CA or not in its allow-list)")
+                self._counts["tls_failures"] += 1
+                log.warning("%s: %s", self.name, self.last_error)
+            elif not (link.closed or proto.aborted or self._closing):
                 self.last_error = "connection closed by the RTU" + (f" ({exc})" if exc else "")
             link.connection_lost()
         self._count_channel(proto)
@@ -713,4 +770,6 @@ class Session:
             "late_answers": self._requests.late, "in_doubt": len(self._requests.in_doubt),
             "bytes_out": self._counts["bytes_out"],
             "link": link.status() if link is not None and self._proto.transport is not None else {},
+            "tls": _tls.peer_info(self._proto.transport) if self._proto is not None else None,
+            "tls_failures": self._counts["tls_failures"],
         }
