@@ -2,6 +2,7 @@
 import ast
 import dataclasses
 import inspect
+import ssl
 import typing
 from pathlib import Path
 
@@ -74,7 +75,8 @@ OTHER = dict(t0=5.0, t1=7.0, t2=3.0, t3=9.0, k=24, w=16, cot_size=1, ca_size=1, 
              tz="Europe/Berlin", gi_on_start=False, gi_interval=600.0, gi_group=3,
              ci_interval=900.0, qcc=1, clock_sync_interval=3600.0, reconnect=False,
              backoff_min=1.0, backoff_max=2.0, backoff_reset=5.0, request_timeout=4.0,
-             debug_frames=10, max_points=100, max_backlog=4096)
+             debug_frames=10, max_points=100, max_backlog=4096,
+             tls=ssl.create_default_context())
 
 
 def test_other_values_cover_every_setting():

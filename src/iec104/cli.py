@@ -17,7 +17,7 @@ from iec104.commands import build_command
 from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error
 from iec104.master import Master, run
 from iec104.session import SessionSettings
-from iec104.targets import SETTINGS, Target, parse_targets
+from iec104.targets import SETTINGS, Target, parse_targets, tls_settings
 from iec104.types import TypeID
 
 EXAMPLES = """\
@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
                 ("clock-sync-interval", float, "periodic clock sync, s")):
             g.add_argument(f"--{name}", type=kind, help=help_)
         g.add_argument("--tz", help="time zone of the RTU clocks (default UTC)")
+        tls_options(sp)
+
+    def tls_options(sp, server=False):
+        g = sp.add_argument_group("TLS (IEC 62351-3; mutual authentication)")
+        g.add_argument("--tls-cert", help="our certificate chain (PEM; the key too unless --tls-key)")
+        g.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
+        g.add_argument("--tls-ca", help="CA certificate(s) that sign the "
+                       + ("clients'" if server else "RTUs'") + " certificates (PEM)")
 
     d = sub.add_parser("demo", help="the main job on the built-in simulator (the default)")
     d.add_argument("--export", default="out/parameters.parquet", help="where to write the table")
@@ -96,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
     s.add_argument("--k", type=int, default=12, help="send window (raise it for load tests)")
     s.add_argument("--w", type=int, default=8, help="acknowledge after w received frames")
+    tls_options(s, server=True)
 
     c = sub.add_parser("command", help="send one command; the exit code tells its result")
     c.add_argument("target", metavar="TARGET")
@@ -128,7 +137,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _session_settings(args) -> dict:
     """The session settings given on the command line (the others keep their defaults)."""
-    return {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
+    out = {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
+    tls = [getattr(args, f"tls_{k}", None) for k in ("cert", "key", "ca")]
+    if any(v is not None for v in tls):
+        out["tls"] = tls_settings(*tls, where="--tls-*")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +290,7 @@ async def _simulate(args) -> int:
     from iec104.outstation import Outstation
     out = Outstation(stations=args.stations, points=args.points, point_list=args.point_list,
                      host=args.host, port=args.port, rate=args.rate, with_time=args.with_time,
-                     k=args.k, w=args.w)
+                     k=args.k, w=args.w, tls=_session_settings(args).get("tls"))
     out.on_command.append(lambda r: console.say(
         f"command from {r['connection']}: {r['type']} CA {r['ca']} IOA {r['ioa']} value "
         f"{r['value']:g}{' select' if r['select'] else ''} -> {r['result']}"))

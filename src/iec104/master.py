@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from datetime import tzinfo
 from pathlib import Path
+from ssl import SSLContext
 
 import polars as pl
 
@@ -14,6 +15,7 @@ from iec104.metadata import Catalog
 from iec104.session import Session
 from iec104.settings import DEFAULT, Default, SessionSettings
 from iec104.store import EventStream, Store
+from iec104.tls import TLS
 
 __all__ = ["Master", "run"]
 
@@ -81,7 +83,7 @@ class Master:
         backoff_min: float | None = None, backoff_max: float | None = None,
         backoff_reset: float | None = None, request_timeout: float | None = None,
         debug_frames: int | None = None, max_points: int | None = None,
-        max_backlog: int | None = None,
+        max_backlog: int | None = None, tls: TLS | SSLContext | None | Default = DEFAULT,
     ) -> Session:
         """Open a session to an RTU and return it once data transfer has started.
 
@@ -114,6 +116,8 @@ class Master:
             Reconnect back-off (s) and the default timeout of requests (s).
         debug_frames, max_points, max_backlog : int, optional
             Frames kept for the debug view, latest-value rows, octets written but unread.
+        tls : iec104.tls.TLS, ssl.SSLContext or None, optional
+            TLS (IEC 62351-3) to the RTU; None: plain TCP.
 
         Every keyword but ``name`` is a setting of :class:`iec104.SessionSettings` (which
         says more). One left out, or None, takes the value the master was made with (its

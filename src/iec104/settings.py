@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import numbers
+import ssl
 import typing
 from dataclasses import dataclass, fields, replace
 from datetime import tzinfo
@@ -10,6 +11,7 @@ from typing import Any, Final
 
 from iec104.errors import SettingsError
 from iec104.link import LinkConfig
+from iec104.tls import TLS
 
 __all__ = ["SessionSettings", "DEFAULT", "Default"]
 
@@ -39,7 +41,9 @@ class SessionSettings:
     refused, counted and logged); ``max_backlog`` the octets written but not read by the
     RTU before the link is closed. Reconnects back off from ``backoff_min`` doubling to
     ``backoff_max``; the back-off starts again from ``backoff_min`` only after a
-    connection held data transfer for ``backoff_reset`` seconds.
+    connection held data transfer for ``backoff_reset`` seconds. ``tls`` (an
+    :class:`iec104.tls.TLS` or a ready ``ssl.SSLContext``) runs the link over TLS
+    (IEC 62351-3); None: plain TCP.
     """
 
     t0: float = LinkConfig.t0           # the link's defaults are written once, in LinkConfig
@@ -66,6 +70,7 @@ class SessionSettings:
     debug_frames: int = 1000
     max_points: int = 1 << 20
     max_backlog: int = 4 << 20
+    tls: TLS | ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)

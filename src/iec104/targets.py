@@ -11,11 +11,13 @@ import polars as pl
 from iec104.errors import SettingsError
 from iec104.settings import KINDS
 
-__all__ = ["Target", "parse_targets", "SETTINGS"]
+__all__ = ["Target", "parse_targets", "SETTINGS", "TLS_KEYS", "tls_settings"]
 
 # what a target file may set: every session setting, read as the types SessionSettings
 # declares for it (None left out: a file cannot say None, it leaves the setting out)
-SETTINGS: dict[str, tuple[type, ...]] = {name: kinds for name, (kinds, _) in KINDS.items()}
+SETTINGS: dict[str, tuple[type, ...]] = {name: kinds for name, (kinds, _) in KINDS.items()
+                                         if name != "tls"}
+TLS_KEYS = ("tls_cert", "tls_key", "tls_ca")   # a file's TLS: paths, made into settings["tls"]
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -59,15 +61,29 @@ def _target(row: dict[str, Any], where: str) -> Target:
            if v is not None and v != ""}
     if "host" not in row:
         raise SettingsError(f"{where}: a target needs a host")
-    unknown = set(row) - set(SETTINGS) - {"host", "port", "name", "points"}
+    unknown = set(row) - set(SETTINGS) - {"host", "port", "name", "points", *TLS_KEYS}
     if unknown:
         raise SettingsError(f"{where}: unknown settings {', '.join(sorted(unknown))}")
     settings = {k: _coerce(k, v, where) for k, v in row.items() if k in SETTINGS}
+    if any(k in row for k in TLS_KEYS):
+        settings["tls"] = tls_settings(*(row.get(k) for k in TLS_KEYS), where=where)
     try:
         port = int(row.get("port", 2404))
     except ValueError:
         raise SettingsError(f"{where}: port {row['port']!r} is not a number") from None
     return Target(str(row["host"]), port, row.get("name"), row.get("points"), settings)
+
+
+def tls_settings(cert: Any, key: Any, ca: Any, *, where: str = "TLS") -> Any:
+    """The :class:`iec104.tls.TLS` of ``--tls-cert/--tls-key/--tls-ca`` or a target's
+    ``tls_cert/tls_key/tls_ca`` (paths; a missing file is a SettingsError naming it)."""
+    from iec104.tls import TLS
+    for what, path in (("tls_cert", cert), ("tls_key", key), ("tls_ca", ca)):
+        if path is not None and not Path(str(path)).exists():
+            raise SettingsError(f"{where}: {what} {path}: no such file")
+    if key is not None and cert is None:
+        raise SettingsError(f"{where}: tls_key without tls_cert")
+    return TLS(cert=cert, key=key, ca=ca)
 
 
 def parse_targets(specs: list[str]) -> list[Target]:

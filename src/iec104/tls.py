@@ -1,0 +1,400 @@
+"""TLS for IEC 104 links as IEC 62351-3 profiles it: the settings and the contexts.
+
+:class:`TLS` names the files (certificate, key, CA, CRL) and the policy (mutual
+authentication, TLS 1.2 and 1.3, the IEC 62351-3 cipher suites the platform has, an
+allow-list of peer certificates) and builds the :class:`ssl.SSLContext` of either side. A
+ready ``ssl.SSLContext`` is accepted wherever a :class:`TLS` is. Session resumption and the
+TLS 1.3 key update are Python's (OpenSSL's) defaults; renegotiation is off (OpenSSL's
+default for TLS 1.2 with Python, and absent from TLS 1.3).
+
+:func:`describe` turns a failed handshake into one line that names the reason. A key
+password is kept as a :class:`~iec104.importhooks.Secret`: never in a repr, an error or a log.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from iec104.errors import SettingsError
+
+__all__ = ["TLS", "IEC62351_CIPHERS", "context_of", "describe", "fingerprint", "peer_info",
+           "check_peer", "TLSServer"]
+
+log = logging.getLogger("iec104.tls")
+
+IEC62351_CIPHERS = (
+    # IEC 62351-3 ed. 2 (TLS 1.2): ECDHE with AES-GCM, ECDSA or RSA certificates, strongest first
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-AES128-GCM-SHA256",
+)
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _version(v: Any) -> ssl.TLSVersion:
+    if isinstance(v, ssl.TLSVersion):
+        return v
+    key = str(v).lower().removeprefix("tlsv").removeprefix("tls").strip("_ ").replace("_", ".")
+    if key not in _VERSIONS:
+        raise SettingsError(f"TLS version {v!r}: 1.2 or 1.3")
+    return _VERSIONS[key]
+
+
+def fingerprint(der: bytes) -> str:
+    """The SHA-256 fingerprint of a DER certificate, lower-case hex without separators."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def _fingerprints(allowed: Iterable[Any]) -> frozenset[str]:
+    """Hex fingerprints (colons and case ignored), DER bytes, or paths of PEM/DER files."""
+    out = set()
+    for a in allowed:
+        if isinstance(a, (bytes, bytearray)):
+            out.add(fingerprint(bytes(a)))
+            continue
+        text = str(a)
+        hexed = text.replace(":", "").strip().lower()
+        if len(hexed) == 64 and all(c in "0123456789abcdef" for c in hexed):
+            out.add(hexed)
+            continue
+        path = Path(text)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise SettingsError(f"TLS allowed certificate {text}: {e.strerror or e}") from None
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            blocks = data.decode("ascii", "replace").split("-----END CERTIFICATE-----")
+            for b in blocks:
+                if "-----BEGIN CERTIFICATE-----" in b:
+                    out.add(fingerprint(ssl.PEM_cert_to_DER_cert(b + "-----END CERTIFICATE-----\n")))
+        else:
+            out.add(fingerprint(data))
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings of one side of a link (master or outstation).
+
+    Parameters
+    ----------
+    cert, key : path, optional
+        Our certificate chain (PEM) and its private key (in ``cert`` when ``key`` is None).
+        An outstation needs one; a master too under mutual authentication (the default).
+    ca : path, optional
+        The CA certificate(s) (PEM file or a directory) that sign the peers' certificates;
+        None: the system's store.
+    crl : path, optional
+        A certificate revocation list (PEM): the peer's certificate is checked against it
+        (the CA's CRL must be there; a missing CRL fails the handshake).
+    allowed : iterable, optional
+        Only these peer certificates (like c104's ``only_known``): SHA-256 fingerprints
+        (hex), DER bytes or certificate files; checked after the handshake.
+    min_version, max_version : "1.2", "1.3" or ssl.TLSVersion
+    server_hostname : str, optional
+        The name the outstation's certificate must carry (master side; default: the host
+        connected to).
+    verify : bool
+        Check the peer's certificate (and, on the master side, its name); on the outstation
+        side require a client certificate. False is for tests only.
+    password : str, optional
+        The key's password; never shown.
+    ciphers : str, optional
+        An OpenSSL cipher list for TLS 1.2 instead of :data:`IEC62351_CIPHERS`.
+    """
+
+    cert: str | Path | None = None
+    key: str | Path | None = None
+    ca: str | Path | None = None
+    crl: str | Path | None = None
+    allowed: tuple | None = None
+    min_version: Any = ssl.TLSVersion.TLSv1_2
+    max_version: Any = ssl.TLSVersion.TLSv1_3
+    server_hostname: str | None = None
+    verify: bool = True
+    password: Any = field(default=None, repr=False, compare=False)
+    ciphers: str | None = None
+
+    def __post_init__(self) -> None:
+        from iec104.importhooks import Secret
+        if self.password is not None and not isinstance(self.password, Secret):
+            object.__setattr__(self, "password", Secret(self.password))
+        if self.allowed is not None:
+            items = [self.allowed] if isinstance(self.allowed, (str, bytes, Path)) else self.allowed
+            object.__setattr__(self, "allowed", tuple(items))
+        lo, hi = _version(self.min_version), _version(self.max_version)
+        if lo > hi:
+            raise SettingsError("TLS min_version is above max_version")
+        object.__setattr__(self, "min_version", lo)
+        object.__setattr__(self, "max_version", hi)
+
+    @property
+    def fingerprints(self) -> frozenset[str] | None:
+        return None if self.allowed is None else _fingerprints(self.allowed)
+
+    def _base(self, purpose: ssl.Purpose) -> ssl.SSLContext:
+        proto = ssl.PROTOCOL_TLS_CLIENT if purpose is ssl.Purpose.SERVER_AUTH else ssl.PROTOCOL_TLS_SERVER
+        ctx = ssl.SSLContext(proto)
+        ctx.minimum_version, ctx.maximum_version = self.min_version, self.max_version
+        ctx.options |= ssl.OP_NO_COMPRESSION
+        if hasattr(ssl, "OP_NO_RENEGOTIATION"):
+            ctx.options |= ssl.OP_NO_RENEGOTIATION
+        self._set_ciphers(ctx)
+        if self.cert is not None:
+            try:
+                ctx.load_cert_chain(str(self.cert), None if self.key is None else str(self.key),
+                                    password=None if self.password is None else self.password.reveal())
+            except (OSError, ssl.SSLError) as e:
+                what = f"{self.cert}" + (f" / {self.key}" if self.key is not None else "")
+                raise SettingsError(f"TLS certificate/key {what}: cannot be loaded "
+                                    f"({getattr(e, 'strerror', None) or type(e).__name__}; a wrong "
+                                    "key, a wrong password or not PEM)") from None
+        elif self.key is not None:
+            raise SettingsError("TLS key given without a certificate")
+        try:
+            if self.ca is not None:
+                p = Path(self.ca)
+                ctx.load_verify_locations(capath=str(p)) if p.is_dir() else \
+                    ctx.load_verify_locations(cafile=str(p))
+            elif self.verify:
+                ctx.load_default_certs(purpose)
+            if self.crl is not None:
+                ctx.load_verify_locations(cafile=str(self.crl))
+                ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        except (OSError, ssl.SSLError) as e:
+            raise SettingsError(f"TLS CA/CRL {self.ca or ''} {self.crl or ''}: cannot be loaded "
+                                f"({getattr(e, 'strerror', None) or e})") from None
+        return ctx
+
+    def _set_ciphers(self, ctx: ssl.SSLContext) -> None:
+        """The IEC 62351-3 suites the platform has (TLS 1.2; TLS 1.3 suites are OpenSSL's)."""
+        if self.ciphers is not None:
+            try:
+                ctx.set_ciphers(self.ciphers)
+            except ssl.SSLError:
+                raise SettingsError(f"TLS ciphers {self.ciphers!r}: none available") from None
+            return
+        have = [c for c in IEC62351_CIPHERS if _available(c)]
+        if have:
+            ctx.set_ciphers(":".join(have))
+
+    def client_context(self) -> ssl.SSLContext:
+        """The master's context: verifies the outstation (and its name), presents ``cert``."""
+        ctx = self._base(ssl.Purpose.SERVER_AUTH)
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def server_context(self) -> ssl.SSLContext:
+        """The outstation's context: requires and verifies a client certificate."""
+        if self.cert is None:
+            raise SettingsError("TLS on an outstation needs a certificate (cert=)")
+        ctx = self._base(ssl.Purpose.CLIENT_AUTH)
+        ctx.verify_mode = ssl.CERT_REQUIRED if self.verify else ssl.CERT_NONE
+        return ctx
+
+
+def _available(cipher: str) -> bool:
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        probe.set_ciphers(cipher)
+    except ssl.SSLError:
+        return False
+    return True
+
+
+def context_of(tls: "TLS | ssl.SSLContext | None", *, server: bool
+               ) -> tuple[ssl.SSLContext | None, TLS | None]:
+    """The context of one side and the settings it came from (None for a ready context)."""
+    if tls is None:
+        return None, None
+    if isinstance(tls, ssl.SSLContext):
+        return tls, None
+    if isinstance(tls, TLS):
+        return (tls.server_context() if server else tls.client_context()), tls
+    raise SettingsError(f"tls {type(tls).__name__}: expected iec104.TLS or ssl.SSLContext")
+
+
+def ssl_object(transport) -> ssl.SSLObject | None:
+    return transport.get_extra_info("ssl_object") if transport is not None else None
+
+
+def check_peer(transport, fingerprints: frozenset[str] | None) -> str | None:
+    """None if the peer's certificate is allowed, else the reason (one line)."""
+    if not fingerprints:
+        return None
+    obj = ssl_object(transport)
+    der = obj.getpeercert(binary_form=True) if obj is not None else None
+    if not der:
+        return "TLS: the peer sent no certificate (an allow-list is set)"
+    fp = fingerprint(der)
+    if fp not in fingerprints:
+        return f"TLS: the peer's certificate (SHA-256 {fp[:16]}...) is not in the allow-list"
+    return None
+
+
+def _name(rdns) -> str:
+    return ", ".join(f"{k}={v}" for rdn in rdns or () for k, v in rdn)
+
+
+def peer_info(transport) -> dict | None:
+    """version, cipher, the peer's subject and notAfter of a TLS transport; None if plain."""
+    obj = ssl_object(transport)
+    if obj is None:
+        return None
+    cert = obj.getpeercert() or {}
+    c = obj.cipher()
+    return {"version": obj.version(), "cipher": c[0] if c else None,
+            "peer_subject": _name(cert.get("subject")) or None,
+            "peer_not_after": cert.get("notAfter")}
+
+
+_REASONS = {        # OpenSSL reasons (SSLError.reason) -> what they mean for an operator
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer requires a client certificate and got none",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client sent no certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the peer refused our certificate: expired",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer refused our certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the peer refused our certificate",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "the peer refused our certificate: revoked",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not know the CA of our certificate",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common",
+    "UNSUPPORTED_PROTOCOL": "no TLS version in common",
+    "NO_PROTOCOLS_AVAILABLE": "no TLS version in common",
+    "NO_SHARED_CIPHER": "no cipher suite in common",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the handshake failed (no cipher suite or version in common?)",
+    "WRONG_VERSION_NUMBER": "the peer does not speak TLS",
+    "HTTP_REQUEST": "the peer does not speak TLS",
+    "UNEXPECTED_EOF_WHILE_READING": "the peer closed during the TLS handshake",
+    "RECORD_LAYER_FAILURE": "the peer does not speak TLS",
+}
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming why a TLS handshake (or the first TLS record) failed."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        msg = exc.verify_message or exc.reason or "verification failed"
+        code = exc.verify_code
+        if code == 10:
+            why = "expired"
+        elif code in (2, 18, 19, 20, 21):
+            why = "unknown CA (not signed by a trusted CA)"
+        elif code == 62 or "hostname mismatch" in str(msg).lower() or "ip address mismatch" in str(msg).lower():
+            why = "wrong host name"
+        elif code == 23:
+            why = "revoked"
+        elif code == 3:
+            why = "no CRL for its CA"
+        elif code == 9:
+            why = "not yet valid"
+        else:
+            why = "rejected"
+        return f"TLS: the peer's certificate is {why} ({msg})"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        text = _REASONS.get(reason)
+        if text is None:
+            text = str(exc.args[1] if len(exc.args) > 1 else exc).splitlines()[0] if exc.args else type(exc).__name__
+        return f"TLS: {text}" + (f" ({reason})" if reason and reason not in text else "")
+    if isinstance(exc, ConnectionResetError):
+        return "TLS: the peer reset the connection during the handshake (not a TLS peer?)"
+    if isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc).lower():
+        return "TLS: handshake timed out"
+    return f"TLS: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+
+class TLSServer:
+    """A TLS listener that knows about every failed handshake: each accepted socket is
+    handed to ``connect_accepted_socket(ssl=...)``, whose handshake raises on failure
+    (``create_server(ssl=...)`` drops failed handshakes without a word, on asyncio and on
+    uvloop). A client that fails the handshake or the allow-list is reported to
+    ``failed(reason, peer)`` and closed; the other clients are not touched. Quacks like the
+    ``asyncio.Server`` an outstation keeps: ``sockets``, ``close()``, ``wait_closed()``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: ssl.SSLContext,
+                 make: Callable[[], asyncio.BaseProtocol], failed: Callable[[str, str], None],
+                 allowed: frozenset[str] | None = None, timeout: float = 10.0):
+        self.loop, self.context, self.make, self.failed = loop, context, make, failed
+        self.allowed, self.timeout = allowed, timeout
+        self.sockets: list[socket.socket] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._accepting: asyncio.Task | None = None
+
+    async def listen(self, host: str, port: int, backlog: int = 4096) -> "TLSServer":
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                            flags=socket.AI_PASSIVE)
+        family = infos[0][0] if infos else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=backlog)
+        sock.setblocking(False)
+        self.sockets = [sock]
+        self._accepting = self.loop.create_task(self._accept(sock))
+        return self
+
+    async def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, addr = await self.loop.sock_accept(sock)
+            except OSError as e:
+                if sock.fileno() < 0:
+                    return
+                log.warning("TLS listener: accept: %s", e)
+                await asyncio.sleep(0.1)
+                continue
+            t = self.loop.create_task(self._handshake(conn, "%s:%s" % addr[:2]))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def _handshake(self, conn: socket.socket, peer: str) -> None:
+        refused: list[str] = []
+
+        def make():
+            proto = self.make()
+            if self.allowed:
+                made = proto.connection_made
+
+                def connection_made(transport):
+                    why = check_peer(transport, self.allowed)
+                    if why is None:
+                        return made(transport)
+                    refused.append(why)
+                    proto.connection_lost = lambda exc: None
+                    transport.abort()
+
+                proto.connection_made = connection_made
+            return proto
+
+        try:
+            await self.loop.connect_accepted_socket(make, conn, ssl=self.context,
+                                                    ssl_handshake_timeout=self.timeout)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception as e:              # SSLError, a reset, the handshake timeout
+            conn.close()
+            self.failed(describe(e), peer)
+            return
+        if refused:
+            self.failed(refused[0], peer)
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def wait_closed(self) -> None:
+        for t in [self._accepting, *self._tasks]:
+            if t is not None:
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
