@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -92,7 +93,7 @@ def test_import_reports_a_good_list_and_rejects_a_bad_one(tmp_path, capsys):
     assert "2 points" in out and "command points: 1" in out
     bad = tmp_path / "bad.csv"
     bad.write_text("ioa\n1\nfoo\n")
-    assert main(["import", str(bad)]) == 2
+    assert main(["import", str(bad)]) == 1             # an input error
     assert "row 2" in capsys.readouterr().err
 
 
@@ -134,3 +135,40 @@ def test_target_files_carry_settings(tmp_path):
     bad.write_text("host,colour\nx,red\n")
     with pytest.raises(SettingsError, match="colour"):
         parse_targets([str(bad)])
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_poll_of_two_rtus_with_one_down_polls_the_other_and_shows_it_down(tmp_path, capsys):
+    down = _free_port()
+    with Sim(stations=1, points=30) as sim:
+        code = main(["poll", f"127.0.0.1:{sim.out.port}", f"127.0.0.1:{down}", "--duration", "1.5",
+                     "--t0", "1", "--export", str(tmp_path / "snap.parquet")])
+        counters = int(np.isin(sim.out.image["type_id"], (15, 16, 37)).sum())
+    assert code == 1                                 # not every RTU was reached
+    assert len(pl.read_parquet(tmp_path / "snap.parquet")) == 30 - counters   # the GI sends no counters
+    cap = capsys.readouterr()
+    assert f"127.0.0.1:{down}" in cap.out and "down" in cap.out
+    assert "Traceback" not in cap.err
+
+
+def test_poll_reaches_an_rtu_that_comes_up_later(tmp_path):
+    port = _free_port()
+    with Sim(stations=1, points=10) as a:
+        import threading
+        late = Sim(stations=1, points=10, port=port)
+        timer = threading.Timer(0.5, late.__enter__)
+        timer.start()
+        try:
+            code = main(["poll", f"127.0.0.1:{a.out.port}", f"127.0.0.1:{port}",
+                         "--duration", "3", "--t0", "1", "--export", str(tmp_path / "s.csv")])
+        finally:
+            timer.join()
+            late.__exit__()
+    assert code == 0                                 # both reached in the end
+    assert pl.read_csv(tmp_path / "s.csv")["station"].n_unique() == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import signal
 import sys
@@ -34,8 +35,10 @@ examples:
   iec104 decode capture.pcapng -o objects.parquet
 """
 
-# exit codes
+# exit codes (README "Exit codes")
 OK, FAILED, REFUSED, TIMEOUT = 0, 1, 2, 3
+
+_log = logging.getLogger("iec104.cli")
 
 
 def sample_points() -> Path:
@@ -43,13 +46,57 @@ def sample_points() -> Path:
     return Path(str(resources.files("iec104") / "data" / "points.csv"))
 
 
+class InputError(ValueError):
+    """A bad argument or file on the command line: one line, exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and the input-error exit code (1), not its own 2."""
+
+    def error(self, message: str):
+        raise InputError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _int_in(lo: int, hi: int | None = None):
+    def check(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(
+                f"{v} is out of range: {lo}..{hi}" if hi is not None else f"{v} must be >= {lo}")
+        return v
+    check.__name__ = "integer"
+    return check
+
+
+def _float_in(lo: float = 0.0, *, strict: bool = False):
+    def check(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v) or v < lo or (strict and v == lo):
+            raise argparse.ArgumentTypeError(f"{text} must be a number {'>' if strict else '>='} {lo:g}")
+        return v
+    check.__name__ = "number"
+    return check
+
+
+PORT, LISTEN_PORT = _int_in(1, 65535), _int_in(0, 65535)     # 0: any free port (simulate)
+CA, IOA = _int_in(0, 65535), _int_in(0, 0xFFFFFF)
+SECONDS = _float_in(0.0, strict=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     from iec104 import __version__
-    p = argparse.ArgumentParser(prog="iec104", description="IEC 60870-5-104 master: poll RTUs, "
+    p = _Parser(prog="iec104", description="IEC 60870-5-104 master: poll RTUs, "
                                 "send commands, simulate outstations, decode captures.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"iec104 {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log protocol events")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log the sessions' life on stderr (connects, interrogations, closes); -vv: debug")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     def settings(sp):
@@ -76,12 +123,12 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the built-in simulator (the default)")
     d.add_argument("--export", default="out/parameters.parquet", help="where to write the table")
-    d.add_argument("--rows", type=int, default=40, help="rows of the table to show")
+    d.add_argument("--rows", type=_int_in(0), default=40, help="rows of the table to show")
 
     pp = sub.add_parser("poll", help="poll one or many RTUs", epilog=EXAMPLES,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     pp.add_argument("targets", nargs="+", metavar="TARGET", help="HOST[:PORT] or a .toml/.csv file of targets")
-    pp.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
+    pp.add_argument("--duration", type=SECONDS, help="stop after S seconds (default: Ctrl-C)")
     pp.add_argument("--export", help="write the parameter table at the end (.parquet/.csv/.jsonl/.arrow)")
     pp.add_argument("--events", help="directory for rotating Parquet files of every object received")
     pp.add_argument("--points", help="point list (CSV/XLSX) joined with the live values")
@@ -95,27 +142,27 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="run the outstation simulator")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=2404)
-    s.add_argument("--stations", type=int, default=2)
-    s.add_argument("--points", type=int, default=100, help="points per station")
+    s.add_argument("--port", type=LISTEN_PORT, default=2404, help="TCP port (0: any free one)")
+    s.add_argument("--stations", type=_int_in(1, 65534), default=2)
+    s.add_argument("--points", type=_int_in(1, 0xFFFFFF), default=100, help="points per station")
     s.add_argument("--point-list", help="CSV/XLSX point list instead of generated points")
-    s.add_argument("--rate", type=float, default=0.0, help="spontaneous changes per second")
+    s.add_argument("--rate", type=_float_in(0.0), default=0.0, help="spontaneous changes per second")
     s.add_argument("--with-time", action="store_true", help="spontaneous data with CP56Time2a")
-    s.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
-    s.add_argument("--k", type=int, default=12, help="send window (raise it for load tests)")
-    s.add_argument("--w", type=int, default=8, help="acknowledge after w received frames")
+    s.add_argument("--duration", type=SECONDS, help="stop after S seconds (default: Ctrl-C)")
+    s.add_argument("--k", type=_int_in(1, 32767), default=12, help="send window (raise it for load tests)")
+    s.add_argument("--w", type=_int_in(1, 32767), default=8, help="acknowledge after w received frames")
     tls_options(s, server=True)
 
     c = sub.add_parser("command", help="send one command; the exit code tells its result")
     c.add_argument("target", metavar="TARGET")
-    c.add_argument("--ca", type=int, required=True)
-    c.add_argument("--ioa", type=int, required=True)
+    c.add_argument("--ca", type=CA, required=True)
+    c.add_argument("--ioa", type=IOA, required=True)
     c.add_argument("--type", required=True, help="C_SC_NA_1, C_DC_NA_1, C_SE_NC_1, ... or its number")
     c.add_argument("--value", type=float, required=True)
     c.add_argument("--select", action="store_true", help="select before operate")
     c.add_argument("--time", action="store_true", help="send the CP56Time2a variant")
-    c.add_argument("--qualifier", type=int, default=0, help="QU (commands) or QL (setpoints)")
-    c.add_argument("--timeout", type=float, default=10.0)
+    c.add_argument("--qualifier", type=_int_in(0, 255), default=0, help="QU (commands) or QL (setpoints)")
+    c.add_argument("--timeout", type=SECONDS, default=10.0)
     settings(c)
 
     i = sub.add_parser("import", help="validate a point list and say what it holds")
@@ -131,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     dc = sub.add_parser("decode", help="decode a pcap/pcapng capture or a file of hex APDUs")
     dc.add_argument("capture")
     dc.add_argument("-o", "--output", required=True, help=".parquet, .csv, .jsonl or .arrow")
-    dc.add_argument("--port", type=int, help="TCP port of the IEC 104 streams (default: find them)")
+    dc.add_argument("--port", type=PORT, help="TCP port of the IEC 104 streams (default: find them)")
     return p
 
 
@@ -144,13 +191,71 @@ def _session_settings(args) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _targets(specs: list[str]) -> list[Target]:
+    """parse_targets, with the file errors a user makes said as such: a .toml/.csv target that
+    does not exist (not taken for a host name), a TOML syntax error with its file and line, a
+    port out of range."""
+    import tomllib
+    for spec in specs:
+        path = Path(spec)
+        if path.suffix.lower() in (".toml", ".csv"):
+            if not path.is_file():
+                raise InputError(f"target file {spec}: does not exist" if not path.exists()
+                                 else f"target file {spec}: not a file")
+            if path.suffix.lower() == ".toml":
+                try:
+                    tomllib.loads(path.read_text())
+                except tomllib.TOMLDecodeError as e:
+                    raise InputError(f"{spec}: not valid TOML: {e}") from None
+                except (OSError, UnicodeDecodeError) as e:
+                    raise InputError(f"{spec}: unreadable ({e})") from None
+    targets = parse_targets(specs)
+    for t in targets:
+        if not 1 <= t.port <= 65535:
+            raise InputError(f"target {t.name or t.host}: port {t.port} is out of range: 1..65535")
+    return targets
+
+
+def _check_settings(settings: dict) -> None:
+    """Session settings checked as connect would check them, before connecting."""
+    SessionSettings.of(**settings)
+
+
+def _read_points(path: str | None):
+    """A point list read and checked before connecting (PointListError: exit code 1)."""
+    if path is None:
+        return None
+    from iec104.metadata import read_point_list
+    return read_point_list(path)
+
+
+def _logging(verbose: int) -> None:
+    """-v: the library's INFO logs (sessions connect, interrogate, close) on stderr; -vv: DEBUG.
+    Without -v only the error line says what went wrong (warnings are dropped)."""
     import logging
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    lib = logging.getLogger("iec104")
+    for h in [h for h in lib.handlers if getattr(h, "_iec104_cli", False)]:
+        lib.removeHandler(h)
+    if verbose:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        lib.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+        lib.propagate = False
     else:                                       # the error line and the tables say it once
-        logging.getLogger("iec104").addHandler(logging.NullHandler())
+        h = logging.NullHandler()
+        lib.setLevel(logging.NOTSET)
+        lib.propagate = True
+    h._iec104_cli = True
+    lib.addHandler(h)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except InputError as e:
+        console.error(str(e))
+        return FAILED
+    _logging(args.verbose)
     cmd = args.cmd or "demo"
     if cmd == "demo" and not hasattr(args, "export"):
         args.export, args.rows = "out/parameters.parquet", 40
@@ -165,9 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfirmationTimeout as e:
         console.error(str(e))
         return TIMEOUT
-    except (IEC104Error, OSError, ValueError) as e:
-        console.error(str(e))
-        return FAILED if not isinstance(e, ValueError) or isinstance(e, IEC104Error) else REFUSED
+    except (IEC104Error, OSError, ValueError) as e:  # connection or input error
+        console.error(str(e) or type(e).__name__)
+        return FAILED
+    except Exception as e:                      # never a traceback (-vv logs it)
+        import logging
+        logging.getLogger("iec104.cli").debug("unexpected error", exc_info=True)
+        console.error(f"{type(e).__name__}: {e}")
+        return FAILED
 
 
 # ---- demo ------------------------------------------------------------------------------------
@@ -227,56 +337,186 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def cmd_poll(args) -> int:
-    return run(_poll(args))
+def _check_output(path: str | None) -> None:
+    """An export file's extension checked before connecting: one of export.FORMATS, or .xlsx
+    when xlsxwriter is installed."""
+    if path is None:
+        return
+    from iec104.export import FORMATS
+    ext = Path(path).suffix.lower()
+    if ext == ".xlsx":
+        try:
+            import xlsxwriter  # noqa: F401
+        except ModuleNotFoundError:
+            raise InputError(f"{path}: writing .xlsx needs xlsxwriter, with the 'xlsx' extra: "
+                             "pip install 'iec104[xlsx]' xlsxwriter") from None
+    elif ext not in FORMATS:
+        raise InputError(f"{path}: unknown extension {Path(path).suffix!r}; use one of "
+                         f"{', '.join(sorted([*FORMATS, '.xlsx']))}")
+
+
+def _export_table(master: Master, path: str) -> Path:
+    """master.export, and .xlsx (Polars' write_excel) written the same way: beside, then renamed."""
+    if Path(path).suffix.lower() != ".xlsx":
+        return master.export(path)
+    import os
+    import tempfile
+
+    import polars as pl
+    from iec104.export import file_mode
+    df = master.parameters()
+    # Excel has no nested cells and no time zones: text, and times in UTC
+    df = df.select([pl.col(c).cast(pl.String) if isinstance(t, (pl.List, pl.Struct, pl.Object))
+                    else pl.col(c).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+                    if isinstance(t, pl.Datetime) and t.time_zone else pl.col(c)
+                    for c, t in df.schema.items()])
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".xlsx", dir=out.parent)
+    os.close(fd)
+    try:
+        df.write_excel(tmp, worksheet="parameters")
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
 
 
 async def _connect_all(master: Master, targets: list[Target], settings: dict):
     sessions = []
     for t in targets:
-        merged = {**settings, **t.settings}
-        sessions.append(await master.connect(t.host, t.port, name=t.name, **merged))
-        if t.points:
-            master.import_points(t.points, station=sessions[-1].station)
+        sessions.append(await _connect_one(master, t, settings))
     return sessions
 
 
-async def _poll(args) -> int:
+async def _connect_one(master: Master, t: Target, settings: dict):
+    _log.debug("%s: connecting to %s:%d, settings %s", Reach.name(t), t.host, t.port,
+               {**settings, **t.settings} or "the standard's")
+    s = await master.connect(t.host, t.port, name=t.name, **{**settings, **t.settings})
+    _log.info("%s: connected to %s:%d, data transfer started%s", s.name, t.host, t.port,
+              " (general interrogation at start)" if s.settings.gi_on_start else "")
+    if t.points:
+        master.import_points(t.points, station=s.station)
+    return s
+
+
+class Reach:
+    """Every target of a multi-RTU poll: the ones down at start are shown as down and tried
+    again in the background (the session's own back-off), the others polled meanwhile."""
+
+    def __init__(self, master: Master, targets: list[Target], settings: dict):
+        self.master, self.targets, self.settings = master, targets, settings
+        self.down: dict[str, str] = {}          # name -> why, while not reached
+        self.tasks: list[asyncio.Task] = []
+
+    @staticmethod
+    def name(t: Target) -> str:
+        return t.name or f"{t.host}:{t.port}"
+
+    async def start(self) -> int:
+        """Connect to all at once; returns how many were reached."""
+        res = await asyncio.gather(*(_connect_one(self.master, t, self.settings)
+                                     for t in self.targets), return_exceptions=True)
+        for t, r in zip(self.targets, res):
+            if isinstance(r, BaseException):
+                if not isinstance(r, (IEC104Error, OSError)):
+                    raise r
+                self.down[self.name(t)] = str(r)
+                _log.info("%s: down (%s), trying again in the background", self.name(t), r)
+        return len(self.targets) - len(self.down)
+
+    def retry(self) -> None:
+        for t in self.targets:
+            if self.name(t) in self.down:
+                self.tasks.append(asyncio.get_running_loop().create_task(self._retry(t)))
+
+    async def _retry(self, t: Target) -> None:
+        cfg = SessionSettings.of(**{**self.settings, **t.settings})
+        delay = cfg.backoff_min
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await _connect_one(self.master, t, self.settings)
+            except (IEC104Error, OSError) as e:
+                self.down[self.name(t)] = str(e)
+                delay = min(cfg.backoff_max, delay * 2)
+            else:
+                del self.down[self.name(t)]
+                return
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+def cmd_poll(args) -> int:
+    targets = _targets(args.targets)
+    for t in targets:
+        _check_settings({**_session_settings(args), **t.settings})
+    _check_output(args.export)
+    points = _read_points(args.points)
+    return run(_poll(args, targets, points))
+
+
+async def _poll(args, targets: list[Target], points) -> int:
+    """Polls every RTU it can reach; the ones down are shown as down and tried again in the
+    background. Exit code 0 when every RTU was reached, 1 when one never was (or, at once,
+    when none could be reached at start)."""
     from iec104.store import ParquetSink
-    targets = parse_targets(args.targets)
     stop = _stop_on_signals()
     async with Master() as master:
         sink = master.store.add_sink(ParquetSink(args.events)) if args.events else None
-        await _connect_all(master, targets, _session_settings(args))
-        if args.points:
-            master.import_points(args.points)
-        live = console.Live(master, json_lines=args.json)
+        reach = Reach(master, targets, _session_settings(args))
+        if not await reach.start():
+            for name, why in reach.down.items():
+                console.error(why if name in why else f"{name}: {why}")
+            if sink is not None:
+                sink.close()
+            return FAILED
+        reach.retry()
+        if points is not None:
+            master.import_points(points)
+        live = console.Live(master, json_lines=args.json, down=reach.down)
         try:
             await asyncio.wait_for(stop.wait(), args.duration)
         except asyncio.TimeoutError:
             pass
         finally:
+            reach.stop()
             live.stop()
             if args.export:
-                console.say(f"wrote {len(master)} parameters to {master.export(args.export)}")
+                console.say(f"wrote {len(master)} parameters to {_export_table(master, args.export)}")
             if sink is not None:
                 sink.close()
                 console.say(f"wrote {sink.rows_written} events to {len(sink.files)} file(s) in {args.events}")
+    for s in master.sessions:
+        if s is not None:
+            _log.info("%s: closed", s.name)
+    if reach.down:
+        console.error(f"not reached: {', '.join(reach.down)}")
+        return FAILED
     return OK
 
 
 def cmd_export(args) -> int:
-    return run(_export(args))
+    targets = _targets([args.target])
+    for t in targets:
+        _check_settings({**_session_settings(args), **t.settings})
+    _check_output(args.output)
+    return run(_export(args, targets, _read_points(args.points)))
 
 
-async def _export(args) -> int:
+async def _export(args, targets: list[Target], points) -> int:
     async with Master(gi_on_start=False) as master:
-        sessions = await _connect_all(master, parse_targets([args.target]), _session_settings(args))
+        sessions = await _connect_all(master, targets, _session_settings(args))
         for s in sessions:
-            await s.interrogate()
-        if args.points:
-            master.import_points(args.points)
-        console.say(f"wrote {len(master)} parameters to {master.export(args.output)}")
+            n = await s.interrogate()
+            _log.info("%s: general interrogation: %d objects", s.name, n)
+        if points is not None:
+            master.import_points(points)
+        console.say(f"wrote {len(master)} parameters to {_export_table(master, args.output)}")
     return OK
 
 
@@ -315,8 +555,9 @@ def _field_sizes(settings: dict) -> dict:
 
 
 def cmd_command(args) -> int:
-    (target,) = parse_targets([args.target])
+    (target,) = _targets([args.target])
     settings = {**_session_settings(args), **target.settings}
+    _check_settings(settings)
     value = int(args.value) if math.isfinite(args.value) and args.value.is_integer() else args.value
     # type, address, value and qualifier are checked before connecting: InvalidRequestError
     # (exit 1) in one line, nothing sent
@@ -345,9 +586,9 @@ def cmd_import(args) -> int:
     sheet = int(args.sheet) if args.sheet and args.sheet.isdigit() else args.sheet
     try:
         df = read_point_list(args.file, sheet=sheet)
-    except PointListError as e:
+    except PointListError as e:                 # an input error, as everywhere
         console.error(str(e))
-        return REFUSED
+        return FAILED
     console.point_list_summary(df, args.file)
     return OK
 
@@ -372,7 +613,9 @@ def cmd_watch(args) -> int:
             raise
         console.error(str(e))
         return FAILED
-    (target,) = parse_targets([args.target])
+    (target,) = _targets([args.target])
+    _check_settings({**_session_settings(args), **target.settings})
+    _read_points(args.points)                   # a bad list: exit code 1 before connecting
     return run_watch(target, settings=_session_settings(args), points=args.points)
 
 

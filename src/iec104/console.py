@@ -65,11 +65,17 @@ _STATUS_HEAD = ("session", "TCP", "data transfer", "last TESTFR con", "rtt", "de
                 "frames", "bad", "reconnects", "last error")
 
 
-def status_table(status: list[dict]) -> Table:
+def _down_rows(down: dict | None):
+    # an RTU not reached yet (tried again in the background): one row saying so
+    for name, why in (down or {}).items():
+        yield (name, "down", "-", "-", "-", "0", "0", "0", "0", "-", why)
+
+
+def status_table(status: list[dict], down: dict | None = None) -> Table:
     t = Table(title="sessions")
     for h in _STATUS_HEAD:
         t.add_column(h)
-    for row in _status_rows(status):
+    for row in (*_status_rows(status), *_down_rows(down)):
         t.add_row(*row)
     out.print(t)
     return t
@@ -79,8 +85,9 @@ class Live:
     """Status per RTU, refreshed twice a second while polling (JSON lines with --json, plain
     lines when stdout is not a terminal)."""
 
-    def __init__(self, master, *, json_lines: bool = False):
+    def __init__(self, master, *, json_lines: bool = False, down: dict | None = None):
         self.master = master
+        self.down = down if down is not None else {}   # name -> why, kept up to date by the caller
         self.json = json_lines
         self.live = None
         if not json_lines and out.is_terminal:
@@ -92,9 +99,19 @@ class Live:
         t = Table(title=f"iec104 poll: {len(self.master)} parameters")
         for h in _STATUS_HEAD:
             t.add_column(h)
-        for row in _status_rows(self.master.status()):
+        for row in (*_status_rows(self._up()), *_down_rows(self.down)):
             t.add_row(*row)
         return t
+
+    def _up(self) -> list[dict]:
+        # a session being tried again for a target still down is shown once, as down
+        return [s for s in self.master.status() if s["name"] not in self.down]
+
+    def _json(self) -> None:
+        for s in self._up():
+            sys.stdout.write(json.dumps({k: v for k, v in s.items() if k != "link"}) + "\n")
+        for name, why in self.down.items():
+            sys.stdout.write(json.dumps({"name": name, "tcp_state": "down", "last_error": why}) + "\n")
 
     async def _run(self) -> None:
         while True:
@@ -102,8 +119,7 @@ class Live:
             if self.live is not None:
                 self.live.update(self._render())
             elif self.json:
-                for s in self.master.status():
-                    sys.stdout.write(json.dumps({k: v for k, v in s.items() if k != "link"}) + "\n")
+                self._json()
                 sys.stdout.flush()
 
     def stop(self) -> None:
@@ -111,10 +127,9 @@ class Live:
         if self.live is not None:
             self.live.stop()
         elif not self.json:
-            status_table(self.master.status())
+            status_table(self._up(), self.down)
         else:
-            for s in self.master.status():
-                sys.stdout.write(json.dumps({k: v for k, v in s.items() if k != "link"}) + "\n")
+            self._json()
 
 
 def point_list_summary(df: pl.DataFrame, path) -> None:

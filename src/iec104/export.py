@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-__all__ = ["write_table", "RotatingWriter", "FORMATS"]
+__all__ = ["write_table", "file_mode", "RotatingWriter", "FORMATS"]
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".arrow": "ipc", ".ipc": "ipc",
            ".feather": "ipc", ".jsonl": "ndjson", ".ndjson": "ndjson"}
@@ -18,6 +18,14 @@ def _for_text(df: pl.DataFrame) -> pl.DataFrame:
     # CSV and JSON Lines have no nested or object columns; datetimes print as ISO 8601
     return df.select([pl.col(c).cast(pl.String) if isinstance(t, (pl.List, pl.Struct, pl.Object))
                       else pl.col(c) for c, t in df.schema.items()])
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the process's umask (0644 under the usual 022): a
+    temporary file of mkstemp is 0600, chmod-ed to this before it is renamed into place."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_table(df: pl.DataFrame, path: str | Path) -> Path:
@@ -41,6 +49,7 @@ def write_table(df: pl.DataFrame, path: str | Path) -> Path:
             _for_text(df).write_csv(tmp)
         else:
             _for_text(df).write_ndjson(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

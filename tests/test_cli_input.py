@@ -1,0 +1,111 @@
+"""The iec104 command's input checks and exit codes: each bad input is one line on stderr, no
+traceback, exit code 1 (input error), found before connecting or listening."""
+import os
+import time
+
+import polars as pl
+import pytest
+
+from iec104.cli import main
+
+from test_cli import Sim
+
+DOWN = "127.0.0.1:1"            # nothing listens there: an input error must be found first
+
+
+def one_line(capsys) -> str:
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert "Traceback" not in cap.err and "Traceback" not in cap.out
+    assert err and len(err.splitlines()) == 1, cap.err
+    assert "listening" not in cap.out                # nothing started
+    return err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["simulate", "--port", "70000"], "port"),
+    (["simulate", "--port", "-1"], "port"),
+    (["simulate", "--stations", "0"], "stations"),
+    (["simulate", "--rate", "-5"], "rate"),
+    (["simulate", "--rate", "nan"], "rate"),
+    (["simulate", "--points", "-3"], "points"),
+    (["simulate", "--duration", "-1"], "duration"),
+    (["simulate", "--k", "0"], "k"),
+    (["command", DOWN, "--ca", "70000", "--ioa", "1", "--type", "C_SC_NA_1", "--value", "1"], "ca"),
+    (["command", DOWN, "--ca", "1", "--ioa", "16777216", "--type", "C_SC_NA_1", "--value", "1"], "ioa"),
+    (["command", DOWN, "--ca", "1", "--ioa", "-1", "--type", "C_SC_NA_1", "--value", "1"], "ioa"),
+    (["command", DOWN, "--ca", "1", "--ioa", "1", "--type", "45", "--value", "1", "--timeout", "0"],
+     "timeout"),
+    (["poll", "127.0.0.1:70000", "--duration", "1"], "70000"),
+    (["poll", DOWN, "--duration", "-2"], "duration"),
+    (["poll", DOWN, "--t1", "-1", "--duration", "1"], "t1"),
+    (["export", DOWN, "-o", "x.txt"], ".txt"),
+    (["decode", "x.pcap", "-o", "o.parquet", "--port", "99999"], "port"),
+    (["pol", DOWN], "pol"),                              # a typo
+    (["poll"], "TARGET"),                                # a missing argument
+    (["simulate", "--port", "x"], "port"),
+    (["poll", DOWN, "--nope"], "--nope"),
+])
+def test_bad_input_is_one_line_and_exit_code_1(argv, says, capsys):
+    if argv[0] == "simulate":
+        argv = [*argv, "--duration", "0.2"] if "--duration" not in argv else argv
+    t = time.monotonic()
+    assert main(argv) == 1
+    err = one_line(capsys)
+    assert says.lower() in err.lower(), err
+    assert "refused" not in err.lower()
+    assert time.monotonic() - t < 2                     # found before connecting or listening
+
+
+def test_a_missing_toml_target_is_said_missing_not_taken_for_a_host(tmp_path, capsys):
+    missing = tmp_path / "rtus.toml"
+    assert main(["poll", str(missing), "--duration", "1"]) == 1
+    err = one_line(capsys)
+    assert str(missing) in err and "does not exist" in err
+
+
+def test_a_toml_syntax_error_names_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "rtus.toml"
+    bad.write_text('[[rtu]]\nhost = "10.0.0.7"\nport = \n')
+    assert main(["poll", str(bad), "--duration", "1"]) == 1
+    err = one_line(capsys)
+    assert str(bad) in err and "line 3" in err
+
+
+def test_a_bad_point_list_is_an_input_error_everywhere(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ioa\n1\nfoo\n")
+    assert main(["import", str(bad)]) == 1
+    assert "row 2" in one_line(capsys)
+    assert main(["import", str(tmp_path / "points.txt")]) == 1
+    one_line(capsys)
+    t = time.monotonic()
+    assert main(["poll", DOWN, "--points", str(bad), "--duration", "1"]) == 1
+    assert "row 2" in one_line(capsys) and time.monotonic() - t < 2     # before connecting
+    assert main(["export", DOWN, "-o", str(tmp_path / "s.csv"), "--points", str(bad)]) == 1
+    assert "row 2" in one_line(capsys)
+
+
+def test_export_xlsx_and_files_follow_the_umask(tmp_path):
+    pytest.importorskip("xlsxwriter")
+    old = os.umask(0o022)
+    try:
+        with Sim(stations=1, points=10) as sim:
+            assert main(["export", f"127.0.0.1:{sim.out.port}", "-o", str(tmp_path / "s.xlsx")]) == 0
+            assert main(["export", f"127.0.0.1:{sim.out.port}", "-o", str(tmp_path / "s.csv")]) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "s.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "s.xlsx").stat().st_mode & 0o777 == 0o644
+    pytest.importorskip("fastexcel")
+    assert len(pl.read_excel(tmp_path / "s.xlsx")) == 9            # 10 points less a counter
+
+
+def test_verbose_shows_the_sessions_life(capsys):
+    with Sim(stations=1, points=5) as sim:
+        assert main(["-v", "poll", f"127.0.0.1:{sim.out.port}", "--duration", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert "connected" in err and "interrogation" in err and "closed" in err
+    with Sim(stations=1, points=5) as sim:
+        assert main(["-vv", "poll", f"127.0.0.1:{sim.out.port}", "--duration", "0.5"]) == 0
+    assert "DEBUG" in capsys.readouterr().err
