@@ -295,7 +295,7 @@ def describe(exc: BaseException) -> str:
             why = "not yet valid"
         else:
             why = "rejected"
-        return f"TLS: the peer's certificate is {why} ({msg})"
+        return f"TLS: the peer's certificate is refused: {why} ({msg})"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or ""
         text = _REASONS.get(reason)
