@@ -91,3 +91,49 @@ async def test_unreachable_rtu_is_shown_not_raised():
     app = WatchApp(Target("127.0.0.1", 1), settings={"reconnect": False, "t0": 1})
     async with app.run_test() as pilot:
         await settle(pilot, lambda: "127.0.0.1" in text(app, "#state"))
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_a_failed_interrogation_is_shown_not_raised():
+    out = Outstation(stations=1, points=5)
+    await out.__aenter__()
+    app = WatchApp(Target("127.0.0.1", out.port), settings={"reconnect": False})
+    async with app.run_test() as pilot:
+        await settle(pilot, lambda: app.session is not None)
+        await out.__aexit__(None, None, None)           # the RTU goes away
+        await settle(pilot, lambda: app.session.data_transfer != "started")
+        await pilot.press("g")
+        await settle(pilot, lambda: "interrogation" in text(app, "#status"))
+        assert app.is_running
+    assert app.return_code == 1                         # it ended on an error
+
+
+async def test_a_bad_point_list_is_shown_not_raised(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ioa\nxx\n")
+    async with Outstation(stations=1, points=5) as out:
+        app = WatchApp(Target("127.0.0.1", out.port), points=str(bad))
+        async with app.run_test() as pilot:
+            await settle(pilot, lambda: "row 1" in text(app, "#status"))
+            await settle(pilot, lambda: app.session is not None)     # connected all the same
+            assert app.is_running
+        assert app.return_code == 0
+
+
+async def test_an_rtu_down_at_launch_is_tried_again_and_r_reconnects_now():
+    port = _free_port()
+    app = WatchApp(Target("127.0.0.1", port), settings={"t0": 1, "backoff_min": 60,
+                                                        "backoff_max": 60})
+    async with app.run_test() as pilot:
+        await settle(pilot, lambda: "trying again" in text(app, "#state"))
+        async with Outstation(stations=1, points=5, port=port):
+            await pilot.press("r")                      # now, not after the 60 s back-off
+            await settle(pilot, lambda: app.session is not None and
+                         app.session.data_transfer == "started")
+            await settle(pilot, lambda: "started" in text(app, "#state"))

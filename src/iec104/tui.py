@@ -7,6 +7,7 @@ confirmation step), Devices (one row per CA, forced interrogation), Debug (the l
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 try:
@@ -20,8 +21,11 @@ except ModuleNotFoundError as e:                # Textual is the optional extra 
     raise ModuleNotFoundError("iec104 watch needs Textual, in the 'tui' extra: "
                               "pip install 'iec104[tui]'", name="textual") from None
 
+from rich.markup import escape
+
 from iec104.console import fmt as _fmt
 from iec104.master import Master
+from iec104.settings import SessionSettings
 from iec104.targets import Target
 
 __all__ = ["WatchApp", "run_watch"]
@@ -53,6 +57,9 @@ class WatchApp(App):
         self.master: Master | None = None
         self.session = None
         self.pending_command: dict | None = None
+        self.down: str | None = None            # why the RTU is not reached yet (launch)
+        self._retry_now = asyncio.Event()
+        self._failed = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -89,24 +96,60 @@ class WatchApp(App):
                 yield Static(id="device_status")
             with TabPane("Debug", id="debug_tab"):
                 yield DataTable(id="frames")
+        yield Static(id="status")               # what went wrong (never a traceback)
         yield Footer()
 
     async def on_mount(self) -> None:
         self.master = Master()
-        try:
-            self.session = await self.master.connect(self.target.host, self.target.port,
-                                                     name=self.target.name,
-                                                     **{**self.settings, **self.target.settings})
-        except Exception as e:                  # shown on the General page, not a traceback
-            self.query_one("#state", Static).update(f"[red]{e}[/]")
-            return
-        if self.points_file:
-            self.master.import_points(self.points_file)
         self._list_hooks(refresh=True)
-        self.refresh_pages()
         self.set_interval(0.5, self.refresh_pages)
+        self.run_worker(self._connect(), exclusive=True, group="connect")
+
+    async def _connect(self) -> None:
+        """Load the point list, then connect; an RTU down at launch is shown as down and tried
+        again (the session's back-off; at once on Reconnect)."""
+        merged = {**self.settings, **self.target.settings}
+        try:
+            cfg = SessionSettings.of(**merged)
+        except Exception as e:
+            self.down = str(e)
+            self._say(f"settings: {e}")
+            return
+        if self.points_file:                    # first: the GI's rows get their names
+            try:
+                self.master.import_points(self.points_file)
+            except Exception as e:
+                self._say(f"point list {self.points_file}: {e}")
+        delay = cfg.backoff_min
+        while self.session is None:
+            self._retry_now.clear()
+            try:
+                self.session = await self.master.connect(self.target.host, self.target.port,
+                                                         name=self.target.name, **merged)
+            except Exception as e:              # shown on the General page, not a traceback
+                self.down = str(e)
+                again = f"trying again in {delay:g} s, r: now" if cfg.reconnect else "r: try again"
+                self.query_one("#state", Static).update(f"[red]{escape(str(e))}[/] ({again})")
+                try:
+                    await asyncio.wait_for(self._retry_now.wait(),
+                                           delay if cfg.reconnect else None)
+                except asyncio.TimeoutError:
+                    delay = min(cfg.backoff_max, delay * 2)
+        self.down = None
+        self.refresh_pages()
+
+    def _say(self, text: str) -> None:
+        self.query_one("#status", Static).update(f"[red]{escape(text)}[/]")
+
+    @property
+    def return_code(self) -> int | None:
+        """1 when the app ended on an error (the RTU not reached or its link down), else 0."""
+        code = super().return_code
+        return code if code else (1 if self._failed else 0)
 
     async def on_unmount(self) -> None:
+        s = self.session
+        self._failed = s is None or s.data_transfer != "started"
         if self.master is not None:
             await self.master.close()
 
@@ -155,12 +198,30 @@ class WatchApp(App):
     # ---- actions -----------------------------------------------------------------------------
 
     async def action_reconnect(self) -> None:
-        if self.session is not None:
+        if self.session is None:
+            self._retry_now.set()               # the launch's connect loop: try now
+        else:
+            self.run_worker(self._reconnect(), exclusive=True, group="reconnect")
+
+    async def _reconnect(self) -> None:
+        try:
             await self.session.reconnect()
+            self.query_one("#status", Static).update("reconnected")
+        except Exception as e:
+            self._say(f"reconnect: {e}")
 
     async def action_interrogate(self) -> None:
-        if self.session is not None:
-            self.run_worker(self.session.interrogate(), exclusive=False)
+        if self.session is None:
+            self._say("general interrogation: not connected")
+        else:
+            self.run_worker(self._interrogate(), exclusive=False)
+
+    async def _interrogate(self) -> None:
+        try:
+            n = await self.session.interrogate()
+            self.query_one("#status", Static).update(f"general interrogation: {n} objects")
+        except Exception as e:
+            self._say(f"general interrogation: {e}")
 
     async def on_switch_changed(self, event: Switch.Changed) -> None:
         if event.switch.id == "debug" and self.session is not None:
@@ -247,5 +308,6 @@ def run_watch(target: Target, *, settings: dict | None = None, points: str | Non
         uvloop.install()
     except ImportError:
         pass
-    WatchApp(target, settings=settings, points=points).run()
-    return 0
+    app = WatchApp(target, settings=settings, points=points)
+    app.run()
+    return app.return_code or 0
