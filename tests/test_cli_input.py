@@ -109,3 +109,17 @@ def test_verbose_shows_the_sessions_life(capsys):
     with Sim(stations=1, points=5) as sim:
         assert main(["-vv", "poll", f"127.0.0.1:{sim.out.port}", "--duration", "0.5"]) == 0
     assert "DEBUG" in capsys.readouterr().err
+
+
+def test_a_numeric_command_type_is_taken(capsys):
+    with Sim(stations=1, points=20) as sim:
+        assert main(["command", f"127.0.0.1:{sim.out.port}", "--ca", "1", "--ioa", "2", "--type",
+                     "45", "--value", "1"]) == 0
+    assert "confirmed" in capsys.readouterr().out
+
+
+def test_one_rtu_commands_refuse_a_file_of_many(tmp_path, capsys):
+    toml = tmp_path / "rtus.toml"
+    toml.write_text('[[rtu]]\nhost = "127.0.0.1"\nport = 1\n[[rtu]]\nhost = "127.0.0.1"\nport = 2\n')
+    assert main(["command", str(toml), "--ca", "1", "--ioa", "2", "--type", "45", "--value", "1"]) == 1
+    assert "one RTU" in one_line(capsys)

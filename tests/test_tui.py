@@ -137,3 +137,20 @@ async def test_an_rtu_down_at_launch_is_tried_again_and_r_reconnects_now():
             await settle(pilot, lambda: app.session is not None and
                          app.session.data_transfer == "started")
             await settle(pilot, lambda: "started" in text(app, "#state"))
+
+
+async def test_commands_take_numeric_types_and_messages_keep_their_brackets():
+    async with Outstation(stations=1, points=20) as out:
+        app = WatchApp(Target("127.0.0.1", out.port))
+        async with app.run_test(size=(160, 50)) as pilot:
+            await settle(pilot, lambda: app.session is not None)
+            app.query_one("#tabs").active = "commands"
+            app.query_one("#command_input", Input).value = "nonsense"
+            app.query_one("#send", Button).press()
+            await settle(pilot, lambda: "[select]" in text(app, "#command_status"))
+            app.query_one("#command_input", Input).value = "1 2 45 1"
+            app.query_one("#send", Button).press()
+            await settle(pilot, lambda: "Press Confirm" in text(app, "#command_status"))
+            app.query_one("#confirm", Button).press()
+            await settle(pilot, lambda: "confirmed" in text(app, "#command_status"))
+            assert out.commands[-1]["type"] == "C_SC_NA_1"

@@ -216,6 +216,13 @@ def _targets(specs: list[str]) -> list[Target]:
     return targets
 
 
+def _one_target(spec: str) -> Target:
+    targets = _targets([spec])
+    if len(targets) != 1:
+        raise InputError(f"{spec}: {len(targets)} targets; this command talks to one RTU")
+    return targets[0]
+
+
 def _check_settings(settings: dict) -> None:
     """Session settings checked as connect would check them, before connecting."""
     SessionSettings.of(**settings)
@@ -555,10 +562,12 @@ def _field_sizes(settings: dict) -> dict:
 
 
 def cmd_command(args) -> int:
-    (target,) = _targets([args.target])
+    target = _one_target(args.target)
     settings = {**_session_settings(args), **target.settings}
     _check_settings(settings)
     value = int(args.value) if math.isfinite(args.value) and args.value.is_integer() else args.value
+    if args.type.strip().isdigit():             # a type by its number (45), as the help says
+        args.type = int(args.type)
     # type, address, value and qualifier are checked before connecting: InvalidRequestError
     # (exit 1) in one line, nothing sent
     build_command(args.type, args.ca, args.ioa, value, select=args.select,
@@ -573,7 +582,8 @@ async def _command(args, target: Target, settings: dict, value) -> int:
         res = await rtu.command(args.ca, args.ioa, args.type, value, select=args.select,
                                 qualifier=args.qualifier, time=True if args.time else None,
                                 timeout=args.timeout)
-        console.say(f"{args.type} CA {res.ca} IOA {res.ioa} value {value}: confirmed (ActCon) "
+        name = TypeID(args.type).name if isinstance(args.type, int) else args.type
+        console.say(f"{name} CA {res.ca} IOA {res.ioa} value {value}: confirmed (ActCon) "
                     f"in {res.rtt * 1000:.1f} ms")
     return OK
 
@@ -613,7 +623,7 @@ def cmd_watch(args) -> int:
             raise
         console.error(str(e))
         return FAILED
-    (target,) = _targets([args.target])
+    target = _one_target(args.target)
     _check_settings({**_session_settings(args), **target.settings})
     _read_points(args.points)                   # a bad list: exit code 1 before connecting
     return run_watch(target, settings=_session_settings(args), points=args.points)

@@ -129,17 +129,25 @@ class WatchApp(App):
             except Exception as e:              # shown on the General page, not a traceback
                 self.down = str(e)
                 again = f"trying again in {delay:g} s, r: now" if cfg.reconnect else "r: try again"
-                self.query_one("#state", Static).update(f"[red]{escape(str(e))}[/] ({again})")
+                self._show("#state", f"[red]{escape(str(e))}[/] ({again})")
                 try:
                     await asyncio.wait_for(self._retry_now.wait(),
                                            delay if cfg.reconnect else None)
                 except asyncio.TimeoutError:
                     delay = min(cfg.backoff_max, delay * 2)
         self.down = None
-        self.refresh_pages()
+        if self.is_running:
+            self.refresh_pages()
 
     def _say(self, text: str) -> None:
-        self.query_one("#status", Static).update(f"[red]{escape(text)}[/]")
+        self._show("#status", f"[red]{escape(text)}[/]")
+
+    def _show(self, selector: str, markup: str) -> None:
+        from textual.css.query import NoMatches
+        try:                                    # a worker may end while the app closes
+            self.query_one(selector, Static).update(markup)
+        except NoMatches:
+            pass
 
     @property
     def return_code(self) -> int | None:
@@ -266,8 +274,11 @@ class WatchApp(App):
         parts = self.query_one("#command_input", Input).value.split()
         try:
             ca, ioa, typ, value = int(parts[0]), int(parts[1]), parts[2], float(parts[3])
+            if typ.isdigit():                   # a type by its number (45)
+                from iec104.types import TypeID
+                typ = TypeID(int(typ)).name
         except (IndexError, ValueError):
-            status.update("[red]enter: CA IOA TYPE VALUE [select][/]")
+            status.update(f"[red]{escape('enter: CA IOA TYPE VALUE [select]')}[/]")
             return
         self.pending_command = dict(ca=ca, ioa=ioa, type=typ, value=value,
                                     select=len(parts) > 4 and parts[4].lower().startswith("s"))
@@ -288,7 +299,7 @@ class WatchApp(App):
             status.update(f"[green]confirmed[/] {cmd['type']} CA {res.ca} IOA {res.ioa} in "
                           f"{res.rtt * 1000:.1f} ms")
         except Exception as e:
-            status.update(f"[red]{e}[/]")
+            status.update(f"[red]{escape(str(e))}[/]")
         self.refresh_pages()
 
     async def _force_gi(self) -> None:
@@ -298,7 +309,7 @@ class WatchApp(App):
             n = await self.session.interrogate(ca=int(text) if text else None)
             status.update(f"interrogation of CA {text or 'all'}: {n} objects")
         except Exception as e:
-            status.update(f"[red]{e}[/]")
+            status.update(f"[red]{escape(str(e))}[/]")
         self.refresh_pages()
 
 
