@@ -453,9 +453,10 @@ class Reach:
                 del self.down[self.name(t)]
                 return
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def cmd_poll(args) -> int:
@@ -491,7 +492,7 @@ async def _poll(args, targets: list[Target], points) -> int:
         except asyncio.TimeoutError:
             pass
         finally:
-            reach.stop()
+            await reach.stop()
             live.stop()
             if args.export:
                 console.say(f"wrote {len(master)} parameters to {_export_table(master, args.export)}")

@@ -164,6 +164,13 @@ class WatchApp(App):
     # ---- pages -------------------------------------------------------------------------------
 
     def refresh_pages(self) -> None:
+        from textual.css.query import NoMatches
+        try:
+            self._refresh_pages()
+        except NoMatches:                       # the timer ticked while the app closes
+            pass
+
+    def _refresh_pages(self) -> None:
         s, m = self.session, self.master
         if s is None:
             return
