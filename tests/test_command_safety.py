@@ -316,10 +316,10 @@ def _nobody_connected(s: socket.socket) -> bool:
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--ca", "1", "--ioa", "-5", "--type", "C_SC_NA_1", "--value", "1"], "IOA -5"),
+    (["--ca", "1", "--ioa", "-5", "--type", "C_SC_NA_1", "--value", "1"], "--ioa: -5"),
     (["--ca", "1", "--ioa", "5", "--type", "C_SE_NC_1", "--value", "inf"], "inf"),
     (["--ca", "1", "--ioa", "5", "--type", "C_SE_NC_1", "--value", "nan"], "nan"),
-    (["--ca", "70000", "--ioa", "5", "--type", "C_SC_NA_1", "--value", "1"], "CA 70000"),
+    (["--ca", "70000", "--ioa", "5", "--type", "C_SC_NA_1", "--value", "1"], "--ca: 70000"),
     (["--ca", "0", "--ioa", "5", "--type", "C_SC_NA_1", "--value", "1"], "CA 0"),
     (["--ca", "65535", "--ioa", "5", "--type", "C_SC_NA_1", "--value", "1"], "broadcast"),
     (["--ca", "300", "--ioa", "5", "--type", "C_SC_NA_1", "--value", "1", "--ca-size", "1"],

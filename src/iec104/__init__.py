@@ -4,7 +4,7 @@ from iec104._codec import Decoder, decode, decode_all, decode_frames
 from iec104.errors import (
     CaptureError, CommandError, CommandInDoubt, CommandNotAllowed, CommandOutOfLimits,
     ConfirmationTimeout, ConnectError, ConnectionLostError, IEC104Error, ImportHookError,
-    InvalidRequestError, NegativeConfirmation, NotConnected, PointListError, SettingsError,
+    InputError, InvalidRequestError, NegativeConfirmation, NotConnected, PointListError, SettingsError,
     UnknownCauseError, UnknownCommonAddressError, UnknownIOAError, UnknownTypeError,
 )
 from iec104.master import Master, run
@@ -27,6 +27,6 @@ __all__ = [
     "CommandOutOfLimits", "PointListError", "CaptureError", "ImportHookError", "CommandInDoubt",
     "ConnectError", "ConnectionLostError", "NotConnected", "ConfirmationTimeout",
     "CommandError", "NegativeConfirmation", "UnknownTypeError", "UnknownCauseError",
-    "UnknownCommonAddressError", "UnknownIOAError",
+    "UnknownCommonAddressError", "UnknownIOAError", "InputError",
 ]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from iec104 import console
 from iec104.commands import build_command
-from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error
+from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error, InputError
 from iec104.master import Master, run
 from iec104.session import SessionSettings
 from iec104.targets import SETTINGS, Target, parse_targets, tls_settings
@@ -44,10 +44,6 @@ _log = logging.getLogger("iec104.cli")
 def sample_points() -> Path:
     """The point list shipped with the package (the simulator's default image)."""
     return Path(str(resources.files("iec104") / "data" / "points.csv"))
-
-
-class InputError(ValueError):
-    """A bad argument or file on the command line: one line, exit code 1."""
 
 
 class _Parser(argparse.ArgumentParser):

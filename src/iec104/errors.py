@@ -37,12 +37,16 @@ __all__ = [
     "CommandOutOfLimits", "PointListError", "CaptureError", "ImportHookError", "CommandInDoubt",
     "ConnectError", "ConnectionLostError", "NotConnected", "ConfirmationTimeout",
     "CommandError", "NegativeConfirmation", "UnknownTypeError", "UnknownCauseError",
-    "UnknownCommonAddressError", "UnknownIOAError",
+    "UnknownCommonAddressError", "UnknownIOAError", "InputError",
 ]
 
 
 class IEC104Error(Exception):
     """Base of every error raised by iec104."""
+
+
+class InputError(IEC104Error, ValueError):
+    """A bad argument or file on the command line (the CLI: one line, exit code 1)."""
 
 
 class SettingsError(IEC104Error, ValueError):
