@@ -24,12 +24,13 @@ assert len(p) == 1 and (int(p["type_id"][0]), int(p["cot"][0]), int(p["ca"][0]),
                         int(p["ioa"][0]), float(p["value"][0])) == (1, 3, 1, 100, 1.0), p
 
 
-# 2. a general interrogation of the simulator
+# 2. a general and a counter interrogation of the simulator
 async def interrogate() -> int:
     async with iec104.Outstation(stations=2, points=50) as out:
         async with iec104.Master() as master:
             rtu = await master.connect("127.0.0.1", out.port, gi_on_start=False)
-            n = await rtu.interrogate()
+            n = await rtu.interrogate()                   # integrated totals: not in a GI
+            n += await rtu.counter_interrogation()        # they answer this one
             assert n == len(out.image) == len(master.points()), (n, len(out.image))
             return n
 
