@@ -32,8 +32,9 @@ dev: $(DEV_STAMP)
 build: | $(DEV_STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace -j 2
 
+# the whole suite, then its 15 slowest tests (what to look at when it grows slow)
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 
 run: $(RUN_STAMP)
 	$(BIN)/iec104

@@ -30,10 +30,13 @@ def float_objects(start_ioa: int, values) -> bytes:
 
 class ScriptedPeer:
     """Listens on 127.0.0.1:0; each connection gets a reader that records frames and a writer
-    the test drives. ``auto_start`` answers STARTDT act; ``auto_test`` answers TESTFR act."""
+    the test drives. ``auto_start`` answers STARTDT act, ``auto_stop`` STOPDT act (so that a
+    master's close() is a round trip, not its 2 s wait for a con), ``auto_test`` TESTFR act and
+    ``auto_gi`` a general interrogation (ActCon, ActTerm)."""
 
-    def __init__(self, *, auto_start=True, auto_test=True, auto_gi=True):
-        self.auto_start, self.auto_test, self.auto_gi = auto_start, auto_test, auto_gi
+    def __init__(self, *, auto_start=True, auto_stop=True, auto_test=True, auto_gi=True):
+        self.auto_start, self.auto_stop = auto_start, auto_stop
+        self.auto_test, self.auto_gi = auto_test, auto_gi
         self.connections: list[dict] = []
         self.server = None
         self.port = None
@@ -90,6 +93,8 @@ class ScriptedPeer:
         if f["format"] == 2:
             if f["u_function"] == 0x07 and self.auto_start:
                 c["writer"].write(u_frame(0x0B))
+            elif f["u_function"] == 0x13 and self.auto_stop:
+                c["writer"].write(u_frame(0x23))
             elif f["u_function"] == 0x43 and self.auto_test:
                 c["writer"].write(u_frame(0x83))
         elif f["format"] == 0:

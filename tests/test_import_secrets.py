@@ -1,9 +1,11 @@
 """Import hooks and credentials: the password (and the user name) never reach argv, errors,
 the import status, logs or a traceback rendered with its local variables."""
+import io
 import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +43,7 @@ def rendered(exc: BaseException) -> str:
         from rich.traceback import Traceback
     except ImportError:
         return "\n".join(parts)
-    console = Console(record=True, width=200, file=open(os.devnull, "w"))
+    console = Console(record=True, width=200, file=io.StringIO())
     console.print(Traceback.from_exception(type(exc), exc, exc.__traceback__, show_locals=True))
     return "\n".join(parts) + console.export_text()
 
@@ -132,7 +134,7 @@ echo "1,$pw,$IEC104_USER"
     df = await run_hook(hook, element="E1", device=3, user=USER, password=Secret(PASSWORD))
     assert df.row(0, named=True) == {"ioa": "1", "name": PASSWORD, "user": USER}   # delivered
     for f in (f"{seen}.cmdline", f"{seen}.argv"):
-        argv = open(f).read()
+        argv = Path(f).read_text()
         assert "--request-id" in argv and "--element E1" in argv and "--device 3" in argv
         assert leaks(argv) == [], argv
 

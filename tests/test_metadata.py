@@ -154,7 +154,7 @@ def test_command_table_and_check(tmp_path):
 # ---- import hooks ----------------------------------------------------------------------------
 
 import logging  # noqa: E402
-import time as _time  # noqa: E402
+import threading  # noqa: E402
 
 from iec104 import importhooks  # noqa: E402
 from iec104.importhooks import ImportHookError, Secret, available_hooks, run_hook  # noqa: E402
@@ -168,8 +168,11 @@ def good_hook(*, element, request_id, device, user, password):
     return request_id, [{"ioa": 1, "name": "from hook"}, {"ioa": 2, "name": "second"}]
 
 
+SLOW_HOOK_RELEASED = threading.Event()
+
+
 def slow_hook(**kw):
-    _time.sleep(2)
+    SLOW_HOOK_RELEASED.wait(5)          # answers only once the test has seen it time out
     return []
 
 
@@ -209,8 +212,12 @@ async def test_executable_hook_gets_the_password_on_stdin(tmp_path):
 ])
 async def test_hook_failures_are_typed(hook, words):
     cat = Catalog()
-    with pytest.raises(ImportHookError, match=words):
-        await cat.import_points(hook=f"{__name__}:{hook}", timeout=0.3)
+    SLOW_HOOK_RELEASED.clear()
+    try:
+        with pytest.raises(ImportHookError, match=words):
+            await cat.import_points(hook=f"{__name__}:{hook}", timeout=0.3)
+    finally:
+        SLOW_HOOK_RELEASED.set()        # its thread ends now, not seconds after the test
     assert cat.status.state == "failed"
 
 

@@ -9,8 +9,10 @@ import iec104
 from iec104 import decode_all
 from iec104.errors import NegativeConfirmation, UnknownCommonAddressError, UnknownIOAError
 from iec104.outstation import GENERATED_TYPES, Outstation
+from iec104.types import family_of
 
 from scripted_peer import asdu, i_frame, s_frame, u_frame
+from waiting import wait_for
 
 POINTS_CSV = "ca,ioa,type,value,command_type,sbo\n1,1,M_SP_NA_1,1,C_SC_NA_1,no\n" \
              "1,2,M_DP_NA_1,1,C_DC_NA_1,yes\n1,3,M_ME_NC_1,12.5,C_SE_NC_1,\n" \
@@ -52,8 +54,8 @@ async def test_commands_direct_sbo_and_negative_from_a_point_list(tmp_path):
         rtu = await m.connect("127.0.0.1", out.port)
         res = await rtu.command(1, 3, "C_SE_NC_1", 42.0, wait_term=True)
         assert res.terminated
-        await asyncio.sleep(0.05)
-        assert out.image_of(1)["value"][2] == 42.0
+        assert out.image_of(1)["value"][2] == 42.0                        # set before ActTerm
+        await wait_for(lambda: len(m.points().filter(pl.col("ioa") == 3)))
         assert m.points().filter(pl.col("ioa") == 3)["value"][0] == 42.0  # COT 11 feedback
         with pytest.raises(NegativeConfirmation):                        # SBO-only point
             await rtu.command(1, 2, "C_DC_NA_1", 2)
@@ -102,6 +104,7 @@ async def test_misbehaving_client_is_closed_and_others_keep_working():
         except ConnectionResetError:
             closed = True
         assert closed
+        w.close()
         assert await good.interrogate() == 45             # 50 points, 5 of them counters
         assert out.stats()["closed_on_fault"] >= 1
 
@@ -110,10 +113,7 @@ async def test_end_of_initialization_triggers_a_gi():
     async with Outstation(stations=2, points=20, send_ei=True) as out, \
             iec104.Master(gi_on_start=False) as m:
         await m.connect("127.0.0.1", out.port)
-        for _ in range(100):
-            if len(m) == 36:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: len(m) >= 36)
         assert len(m) == 36                                     # 40 points less 4 counters
 
 
@@ -121,7 +121,7 @@ async def test_stopdt_is_confirmed_and_stops_data():
     async with Outstation(stations=1, points=10, rate=1000) as out:
         async with iec104.Master(gi_on_start=False) as m:
             rtu = await m.connect("127.0.0.1", out.port)
-            await asyncio.sleep(0.1)
+            await wait_for(lambda: len(m) > 0)                  # spontaneous data flows
             rtu.enable_debug()
         u = [(f["dir"], f["u_function"]) for f in rtu.frame_log if f["format"] == "U"]
         assert ("tx", 0x13) in u and ("rx", 0x23) in u            # STOPDT act, then con
@@ -130,18 +130,24 @@ async def test_stopdt_is_confirmed_and_stops_data():
         assert rtu.tcp_state == "closed" and rtu.counts["link_closes"] == 0
 
 
-def test_generated_types_cover_the_common_families():
-    assert {1, 3, 5, 7, 9, 11, 13, 15} <= set(GENERATED_TYPES)
+def test_a_generated_image_holds_every_common_family_of_generated_types():
+    out = Outstation(stations=2, points=len(GENERATED_TYPES))      # built, not started
+    for ca in (1, 2):
+        types = out.image_of(ca)["type_id"].tolist()
+        assert types == list(GENERATED_TYPES)                   # one of each, in that order
+    assert {1, 3, 5, 7, 9, 11, 13, 15} <= {family_of(t) for t in out.image["type_id"]}
 
 
 async def test_schedules_repeat_gi_counters_and_clock_sync():
     async with Outstation(stations=1, points=30) as out, \
             iec104.Master(gi_interval=0.2, ci_interval=0.25, clock_sync_interval=0.3) as m:
         rtu = await m.connect("127.0.0.1", out.port)
-        await asyncio.sleep(1.0)
-        counts = [r for r in m.points().iter_rows(named=True)]
-        assert min(r["updates"] for r in counts) >= 3          # start GI + periodic ones
-        assert out.counts["requests"] >= 3 + 3 + 2
+
+        def repeated() -> bool:                                 # start GI + periodic ones
+            updates = m.points()["updates"]
+            return len(updates) == 30 and updates.min() >= 3 and out.counts["requests"] >= 3 + 3 + 2
+        await wait_for(repeated, timeout=10)
+        await wait_for(lambda: out.clock_offset_ms is not None)
         assert out.clock_offset_ms is not None and rtu.counts["reconnects"] == 0
 
 
@@ -174,10 +180,7 @@ async def test_reconnect_on_demand_and_a_new_gi():
         assert out.counts["requests"] == 1
         await rtu.reconnect()
         assert rtu.data_transfer == "started" and rtu.counts["started"] == 2
-        for _ in range(100):
-            if out.counts["requests"] >= 2:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: out.counts["requests"] >= 2)
         assert out.counts["connections"] == 2 and out.counts["requests"] >= 2
 
 

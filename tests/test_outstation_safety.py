@@ -33,8 +33,11 @@ POINTS_CSV = "ca,ioa,type,value,command_type,sbo\n1,1,M_SP_NA_1,0,C_SC_NA_1,no\n
 class Raw:
     """A raw IEC 104 client: numbered I-frames out, decoded answers in (acknowledged)."""
 
+    opened: list["Raw"] = []                # closed after each test (close_raw_clients)
+
     def __init__(self, reader, writer, sizes):
         self.r, self.w = reader, writer
+        Raw.opened.append(self)
         self.decoder = Decoder(**sizes)
         self.sizes = sizes
         self.buf = bytearray()
@@ -79,6 +82,7 @@ class Raw:
             data = b""
         if not data:
             self.closed = True
+            self.w.close()
             return
         self.buf += data
         used = self.decoder.feed(bytes(self.buf))
@@ -119,6 +123,19 @@ class Raw:
 
     def close(self) -> None:
         self.w.close()
+
+
+@pytest.fixture(autouse=True)
+async def close_raw_clients():
+    """Every raw client's socket closed before the test's loop is (no unclosed transports)."""
+    yield
+    while Raw.opened:
+        w = Raw.opened.pop().w
+        w.close()
+        try:
+            await w.wait_closed()
+        except (ConnectionError, OSError):
+            pass
 
 
 def closes(out) -> int:
@@ -251,7 +268,7 @@ def _clock_sync_asdu(cp56: bytes) -> bytes:
 @pytest.mark.parametrize("cp56", [
     time_to_cp56(int(time.time() * 1000) + 3_600_000, 1),          # IV bit set
     bytes([0, 0, 0, 0, 1, 0, 24]),                                   # month 0: no date
-])
+], ids=["invalid-bit", "month-0"])          # ids without the time of day: the same in every run
 async def test_clock_sync_with_an_invalid_time_is_refused(cp56):
     async with Outstation(stations=1, points=5) as out:
         c = await Raw.connect(out.port)

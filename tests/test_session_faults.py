@@ -7,7 +7,7 @@ import iec104
 from iec104.errors import ConfirmationTimeout, ConnectError
 
 from scripted_peer import ScriptedPeer, asdu, float_objects, i_frame, s_frame
-from waiting import wait_for
+from waiting import round_trips, wait_for
 
 
 async def test_data_is_stored_and_acknowledged_at_w():
@@ -90,7 +90,7 @@ async def test_full_window_makes_commands_wait_then_time_out_cleanly():
         assert len(peer.received(fmt=0)) == 2                   # never more than k in flight
         # the callers gave up: the two still queued are withdrawn, they never go out
         peer.send(s_frame(2))
-        await asyncio.sleep(0.3)
+        await round_trips(rtu)
         assert len(peer.received(fmt=0)) == 2
         st = rtu.status()
         assert st["withdrawn"] == 2 and st["link"]["queued"] == 0 and st["in_doubt"] == 2

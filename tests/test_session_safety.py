@@ -17,7 +17,7 @@ from iec104.errors import (
 )
 
 from scripted_peer import ScriptedPeer, asdu, float_objects, i_frame, s_frame, u_frame
-from waiting import wait_for
+from waiting import round_trips, wait_for
 
 SC_ON = b"\x64\x00\x00\x81"      # IOA 100, SCO on
 
@@ -36,7 +36,7 @@ async def test_a_gi_that_timed_out_in_a_full_window_never_goes_out():
         assert all(isinstance(r, ConfirmationTimeout) for r in results)
         assert len(peer.received(fmt=0)) == 2            # k = 2: two left, 18 wait
         peer.send(s_frame(2))                            # the window opens: nothing stale leaves
-        await asyncio.sleep(0.3)
+        await round_trips(rtu)
         assert len(peer.received(fmt=0)) == 2
         assert rtu.status()["withdrawn"] == 18
 
@@ -52,7 +52,7 @@ async def test_a_cancelled_command_is_withdrawn_before_it_leaves():
         with pytest.raises(asyncio.CancelledError):
             await cmd
         peer.send(s_frame(2))
-        await asyncio.sleep(0.2)
+        await round_trips(rtu)
         assert [f["type_id"] for f, _ in peer.received(fmt=0)] == [102, 102]   # only the reads
         for b in blockers:
             b.cancel()
@@ -193,8 +193,8 @@ async def test_a_peer_that_floods_and_never_reads_is_closed_with_our_backlog_bou
     srv.setblocking(False)
     loop = asyncio.get_running_loop()
     port = srv.getsockname()[1]
-    async with iec104.Master(reconnect=False, max_backlog=256 << 10, t1=1.0, t2=0.5,
-                             t3=0.5) as master:
+    async with iec104.Master(reconnect=False, max_backlog=256 << 10, t1=0.5, t2=0.25,
+                             t3=0.25) as master:
         accept = loop.create_task(loop.sock_accept(srv))
         connect = loop.create_task(master.connect("127.0.0.1", port, gi_on_start=False))
         conn, _ = await accept
@@ -205,7 +205,7 @@ async def test_a_peer_that_floods_and_never_reads_is_closed_with_our_backlog_bou
         biggest = 0
         for _ in range(200):
             try:
-                await asyncio.wait_for(loop.sock_sendall(conn, flood), 0.5)
+                await asyncio.wait_for(loop.sock_sendall(conn, flood), 0.25)
             except (OSError, asyncio.TimeoutError):
                 break
             p = rtu._proto
@@ -223,13 +223,13 @@ async def test_a_peer_that_floods_and_never_reads_is_closed_with_our_backlog_bou
 
 async def test_backoff_grows_while_the_rtu_keeps_dropping_the_link():
     async with ScriptedPeer() as peer, \
-            iec104.Master(backoff_min=0.05, backoff_max=10, backoff_reset=5) as master:
+            iec104.Master(backoff_min=0.02, backoff_max=10, backoff_reset=5) as master:
         await master.connect("127.0.0.1", peer.port, gi_on_start=False)
         for _ in range(30):                              # drop every connection it makes
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
             for c in peer.connections:
                 c["writer"].close()
-        # 1.5 s of drops: with doubling from 0.05 s (jitter 0.5-1) about 5-7 attempts, not 30
+        # 0.6 s of drops: with doubling from 0.02 s (jitter 0.5-1) about 5-7 attempts, not 30
         assert 3 <= len(peer.connections) <= 9
 
 
@@ -270,9 +270,8 @@ async def test_points_is_a_snapshot():
         await rtu.interrogate(timeout=5)
         df = master.points()
         before = df["updates"].to_list()
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: master.points()["updates"].sum() > sum(before))  # more arrived
         assert df["updates"].to_list() == before
-        assert master.points()["updates"].sum() > sum(before)
 
 
 def test_an_unknown_time_zone_is_a_settings_error():

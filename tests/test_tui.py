@@ -37,7 +37,7 @@ async def test_pages_show_state_parameters_devices_commands_and_frames():
 
             app.query_one("#tabs").active = "debug_tab"
             app.query_one("#debug", Switch).value = True
-            await pilot.pause(0.1)
+            await settle(pilot, lambda: app.session.debug)        # the switch's handler ran
             app.query_one("#tabs").active = "devices"
             app.query_one("#gi_ca", Input).value = "2"
             app.query_one("#force_gi", Button).press()
@@ -49,8 +49,7 @@ async def test_pages_show_state_parameters_devices_commands_and_frames():
             app.query_one("#tabs").active = "commands"
             app.query_one("#command_input", Input).value = "1 200 C_SE_NC_1 112.5"
             app.query_one("#send", Button).press()
-            await pilot.pause(0.05)
-            assert "Press Confirm" in text(app, "#command_status")
+            await settle(pilot, lambda: "Press Confirm" in text(app, "#command_status"))
             assert not out.commands                      # nothing sent before confirmation
             app.query_one("#confirm", Button).press()
             await settle(pilot, lambda: "confirmed" in text(app, "#command_status"))

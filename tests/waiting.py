@@ -1,4 +1,4 @@
-"""Waiting for a condition in async tests, bounded in time."""
+"""Waiting in async tests on a condition or on the peer, bounded in time, instead of sleeping."""
 import asyncio
 import time
 
@@ -9,3 +9,12 @@ async def wait_for(predicate, timeout=5.0):
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+async def round_trips(session, n=2):
+    """``n`` TESTFR round trips of a session: a barrier for "nothing more was sent". The
+    first con arrives after whatever the peer sent before it, so the master has acted on
+    that (and written what it sends in answer) before the second act goes out; once the
+    second con is back, the peer has read all of it."""
+    for _ in range(n):
+        await session.test()
