@@ -144,11 +144,13 @@ async def _run_executable(path: Path, args: list[str], secret: Secret, user: str
         # written here rather than through communicate(input=...), whose frames would hold it
         stdin = proc.stdin
         assert stdin is not None                # stdin=PIPE
-        stdin.write((secret.reveal() or "").encode())
-        try:
-            await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass                                # the hook did not read it
+        # a hook that exited at once may have closed its end already (uvloop refuses a write)
+        if not stdin.is_closing():
+            stdin.write((secret.reveal() or "").encode())
+            try:
+                await stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass                            # the hook did not read it
         stdin.close()
         out, err = await proc.communicate()
     except asyncio.CancelledError:             # timed out or cancelled: the hook and its children
