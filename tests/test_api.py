@@ -45,7 +45,8 @@ def _connect_keywords():
 def test_connect_spells_out_every_session_setting_as_a_keyword():
     keywords = _connect_keywords()
     assert list(keywords) == ["name"] + [f.name for f in dataclasses.fields(SessionSettings)]
-    assert not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(Master.connect).parameters.values())
+    params = inspect.signature(Master.connect).parameters.values()
+    assert not any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def test_connect_keywords_have_the_settings_types_and_default_to_the_masters():
@@ -188,3 +189,9 @@ def test_a_counter_reading_quality_reads_as_counter_quality():
     q = CounterQuality(int(p["quality"]))
     assert CounterQuality.CY in q and CounterQuality.CA in q and CounterQuality.IV not in q
     assert q & CounterQuality.SEQUENCE == 7
+
+
+def test_the_field_sizes_are_the_codecs_keywords():
+    sizes = SessionSettings(ca_size=1, ioa_size=2).sizes
+    assert sizes == {"cot_size": 2, "ca_size": 1, "ioa_size": 2}
+    iec104.Decoder(**sizes)                     # the keywords the codec takes

@@ -22,7 +22,8 @@ async def test_a_peer_told_not_to_confirm_stopdt_leaves_close_to_its_timeout():
     async with ScriptedPeer(auto_stop=False) as peer, iec104.Master(gi_on_start=False) as master:
         rtu = await master.connect("127.0.0.1", peer.port)
         close = asyncio.ensure_future(master.close())
-        await wait_for(lambda: STOPDT_ACT in [int(f["u_function"]) for f, _ in peer.received(fmt=2)])
+        await wait_for(lambda: STOPDT_ACT in [int(f["u_function"])
+                                              for f, _ in peer.received(fmt=2)])
         await asyncio.sleep(0.05)                       # a round trip: no answer came
         assert not close.done() and rtu.data_transfer == "stopping"
         peer.send(bytes([0x68, 4, STOPDT_CON, 0, 0, 0]))    # the test answers instead

@@ -15,7 +15,9 @@ import asyncio
 import datetime as dt
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from iec104._encode import encode_asdu
 from iec104.errors import BY_COT, CommandError, InvalidRequestError, NegativeConfirmation
@@ -43,7 +45,8 @@ def _octets(n: int) -> str:
     return f"{n} octet{'s' if n != 1 else ''}"
 
 
-def check_address(ca, ioa, sizes: dict, *, broadcast: bool = False) -> tuple[int, int]:
+def check_address(ca, ioa, sizes: Mapping[str, Any], *,
+                  broadcast: bool = False) -> tuple[int, int]:
     """Refuse a CA or IOA that the ASDU would not carry as given; returns ``(ca, ioa)`` as ints.
 
     ``sizes`` holds ``ca_size`` (1 or 2 octets, default 2) and ``ioa_size`` (1-3, default 3).
@@ -175,7 +178,8 @@ def _check_qualifier(t: int, qualifier, select) -> int:
 
 
 def build_command(type, ca: int, ioa: int, value, *, select: bool = False, qualifier: int = 0,
-                  time=None, cot: int = Cot.ACTIVATION, sizes: dict) -> tuple[int, bytes]:
+                  time=None, cot: int = Cot.ACTIVATION,
+                  sizes: Mapping[str, Any]) -> tuple[int, bytes]:
     """Validate a command and encode its ASDU; returns ``(type_id, asdu)``.
 
     ``qualifier`` is QU (0..31) for single, double and regulating step commands and QL

@@ -7,13 +7,13 @@ import ssl
 import typing
 from dataclasses import dataclass, fields, replace
 from datetime import tzinfo
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from iec104.errors import SettingsError
 from iec104.link import LinkConfig
 from iec104.tls import TLS
 
-__all__ = ["SessionSettings", "DEFAULT", "Default"]
+__all__ = ["SessionSettings", "FieldSizes", "DEFAULT", "Default"]
 
 
 class Default(enum.Enum):
@@ -29,6 +29,14 @@ DEFAULT: Final = Default.DEFAULT
 """A keyword left out: the value the master was made with. ``Master.connect`` takes it for
 the settings where None is itself a value (``tz``: UTC; the intervals: off; ``gi_group``: a
 station interrogation); elsewhere None says the same."""
+
+
+class FieldSizes(TypedDict):
+    """COT, common address and IOA field sizes in octets, as the codec's keywords."""
+
+    cot_size: int
+    ca_size: int
+    ioa_size: int
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,9 @@ class SessionSettings:
                           role="master")
 
     @property
-    def sizes(self) -> dict[str, int]:
-        return dict(cot_size=self.cot_size, ca_size=self.ca_size, ioa_size=self.ioa_size)
+    def sizes(self) -> FieldSizes:
+        """The field sizes as the codec's keywords (``**settings.sizes``)."""
+        return FieldSizes(cot_size=self.cot_size, ca_size=self.ca_size, ioa_size=self.ioa_size)
 
     @classmethod
     def of(cls, **kwargs: Any) -> "SessionSettings":
