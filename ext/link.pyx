@@ -325,7 +325,8 @@ cdef class Link:
             if self.unacked_rx == 0:
                 self.t2_at = now + self.t2
             self.unacked_rx += 1
-            if self.unacked_rx >= self.w:
+            if self.unacked_rx >= self.w or (self.master and self.state == DT_STOPPING):
+                # stopping: the outstation confirms STOPDT only once all it sent is acked
                 self._send_s()
             return 1
         if f.format == FORMAT_S:

@@ -245,3 +245,13 @@ def test_an_asdu_too_long_for_an_apdu_is_refused():
         link.send_asdu(bytes(250), 1.0)
     with pytest.raises(ValueError):
         link.send_asdu(b"", 1.0)
+
+
+def test_an_i_frame_received_while_stopping_is_acknowledged_at_once():
+    # the outstation withholds STOPDT con until its frames are acked: no wait for w or t2
+    link = started_master(w=8)
+    link.stop(1.0)
+    assert sent(link)["u_function"].tolist() == [UFunction.STOPDT_ACT]
+    link.receive_frames(1.1, frames(("I", 0, 0)))
+    s = sent(link)
+    assert s["format"].tolist() == [1] and s["nr"].tolist() == [1]
