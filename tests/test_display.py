@@ -1,0 +1,76 @@
+"""Values as an operator reads them (iec104.display)."""
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from iec104 import display
+
+
+def one(expr, **columns):
+    return pl.DataFrame(columns).select(expr.alias("out"))["out"].to_list()
+
+
+@pytest.mark.parametrize("family, values, texts", [
+    (1, [0, 1], ["OFF", "ON"]),                                     # single point
+    (45, [0, 1], ["OFF", "ON"]),                                    # single command
+    (3, [0, 1, 2, 3], ["INTERMEDIATE", "OFF", "ON", "INDETERMINATE"]),   # double point
+    (46, [1, 2], ["OFF", "ON"]),                                    # double command
+    (47, [1, 2], ["LOWER", "HIGHER"]),                              # regulating step command
+    (7, [774554000, 0], ["0x2E2AC190", "0x00000000"]),             # bitstring in hex
+    (7, [4294967295], ["0xFFFFFFFF"]),
+    (5, [-3, 12], ["-3", "12"]),                                    # step position
+    (15, [5530021], ["5530021"]),                                   # counter reading
+    (13, [112.5, -995, 0.6484375, 1.2345678e20], ["112.5", "-995", "0.648438", "1.23457e+20"]),
+    (13, [float("inf"), float("nan")], ["inf", "NaN"]),
+])
+def test_values_read_as_their_kind(family, values, texts):
+    out = one(display.value_text(pl.col("v"), pl.col("f")),
+              v=[float(v) for v in values], f=[family] * len(values))
+    assert out == texts
+
+
+@pytest.mark.parametrize("family, quality, text", [
+    (1, 0, ""), (1, 0x80, "IV"), (13, 0x80 | 0x40 | 0x20 | 0x10 | 0x01, "IV NT SB BL OV"),
+    (15, 0x80 | 0x20 | 0x03, "IV CY"),              # a counter's own bits; 0x03 is its sequence
+    (15, 0x40, "CA"),
+    (17, 0x08, "EI"),                                # protection: elapsed time invalid
+    (5, 0x02, "T"),                                  # a step position in transit
+    (13, 0x02, ""),                                  # no such flag for a measured value
+])
+def test_quality_flags_as_text(family, quality, text):
+    assert one(display.quality_text(pl.col("q"), pl.col("f")), q=[quality], f=[family]) == [text]
+
+
+def test_age_and_time():
+    assert one(display.age_text(pl.col("s")), s=[0.43, 12.4, 300.0, 3 * 3600.0, 3 * 86400.0, None]) \
+        == ["0.4 s", "12 s", "5 min", "3 h", "3 d", None]
+    t = dt.datetime(2024, 3, 1, 12, 30, 5, 123000, tzinfo=dt.timezone.utc)
+    assert one(display.time_text(pl.col("t")), t=[t]) == ["2024-03-01 12:30:05.123"]
+    assert one(display.time_text(pl.col("t"), date=False), t=[t]) == ["12:30:05.123"]
+
+
+def _params(**over):
+    now = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    base = dict(ca=[1, 1, 1], ioa=[1, 2, 3], name=["CB1", None, "P"], type=["M_DP_NA_1", "M_SP_NA_1",
+                "M_ME_NB_1"], family=[3, 1, 11], value=[2.0, None, 523.0],
+                eng_value=[2.0, None, 52.3], scale=[None, None, 0.1], offset=[None, None, None],
+                unit=[None, None, "degC"], quality=[0, None, 0x81],
+                time=[now, None, None], recv_time=[now, None, now], age=[1.5, None, 1.5],
+                status=["ok", "missing", "unknown"])
+    return pl.DataFrame({**base, **over})
+
+
+def test_the_parameter_table_as_people_read_it():
+    out = display.readable(_params())
+    assert out.columns == display.PARAMETER_COLUMNS
+    assert out.row(0) == ("1", "1", "CB1", "M_DP_NA_1", "ON", "", "", "2024-03-01 12:00:00.000",
+                          "12:00:00.000", "1.5 s", "")
+    assert out.row(1)[4] == "" and out.row(1)[-1] == "no value yet"    # listed, never received
+    assert out.row(2)[4:7] == ("52.3", "degC", "IV OV")                 # the engineering value
+    assert out.row(2)[-1] == "not in list"
+
+
+def test_no_status_column_without_a_point_list():
+    # without a list every row would read "unknown", which looks like a fault
+    assert "status" not in display.readable(_params(), listed=False).columns
