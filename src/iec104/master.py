@@ -7,11 +7,13 @@ import logging
 from datetime import tzinfo
 from pathlib import Path
 from ssl import SSLContext
+from typing import Sequence
 
 import polars as pl
 
 from iec104.export import write_table
 from iec104.metadata import Catalog
+from iec104.redundancy import RedundancyGroup
 from iec104.session import Session
 from iec104.settings import DEFAULT, Default, SessionSettings
 from iec104.store import EventStream, Store
@@ -55,7 +57,7 @@ class Master:
         self.defaults = SessionSettings.of(**defaults)
         self.store = Store(event_capacity=event_capacity)
         self.catalog = Catalog()
-        self.sessions: list[Session] = []
+        self.sessions: list[Session | RedundancyGroup] = []
         # a lossless consumer of the event log that falls behind pushes back on the RTUs
         self.store.log.on_pause.append(lambda: self._reading(False))
         self.store.log.on_resume.append(lambda: self._reading(True))
@@ -72,7 +74,8 @@ class Master:
         await self.close()
 
     async def connect(
-        self, host: str, port: int = 2404, *, name: str | None = None,
+        self, host: str, port: int = 2404, standby: Sequence[tuple[str, int]] = (), *,
+        name: str | None = None,
         t0: float | None = None, t1: float | None = None, t2: float | None = None,
         t3: float | None = None, k: int | None = None, w: int | None = None,
         cot_size: int | None = None, ca_size: int | None = None, ioa_size: int | None = None,
@@ -84,7 +87,7 @@ class Master:
         backoff_reset: float | None = None, request_timeout: float | None = None,
         debug_frames: int | None = None, max_points: int | None = None,
         max_backlog: int | None = None, tls: TLS | SSLContext | None | Default = DEFAULT,
-    ) -> Session:
+    ) -> Session | RedundancyGroup:
         """Open a session to an RTU and return it once data transfer has started.
 
         The general interrogation at start runs in the background (``await
@@ -94,6 +97,10 @@ class Master:
         ----------
         host, port : str, int
             The RTU's address.
+        standby : sequence of (host, port), optional
+            More addresses of the same RTU: a redundancy group
+            (:class:`iec104.redundancy.RedundancyGroup`), one connection in data transfer,
+            the others kept up and tested, switched to when it fails.
         name : str, optional
             The session's name in tables and logs (default ``"host:port"``).
         t0, t1, t2, t3 : float, optional
@@ -135,9 +142,12 @@ class Master:
         """
         given = {key: value for key, value in locals().items() if key in _SETTING_NAMES}
         settings = self.defaults.overridden(given)
-        s = Session(host, port, name=name or f"{host}:{port}", station=len(self.sessions),
-                    settings=settings, store=self.store,
-                    catalog=self.catalog)
+        name = name or f"{host}:{port}"
+        addresses = [(host, port), *standby]
+        members = [Session(h, p, name=f"{name} via {h}:{p}" if standby else name,
+                           station=len(self.sessions), settings=settings, store=self.store,
+                           catalog=self.catalog) for h, p in addresses]
+        s = RedundancyGroup(members, name=name) if standby else members[0]
         self.sessions.append(s)
         try:
             await s.start()
@@ -146,7 +156,7 @@ class Master:
             raise
         return s
 
-    def session(self, name_or_station) -> Session:
+    def session(self, name_or_station) -> Session | RedundancyGroup:
         for s in self.sessions:
             if s is not None and (s.name == name_or_station or s.station == name_or_station):
                 return s

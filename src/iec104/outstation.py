@@ -35,6 +35,15 @@ Rules the simulator follows, for tests and users to rely on:
   Spontaneous data that does not fit is dropped instead.
 - An I-frame whose ASDU is shorter than its data unit identifier closes the connection (there
   is no cause or address to answer to).
+- A redundancy group (``standby_ports``: IEC 60870-5-104 edition 2, redundant connections):
+  every port serves the same image, and the group's stream (spontaneous data and command
+  feedback) goes to one connection, the last to receive STARTDT. While none is started the
+  stream is queued for the group (up to ``max_backlog`` octets, beyond which it is dropped and
+  counted); when the started one fails or another takes STARTDT, what it had not delivered
+  (queued behind its k window, or sent and not acknowledged) goes back to the head of the
+  group's queue and is sent on the connection that gets STARTDT next: an object may arrive
+  twice across a switch, none is lost. Answers to a connection's own requests (a GI) stay
+  with that connection.
 """
 from __future__ import annotations
 
@@ -81,7 +90,11 @@ def _initial_value(type_id: int, ioa: int) -> float:
 # the Batch bits a connection acts on: requests, acks (room to send), output, events, timer
 _WANT = int(Batch.IFRAMES | Batch.OUTPUT | Batch.EVENTS | Batch.TIMER | Batch.ACKED)
 _IFRAMES, _EVENTS, _TIMER = int(Batch.IFRAMES), int(Batch.EVENTS), int(Batch.TIMER)
-_CLOSE, _STARTED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED)
+_CLOSE, _STARTED, _STOPPED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED), int(LinkEvent.STOPPED)
+
+
+class _GroupEntry(list):
+    """A queue entry ([data, offsets, first]) of a redundancy group's stream."""
 
 
 class _Connection(LinkProtocol):
@@ -102,6 +115,11 @@ class _Connection(LinkProtocol):
         self.enqueued = 0                       # I-frames queued since the connection began
         self.frames_sent = 0                    # I-frames written since the connection began
         self.running: dict[tuple, int] = {}     # (type, ca) -> I-frame count at its ActTerm
+        self.port = 0                           # the local port: which address of a group
+        # a group's active connection: the last k I-frames written, [(entry, first, n)], so
+        # that those not acknowledged when it fails are sent again on the next one
+        self.written: collections.deque = collections.deque()
+        self.written_n = 0
 
     @property
     def link(self) -> Link:
@@ -113,6 +131,7 @@ class _Connection(LinkProtocol):
         out = self.out
         self.transport = transport
         self.peer = "%s:%s" % transport.get_extra_info("peername")[:2]
+        self.port = transport.get_extra_info("sockname")[1]
         transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
         out._conns.add(self)
         out.counts["connections"] += 1
@@ -120,6 +139,7 @@ class _Connection(LinkProtocol):
         self.arm()
 
     def connection_lost(self, exc):
+        self.out._leave_group(self)
         self.out._conns.discard(self)
         self.stop_timer()
         self.transport = None
@@ -151,9 +171,10 @@ class _Connection(LinkProtocol):
 
     # ---- sending -----------------------------------------------------------------------------
 
-    def enqueue(self, data, offsets, droppable: bool = False) -> None:
+    def enqueue(self, data, offsets, droppable: bool = False, group: bool = False) -> None:
         """Queue I-frames; ``droppable`` (spontaneous data) ones are dropped rather than
-        passing the backlog limit, the others close a client that lets them pile up."""
+        passing the backlog limit, the others close a client that lets them pile up;
+        ``group``: the redundancy group's stream (moves to the next connection on failure)."""
         n = len(offsets) - 1
         if n <= 0 or self.transport is None:
             return
@@ -162,7 +183,7 @@ class _Connection(LinkProtocol):
             self.dropped += n
             self.out.counts["frames_dropped"] += n
             return
-        self.queue.append([data, offsets, 0])
+        self.queue.append(_GroupEntry([data, offsets, 0]) if group else [data, offsets, 0])
         self.queued += n
         self.queued_bytes += size
         self.enqueued += n
@@ -196,9 +217,36 @@ class _Connection(LinkProtocol):
                 self.queue.popleft()
             else:
                 entry[2] = first + n
+            if self is self.out._active:
+                self._written(entry, first, n)
             self.write(memoryview(data)[offsets[first]:offsets[first + n]])
         if self.transport is not None and self.channel.pending() & _TIMER:
             self.arm()
+
+    def _written(self, entry, first: int, n: int) -> None:
+        self.written.append((entry, first, n))
+        self.written_n += n
+        while self.written_n - self.written[0][2] >= self.out.link_config.k:
+            self.written_n -= self.written.popleft()[2]
+
+    def undelivered(self) -> list:
+        """The group's frames this connection has not delivered, in order, as queue entries:
+        those written but not acknowledged, then those behind the k window."""
+        unacked = self.link.status()["unacked_sent"]
+        back = []
+        for entry, first, n in reversed(self.written):
+            if unacked <= 0:
+                break
+            take = min(n, unacked)
+            unacked -= take
+            if isinstance(entry, _GroupEntry):
+                back.append(_GroupEntry([entry[0], entry[1][first + n - take:first + n + 1], 0]))
+        back.reverse()
+        back += [_GroupEntry([e[0], e[1][e[2]:], 0]) for e in self.queue
+                 if isinstance(e, _GroupEntry)]
+        self.written.clear()
+        self.written_n = 0
+        return back
 
     def _events(self, ev: int) -> bool:
         """Link events; False when the link closes."""
@@ -208,6 +256,10 @@ class _Connection(LinkProtocol):
         if ev & _STARTED and self.out.send_ei:
             for ca in self.out.stations:
                 self.enqueue_asdu(self.out._asdu(TypeID.M_EI_NA_1, ca, 0, 0, Cot.INITIALIZED))
+        if ev & _STARTED and self.out.group:
+            self.out._join_group(self)
+        if ev & _STOPPED:
+            self.out._leave_group(self)
         return True
 
 
@@ -233,6 +285,9 @@ class Outstation:
         Octets that may wait for one client (its write buffer and the I-frames queued behind
         its k window); past it the client is closed as a slow reader
         (``counts["closed_slow_reader"]``).
+    standby_ports : sequence of int
+        More ports (0: a free one) on ``host`` that serve the same stations as a redundancy
+        group with ``port``; ``.ports`` tells which after start (see the rules above).
     tls : iec104.tls.TLS or ssl.SSLContext, optional
         Serve TLS (IEC 62351-3): a client certificate is required unless ``verify=False``;
         a client that fails the handshake (or the allow-list) is closed and counted
@@ -251,8 +306,14 @@ class Outstation:
                  t3: float = LinkConfig.t3, send_ei: bool = False,
                  select_timeout: float = 10.0, seed: int = 0, cot_size: int = 2,
                  ca_size: int = 2, ioa_size: int = 3, tick: float = 0.01,
-                 max_backlog: int = MAX_BACKLOG, tls=None, tls_handshake_timeout: float = 10.0):
+                 max_backlog: int = MAX_BACKLOG, tls=None, tls_handshake_timeout: float = 10.0,
+                 standby_ports=()):
         self.host, self.port = host, port
+        self.ports = [port, *standby_ports]
+        self.group = bool(standby_ports)
+        self._active: _Connection | None = None     # a group's started connection
+        self._held: collections.deque = collections.deque()   # the group's stream, waiting
+        self._held_bytes = 0
         self.tls, self.tls_handshake_timeout = tls, tls_handshake_timeout
         self.rate, self.with_time, self.send_ei = rate, with_time, send_ei
         self.select_timeout, self.tick = select_timeout, tick
@@ -272,7 +333,8 @@ class Outstation:
         self.clock_offset_ms = 0
         self._cursor = 0
         self._conns: set[_Connection] = set()
-        self._server = None
+        self._servers: dict = {}                # port -> its listener
+        self._closed_servers: list = []         # to wait for at close()
         self._ticker = None
         self.loop = None
 
@@ -316,6 +378,13 @@ class Outstation:
 
     async def start(self) -> "Outstation":
         self.loop = asyncio.get_running_loop()
+        self.ports = [await self._listen(p) for p in self.ports]
+        self.port = self.ports[0]
+        if self.rate > 0:
+            self._ticker = self.loop.create_task(self._spontaneous())
+        return self
+
+    async def _listen(self, port: int) -> int:
         factory = lambda: _Connection(self)
         context, tls = _tls.context_of(self.tls, server=True)
         if context is not None:
@@ -325,27 +394,42 @@ class Outstation:
                 self.counts["tls_failures"] += 1
                 log.warning("simulator: TLS client %s refused: %s", peer, reason)
 
-            self._server = await _tls.TLSServer(
+            server = await _tls.TLSServer(
                 self.loop, context, factory, failed, allowed, self.tls_handshake_timeout,
-            ).listen(self.host, self.port)
+            ).listen(self.host, port)
         else:
-            self._server = await self.loop.create_server(factory, self.host, self.port,
-                                                         backlog=4096)
-        self.port = self._server.sockets[0].getsockname()[1]
-        if self.rate > 0:
-            self._ticker = self.loop.create_task(self._spontaneous())
-        return self
+            server = await self.loop.create_server(factory, self.host, port, backlog=4096)
+        port = server.sockets[0].getsockname()[1]
+        self._servers[port] = server
+        return port
 
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._server is not None:
-            self._server.close()
+        for port in list(self._servers):
+            self.fail_port(port)
         for c in list(self._conns):
             if c.transport is not None:
                 c.transport.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        while self._closed_servers:
+            await self._closed_servers.pop().wait_closed()
+
+    def fail_port(self, port: int) -> None:
+        """Stop listening on ``port`` and abort its connections now, as an address of a
+        group that fails (nothing queued for them is written); :meth:`open_port` serves it
+        again."""
+        server = self._servers.pop(port, None)
+        if server is not None:
+            server.close()
+            self._closed_servers.append(server)
+        for c in list(self._conns):
+            if c.port == port and c.transport is not None:
+                c.transport.abort()
+
+    async def open_port(self, port: int) -> None:
+        """Listen on ``port`` again (after :meth:`fail_port`)."""
+        if port not in self._servers:
+            await self._listen(port)
 
     async def __aenter__(self) -> "Outstation":
         return await self.start()
@@ -379,11 +463,59 @@ class Outstation:
             return
         log.info("closing %s: %s", conn.peer, reason)
         self.counts[counter] += 1
+        self._leave_group(conn)
         conn.transport = None
         conn.queue.clear()
         conn.queued = conn.queued_bytes = 0
         conn.stop_timer()
         t.abort()
+
+    # ---- a redundancy group's stream ---------------------------------------------------------
+
+    def _publish(self, data, offsets, droppable: bool) -> None:
+        """Spontaneous data or feedback: to every started client, or to the group."""
+        if not self.group:
+            targets = [c for c in self._conns if c.link.data_transfer == "started"]
+            for i, c in enumerate(targets):
+                c.enqueue(data if i == len(targets) - 1 else bytearray(data), offsets, droppable)
+                c.flush()
+            return
+        c = self._active
+        if c is not None and c.transport is not None:
+            c.enqueue(data, offsets, droppable, group=True)
+            c.flush()
+            return
+        size = int(offsets[-1]) - int(offsets[0])
+        if self._held_bytes + size > self.max_backlog:
+            self.counts["frames_dropped"] += len(offsets) - 1
+            return
+        self._held.append(_GroupEntry([data, offsets, 0]))
+        self._held_bytes += size
+        self.counts["group_queued"] += len(offsets) - 1
+
+    def _leave_group(self, conn: _Connection) -> None:
+        """The active connection failed or lost STARTDT to another: what it had not
+        delivered goes back to the head of the group's queue."""
+        if conn is not self._active:
+            return
+        self._active = None
+        back = conn.undelivered()
+        for e in reversed(back):
+            self._held.appendleft(e)
+            self._held_bytes += int(e[1][-1]) - int(e[1][0])
+        self.counts["group_requeued"] += sum(len(e[1]) - 1 for e in back)
+
+    def _join_group(self, conn: _Connection) -> None:
+        """STARTDT on ``conn``: it takes the group's stream, first what waited for it."""
+        if self._active is not None and self._active is not conn:
+            self._leave_group(self._active)
+        if self._active is not conn:
+            self.counts["group_switches"] += 1
+        self._active = conn
+        while self._held and conn.transport is not None:
+            data, offsets, first = self._held.popleft()
+            self._held_bytes -= int(offsets[-1]) - int(offsets[first])
+            conn.enqueue(data, offsets[first:], group=True)
 
     # ---- requests ----------------------------------------------------------------------------
 
@@ -556,10 +688,7 @@ class Outstation:
         row = self.image[i:i + 1].copy()
         row["type_id"] = family_of(int(row["type_id"][0]))
         data, offsets = encode_points(row, cot=Cot.RETURN_REMOTE, **self.sizes)
-        for c in list(self._conns):
-            if c.link.data_transfer == "started":
-                c.enqueue(bytearray(data), offsets)
-                c.flush()
+        self._publish(data, offsets, False)
 
     # ---- spontaneous traffic -----------------------------------------------------------------
 
@@ -605,12 +734,9 @@ class Outstation:
             if n <= 0:
                 continue
             owed -= n
-            targets = [c for c in self._conns if c.link.data_transfer == "started"]
-            if not targets:
-                continue
+            if not self.group and not any(c.link.data_transfer == "started" for c in self._conns):
+                continue                # a group queues its stream while none is started
             rows = self.changes(n)
             data, offsets = encode_points(rows, **self.sizes)
             self.counts["spontaneous_objects"] += len(rows)
-            for i, c in enumerate(targets):
-                c.enqueue(data if i == len(targets) - 1 else bytearray(data), offsets, True)
-                c.flush()
+            self._publish(data, offsets, True)

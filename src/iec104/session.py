@@ -129,6 +129,10 @@ class Session:
         self._frame_log: collections.deque | None = None
         self.on_send: list[Callable[[bytes], None]] = []
         self.on_receive: list[Callable[[bytes], None]] = []
+        # a standby connection of a redundancy group (iec104.redundancy): connected and
+        # tested with TESTFR, no STARTDT until activate(); on_link hears "ready" and "lost"
+        self.hold_start = False
+        self.on_link: list[Callable[["Session", str], None]] = []
 
     def __repr__(self):
         return (f"<Session {self.name} {self.host}:{self.port} station={self.station} "
@@ -148,8 +152,10 @@ class Session:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect and start data transfer; raises ConnectError if the first attempt fails."""
+    async def start(self, *, keep_trying: bool = False) -> None:
+        """Connect and start data transfer (with ``hold_start``: connect and test); raises
+        ConnectError if the first attempt fails, after which ``keep_trying`` keeps the
+        session trying (reconnect) instead of closing it."""
         self._started = self._loop.create_future()
         self._run_task = self._loop.create_task(self._run(), name=f"iec104 {self.name}")
         s = self.settings
@@ -158,9 +164,22 @@ class Session:
                                                       name=f"iec104 {self.name} schedules")
         try:
             await self._started
-        except BaseException:
-            await self.close()
+        except BaseException as e:
+            if not (keep_trying and isinstance(e, ConnectError)):
+                await self.close()
             raise
+
+    async def activate(self) -> None:
+        """STARTDT on a connection held in standby; returns at STARTDT con (ConnectError
+        if the link fails first, NotConnected if there is no connection)."""
+        self.hold_start = False
+        p = self._proto
+        if p is None or p.transport is None or self.data_transfer != "stopped":
+            raise NotConnected(f"{self.name}: no standby connection to start ({self.tcp_state})")
+        self._started = self._loop.create_future()
+        p.channel.link.start(self._loop.time())
+        p.flush(p.channel.pending())
+        await self._started
 
     async def close(self) -> None:
         """STOPDT (acknowledging everything received first), then close; no reconnect."""
@@ -282,6 +301,10 @@ class Session:
         proto.connection_made = connection_made
         return proto
 
+    def _done_start(self) -> None:
+        if self._started is not None and not self._started.done():
+            self._started.set_result(None)
+
     def _fail_start(self, exc: Exception) -> None:
         if self._started is not None and not self._started.done():
             self._started.set_exception(exc)
@@ -300,7 +323,10 @@ class Session:
             transport.pause_reading()
         link = proto.channel.link
         link.connection_made(now)
-        link.start(now)
+        if self.hold_start:
+            link.test(now)                      # a standby is ready once TESTFR con is back
+        else:
+            link.start(now)
         proto.flush(proto.channel.pending())
 
     def _lost(self, proto: _Protocol, exc) -> None:
@@ -336,6 +362,8 @@ class Session:
             self._fail_start(ConnectError(
                 f"{self.name}: {self.last_error or 'connection closed before STARTDT con'}"))
         self._lost_evt.set()
+        for hook in self.on_link:
+            hook(self, "lost")
 
     def _count_channel(self, proto: _Protocol) -> None:
         """Fold a finished connection's counters into the session's."""
@@ -391,6 +419,11 @@ class Session:
         if ev & _TEST_CONFIRMED:
             self.last_testfr_con = time.time()
             self.rtt = link.rtt
+            if self.hold_start and self._started_at is None:    # a standby: tested, ready
+                self._started_at = self._loop.time()
+                self._done_start()
+                for hook in self.on_link:
+                    hook(self, "ready")
         if ev & _CLOSE:
             self.last_error = link.close_reason
             self._counts["link_closes"] += 1
@@ -402,8 +435,7 @@ class Session:
             self._attempt_started = True
             self._started_at = self._loop.time()
             self._counts["started"] += 1
-            if self._started is not None and not self._started.done():
-                self._started.set_result(None)
+            self._done_start()
             if self.settings.gi_on_start:     # a full image after every (re)connect
                 self._background(self.interrogate())
         return True

@@ -1,0 +1,218 @@
+"""Redundancy groups (IEC 60870-5-104 edition 2, redundant connections), master and simulator:
+the active connection killed mid-stream (its socket, or frozen so that t1 expires), the switch
+timed, the GI after it, the event log kept, a command in flight failed and executed once, the
+simulator's stream queued for the group across the switch. 127.0.0.1 only."""
+import asyncio
+import collections
+import socket
+import time
+
+import numpy as np
+import pytest
+
+import iec104
+from iec104.errors import ConnectError, ConnectionLostError
+from iec104.types import Cot
+
+from waiting import round_trips, wait_for
+
+POINTS = 200                            # one station
+GI_OBJECTS = 180                        # the GI leaves out the integrated totals (one in ten)
+FAST = dict(backoff_min=0.05, backoff_max=0.2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _record_changes(out):
+    """Count per IOA the spontaneous objects the simulator makes (each is sent once)."""
+    made = collections.Counter()
+    changes = out.changes
+
+    def counted(n):
+        rows = changes(n)
+        made.update(rows["ioa"].tolist())
+        return rows
+    out.changes = counted
+    return made
+
+
+def _received(master) -> collections.Counter:
+    ev = master.store.event_frame()
+    return collections.Counter(ev.filter(ev["cot"] == Cot.SPONTANEOUS)["ioa"].to_list())
+
+
+async def _stream_delivered(out, master, made, rtu):
+    """Stop the simulator's stream; then every object it made has reached the event log
+    (at least once: an object sent but not acknowledged at the failure is sent again)."""
+    out.rate = 0
+    await wait_for(lambda: not out._held, timeout=10)
+    await round_trips(rtu)
+    got = _received(master)
+    missing = {ioa: n - got[ioa] for ioa, n in made.items() if got[ioa] < n}
+    assert not missing, f"spontaneous objects lost across the switch: {missing}"
+    return sum(got.values()) - sum(made.values())
+
+
+async def _group(master, out, **kw):
+    rtu = await master.connect("127.0.0.1", out.ports[0], standby=[("127.0.0.1", out.ports[1])],
+                               name="rtu", **kw)
+    await wait_for(lambda: rtu.history and rtu.history[-1]["gi_objects"] is not None, 10)
+    return rtu
+
+
+async def test_killed_socket_mid_stream_switches_runs_a_gi_and_loses_nothing():
+    async with iec104.Outstation(stations=1, points=POINTS, rate=2000, standby_ports=[0]) as out, \
+            iec104.Master(**FAST) as master:
+        made = _record_changes(out)
+        rtu = await _group(master, out)
+        assert rtu.status()["active"] == f"127.0.0.1:{out.ports[0]}"
+        assert [c["role"] for c in rtu.status()["connections"]] == ["active", "standby"]
+        assert rtu.members[1].data_transfer == "stopped"     # up and tested, no STARTDT
+        await wait_for(lambda: sum(_received(master).values()) > 500, 10)   # mid-stream
+        before = master.store.event_frame()
+        t_kill = time.time()
+        out.fail_port(out.ports[0])
+        await wait_for(lambda: len(rtu.history) == 2 and rtu.history[-1]["gi_objects"] is not None, 10)
+        rec = rtu.history[-1]
+        switched = rec["time"] - t_kill          # the activation's time: STARTDT con
+        print(f"\nswitch on a killed socket: {switched * 1e3:.1f} ms from the kill to STARTDT con "
+              f"({rec['switch_time'] * 1e3:.1f} ms from the failure seen), GI after it: "
+              f"{rec['gi_objects']} objects in {rec['gi_time'] * 1e3:.1f} ms")
+        assert switched < 5
+        assert rec["previous"] == f"127.0.0.1:{out.ports[0]}"
+        assert rec["active"] == f"127.0.0.1:{out.ports[1]}" == rtu.status()["active"]
+        assert "closed" in rec["reason"] or "reset" in rec["reason"].lower(), rec["reason"]
+        assert rec["gi_objects"] == GI_OBJECTS and rec["gi_error"] is None
+        st = rtu.status()
+        assert st["switches"] == 1 and st["last_switch"] is rec and st["active_reason"] == rec["reason"]
+        # the log is shared by the group: every row received before the failure is still there
+        after = master.store.event_frame()
+        assert after.head(len(before)).equals(before)
+        assert after.filter(after["cot"] == Cot.INTERROGATED_BY_STATION).height >= 2 * GI_OBJECTS
+        assert out.counts["group_switches"] == 2
+        dup = await _stream_delivered(out, master, made, rtu)
+        print(f"spontaneous objects: {sum(made.values())} made, all received "
+              f"({dup} twice: sent again after the failure)")
+
+
+class _Relay:
+    """A TCP relay to one port that can be frozen: nothing passes either way, as a link that
+    dies without a close (the master finds out by t1). Closes pass on."""
+
+    def __init__(self, port):
+        self.target, self.frozen, self.pairs = port, False, []
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        for w in self.pairs:
+            w.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader, writer):
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        self.pairs += [writer, up_w]
+        await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer),
+                             return_exceptions=True)
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                if not self.frozen:
+                    writer.write(data)
+        finally:
+            writer.close()
+
+
+async def test_t1_expiry_on_a_frozen_link_switches_and_standbys_are_tested():
+    async with iec104.Outstation(stations=1, points=POINTS, rate=1000, standby_ports=[0],
+                                 t1=2, t2=0.5, t3=1) as out, _Relay(out.ports[0]) as relay, \
+            iec104.Master(t1=1.0, t2=0.5, t3=0.5, **FAST) as master:
+        made = _record_changes(out)
+        rtu = await master.connect("127.0.0.1", relay.port, standby=[("127.0.0.1", out.ports[1])],
+                                   name="rtu")
+        await wait_for(lambda: rtu.history[-1]["gi_objects"] is not None, 10)
+        standby = rtu.members[1]
+        tested = standby.last_testfr_con
+        await wait_for(lambda: standby.last_testfr_con != tested, 5)     # t3 keeps testing it
+        assert standby.data_transfer == "stopped"
+        await wait_for(lambda: sum(_received(master).values()) > 200, 10)
+        before = master.store.event_frame()
+        t_freeze = time.time()
+        relay.frozen = True
+        await wait_for(lambda: len(rtu.history) == 2, 10)
+        rec = rtu.history[-1]
+        switched = rec["time"] - t_freeze
+        print(f"\nswitch on a frozen link (t3 0.5 s, t1 1 s): {switched * 1e3:.0f} ms from the "
+              f"freeze to STARTDT con ({rec['switch_time'] * 1e3:.1f} ms from the t1 expiry)")
+        assert "t1 expired" in rec["reason"], rec["reason"]
+        assert rec["active"] == f"127.0.0.1:{out.ports[1]}"
+        assert master.store.event_frame().head(len(before)).equals(before)
+        await wait_for(lambda: rtu.history[-1]["gi_objects"] == GI_OBJECTS, 10)
+        await _stream_delivered(out, master, made, rtu)
+
+
+async def test_a_command_in_flight_at_the_failure_fails_and_runs_at_most_once():
+    async with iec104.Outstation(stations=1, points=POINTS, standby_ports=[0]) as out, \
+            iec104.Master(**FAST) as master:
+        rtu = await _group(master, out)
+        first = out.ports[0]
+        # the outstation executes the command and its link dies before the ActCon leaves
+        out.on_command.append(lambda rec: out.fail_port(first) if len(out.commands) == 1 else None)
+        with pytest.raises(ConnectionLostError):
+            await rtu.command(ca=1, ioa=2, type="C_SC_NA_1", value=1)
+        executed = lambda: sum(1 for c in out.commands if c["ioa"] == 2 and c["result"] == "executed")
+        assert executed() == 1
+        await wait_for(lambda: len(rtu.history) == 2 and rtu.history[-1]["gi_objects"] is not None, 10)
+        await round_trips(rtu)
+        assert executed() == 1                  # never sent again on the new connection
+        result = await rtu.command(ca=1, ioa=2, type="C_SC_NA_1", value=0)   # a new one works
+        assert result.ioa == 2 and executed() == 2
+        assert [c["connection"] for c in out.commands][0] != out.commands[1]["connection"]
+
+
+async def test_the_simulator_queues_the_group_stream_until_a_connection_starts():
+    async with iec104.Outstation(stations=1, points=POINTS, rate=2000, standby_ports=[0]) as out, \
+            iec104.Master(reconnect=False) as master:
+        made = _record_changes(out)
+        a = await master.connect("127.0.0.1", out.ports[0], gi_on_start=False)
+        await wait_for(lambda: sum(_received(master).values()) > 100, 10)
+        out.fail_port(out.ports[0])
+        await wait_for(lambda: a.tcp_state != "connected", 5)
+        await wait_for(lambda: out.counts["group_queued"] > 200, 10)  # nobody started: held
+        assert sum(_received(master).values()) < sum(made.values())
+        b = await master.connect("127.0.0.1", out.ports[1], gi_on_start=False)
+        assert out.counts["group_switches"] == 2
+        await _stream_delivered(out, master, made, b)
+
+
+async def test_a_group_starts_on_the_standby_when_the_first_address_is_down():
+    async with iec104.Outstation(stations=1, points=POINTS) as out, iec104.Master(**FAST) as master:
+        down = _free_port()
+        rtu = await master.connect("127.0.0.1", down, standby=[("127.0.0.1", out.port)])
+        assert rtu.status()["active"] == f"127.0.0.1:{out.port}"
+        assert rtu.status()["connections"][0]["tcp_state"] != "connected"
+        assert await rtu.interrogate() == GI_OBJECTS
+        assert master.status()[0]["name"] == "127.0.0.1:%d" % down
+        with pytest.raises(ConnectError, match="no connection of the group"):
+            await master.connect("127.0.0.1", _free_port(), standby=[("127.0.0.1", _free_port())])
+
+
+async def test_points_of_the_group_share_one_station():
+    """Both connections decode into the group's station: one set of rows, not two."""
+    async with iec104.Outstation(stations=1, points=POINTS, standby_ports=[0]) as out, \
+            iec104.Master(**FAST) as master:
+        rtu = await _group(master, out)
+        out.fail_port(out.ports[0])
+        await wait_for(lambda: len(rtu.history) == 2 and rtu.history[-1]["gi_objects"], 10)
+        pts = master.points()
+        assert pts.height == GI_OBJECTS and set(pts["station"].to_list()) == {rtu.station}
+        assert np.all(pts["ca"].to_numpy() == 1)
