@@ -43,6 +43,23 @@ class PKI:
     def der(self, name):
         return ssl.PEM_cert_to_DER_cert((self.path / f"{name}.crt").read_text())
 
+    def crl(self, *revoked, name="ca.crl"):
+        """A CRL of the CA (PEM) revoking the certificates named ``revoked``."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        ca_cert = x509.load_pem_x509_certificate(self.ca.cert_pem.bytes())
+        key = serialization.load_pem_private_key(self.ca.private_key_pem.bytes(), None)
+        now = dt.datetime.now(dt.timezone.utc)
+        b = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+             .last_update(now - dt.timedelta(hours=1)).next_update(now + dt.timedelta(days=1)))
+        for r in revoked:
+            serial = x509.load_der_x509_certificate(self.der(r)).serial_number
+            b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
+                                          .revocation_date(now - dt.timedelta(minutes=5)).build())
+        p = self.path / name
+        p.write_bytes(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        return str(p)
+
     def server_tls(self, **kw):
         return TLS(cert=self.server, ca=self.ca_pem, **kw)
 
@@ -87,7 +104,9 @@ async def test_gi_and_command_over_mutual_tls(pki, version):
         st = rtu.status()["tls"]
         assert st["version"] == f"TLSv{version}"
         assert st["cipher"] and st["peer_subject"] and "rtu-7" in st["peer_subject"]
-        assert st["peer_not_after"]
+        assert st["on"] is True and st["peer_not_after"]
+        expires = ssl.cert_time_to_seconds(st["peer_not_after"])
+        assert st["peer_expires"] == expires and expires > time.time() + 86400
         if version == "1.2":
             assert "GCM" in st["cipher"] and "ECDHE" in st["cipher"]   # IEC 62351-3 suites
         assert out.counts["tls_failures"] == 0
@@ -248,6 +267,49 @@ def test_target_file_and_cli_tls_keys(pki, tmp_path):
     assert _session_settings(args)["tls"].cert == pki.client
     args = _parser().parse_args(["simulate", "--tls-cert", pki.server, "--tls-ca", pki.ca_pem])
     assert _session_settings(args)["tls"].cert == pki.server
+
+
+async def test_revoked_outstation_certificate_is_refused_by_the_crl(pki):
+    msg, _ = await _refused(pki.server_tls(), pki.client_tls(crl=pki.crl("server")))
+    assert "revoked" in msg
+
+
+async def test_a_crl_that_does_not_list_the_peer_lets_it_in(pki):
+    async with Outstation(stations=1, points=10, tls=pki.server_tls()) as out, \
+            iec104.Master(**FAST) as m:
+        rtu = await m.connect(HOST, out.port, tls=pki.client_tls(crl=pki.crl("client")))
+        assert await rtu.interrogate() > 0
+
+
+async def test_revoked_master_certificate_is_refused_by_the_outstation(pki):
+    msg, out = await _refused(pki.server_tls(crl=pki.crl("client")), pki.client_tls())
+    assert out.counts["tls_failures"] >= 1 and "TLS" in msg
+
+
+def test_cli_and_target_crl_and_allow_list(pki, tmp_path):
+    from iec104.cli import _parser, _session_settings
+    from iec104.targets import parse_targets
+    crl, fp = pki.crl(), fingerprint(pki.der("server"))
+    args = _parser().parse_args(["poll", "h", "--tls-cert", pki.client, "--tls-ca", pki.ca_pem,
+                                 "--tls-crl", crl, "--tls-allow", fp,
+                                 "--tls-allow", str(tmp_path / "client.crt")])
+    tls = _session_settings(args)["tls"]
+    assert tls.crl == crl and tls.fingerprints == {fp, fingerprint(pki.der("client"))}
+    args = _parser().parse_args(["simulate", "--tls-cert", pki.server, "--tls-allow", fp])
+    assert _session_settings(args)["tls"].fingerprints == {fp}
+    f = tmp_path / "rtus.toml"
+    f.write_text(f'[[rtu]]\nhost = "h"\ntls_crl = "{crl}"\ntls_allow = ["{fp}"]\n')
+    assert parse_targets([str(f)])[0].settings["tls"].fingerprints == {fp}
+    f.write_text(f'[[rtu]]\nhost = "h"\ntls_allow = "{fp}, {tmp_path / "none.crt"}"\n')
+    with pytest.raises(SettingsError, match="tls_allow.*none.crt"):
+        parse_targets([str(f)])
+    args = _parser().parse_args(["poll", "h", "--tls-crl", str(tmp_path / "no.crl")])
+    with pytest.raises(SettingsError, match="tls_crl"):
+        _session_settings(args)
+
+
+def test_tls_is_a_public_name():
+    assert iec104.TLS is TLS and "TLS" in iec104.__all__
 
 
 # ---- interop: lib60870 (c104) ------------------------------------------------------------------

@@ -10,8 +10,10 @@ from iec104.errors import (
 from iec104.master import Master, run
 from iec104.metadata import read_point_list
 from iec104.outstation import Outstation           # the simulator: about 10 ms more to import
+from iec104.redundancy import RedundancyGroup
 from iec104.session import Session
 from iec104.settings import SessionSettings
+from iec104.tls import TLS
 from iec104.types import (
     BROADCAST_CA, FRAME_DTYPE, NO_TIME, POINT_DTYPE, CounterQuality, Cot, Flag, FrameFormat,
     FrameStatus, Quality, TimeFlag, TypeID, UFunction,
@@ -19,7 +21,7 @@ from iec104.types import (
 
 __all__ = [
     "Decoder", "decode", "decode_all", "decode_frames", "Master", "Session", "SessionSettings",
-    "Outstation", "run", "read_point_list",
+    "Outstation", "RedundancyGroup", "TLS", "run", "read_point_list",
     "BROADCAST_CA", "FRAME_DTYPE", "NO_TIME", "POINT_DTYPE", "Cot", "CounterQuality", "Flag",
     "FrameFormat", "FrameStatus", "Quality", "TimeFlag", "TypeID", "UFunction",
     # iec104.errors, every one

@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
         g.add_argument("--tls-ca", help="CA certificate(s) that sign the "
                        + ("clients'" if server else "RTUs'") + " certificates (PEM)")
+        g.add_argument("--tls-crl", help="certificate revocation list (PEM) of that CA")
+        g.add_argument("--tls-allow", action="append", metavar="CERT", help="allow only this "
+                       "peer certificate: a SHA-256 fingerprint or a certificate file (repeat)")
 
     d = sub.add_parser("demo", help="the main job on the built-in simulator (the default)")
     d.add_argument("--export", default="out/parameters.parquet", help="where to write the table")
@@ -181,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
 def _session_settings(args) -> dict:
     """The session settings given on the command line (the others keep their defaults)."""
     out = {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
-    tls = [getattr(args, f"tls_{k}", None) for k in ("cert", "key", "ca")]
+    tls = [getattr(args, f"tls_{k}", None) for k in ("cert", "key", "ca", "crl", "allow")]
     if any(v is not None for v in tls):
         out["tls"] = tls_settings(*tls, where="--tls-*")
     return out

@@ -802,6 +802,7 @@ class Session:
             "late_answers": self._requests.late, "in_doubt": len(self._requests.in_doubt),
             "bytes_out": self._counts["bytes_out"],
             "link": link.status() if link is not None and self._proto.transport is not None else {},
-            "tls": _tls.peer_info(self._proto.transport) if self._proto is not None else None,
+            "tls": _tls.peer_info(self.settings.tls,
+                                  self._proto.transport if self._proto is not None else None),
             "tls_failures": self._counts["tls_failures"],
         }

@@ -17,7 +17,8 @@ __all__ = ["Target", "parse_targets", "SETTINGS", "TLS_KEYS", "tls_settings"]
 # declares for it (None left out: a file cannot say None, it leaves the setting out)
 SETTINGS: dict[str, tuple[type, ...]] = {name: kinds for name, (kinds, _) in KINDS.items()
                                          if name != "tls"}
-TLS_KEYS = ("tls_cert", "tls_key", "tls_ca")   # a file's TLS: paths, made into settings["tls"]
+# a file's TLS, made into settings["tls"]: paths, and the allow-list (fingerprints or files)
+TLS_KEYS = ("tls_cert", "tls_key", "tls_ca", "tls_crl", "tls_allow")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -74,16 +75,26 @@ def _target(row: dict[str, Any], where: str) -> Target:
     return Target(str(row["host"]), port, row.get("name"), row.get("points"), settings)
 
 
-def tls_settings(cert: Any, key: Any, ca: Any, *, where: str = "TLS") -> Any:
-    """The :class:`iec104.tls.TLS` of ``--tls-cert/--tls-key/--tls-ca`` or a target's
-    ``tls_cert/tls_key/tls_ca`` (paths; a missing file is a SettingsError naming it)."""
+def tls_settings(cert: Any, key: Any, ca: Any, crl: Any = None, allow: Any = None, *,
+                 where: str = "TLS") -> Any:
+    """The :class:`iec104.tls.TLS` of ``--tls-cert/--tls-key/--tls-ca/--tls-crl/--tls-allow``
+    or a target's ``tls_cert/tls_key/tls_ca/tls_crl/tls_allow`` (paths; a missing file is a
+    SettingsError naming it). ``allow``: the peer certificates allowed, SHA-256 fingerprints
+    or certificate files, a list or one string separated by commas or spaces."""
     from iec104.tls import TLS
-    for what, path in (("tls_cert", cert), ("tls_key", key), ("tls_ca", ca)):
+    for what, path in (("tls_cert", cert), ("tls_key", key), ("tls_ca", ca), ("tls_crl", crl)):
         if path is not None and not Path(str(path)).exists():
             raise SettingsError(f"{where}: {what} {path}: no such file")
     if key is not None and cert is None:
         raise SettingsError(f"{where}: tls_key without tls_cert")
-    return TLS(cert=cert, key=key, ca=ca)
+    if isinstance(allow, str):
+        allow = allow.replace(",", " ").split()
+    tls = TLS(cert=cert, key=key, ca=ca, crl=crl, allowed=allow or None)
+    try:
+        tls.fingerprints                            # read the allow-list's files now
+    except SettingsError as e:
+        raise SettingsError(f"{where}: tls_allow: {e}") from None
+    return tls
 
 
 def parse_targets(specs: list[str]) -> list[Target]:

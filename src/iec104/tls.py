@@ -244,16 +244,20 @@ def _name(rdns) -> str:
     return ", ".join(f"{k}={v}" for rdn in rdns or () for k, v in rdn)
 
 
-def peer_info(transport) -> dict | None:
-    """version, cipher, the peer's subject and notAfter of a TLS transport; None if plain."""
-    obj = ssl_object(transport)
-    if obj is None:
+def peer_info(tls: "TLS | ssl.SSLContext | None", transport) -> dict | None:
+    """A session's TLS for its status: None when plain; else ``on`` (True), the version,
+    cipher, the peer certificate's subject and expiry (``peer_not_after`` as the certificate
+    says it, ``peer_expires`` in seconds since the epoch), each None while not connected."""
+    if tls is None:
         return None
-    cert = obj.getpeercert() or {}
-    c = obj.cipher()
-    return {"version": obj.version(), "cipher": c[0] if c else None,
-            "peer_subject": _name(cert.get("subject")) or None,
-            "peer_not_after": cert.get("notAfter")}
+    obj = ssl_object(transport)
+    cert = (obj.getpeercert() if obj is not None else None) or {}
+    c = obj.cipher() if obj is not None else None
+    after = cert.get("notAfter")
+    return {"on": True, "version": obj.version() if obj is not None else None,
+            "cipher": c[0] if c else None,
+            "peer_subject": _name(cert.get("subject")) or None, "peer_not_after": after,
+            "peer_expires": ssl.cert_time_to_seconds(after) if isinstance(after, str) else None}
 
 
 _REASONS = {        # OpenSSL reasons (SSLError.reason) -> what they mean for an operator
