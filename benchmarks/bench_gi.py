@@ -8,11 +8,17 @@ The link parameters are the standard's by default: outstation k = 12 (w = 8), ma
 w = 8 (it acknowledges every 8 I-frames), on both masters. ``--k 1000`` raises the
 outstations' send window for a load test (labelled as such in the output and the JSON).
 
-Run: .venv/bin/python benchmarks/bench_gi.py [--stations 10 --points 10000] [--k 12] [--json out.json]
+``--tls`` runs this project's master against its simulator over TLS 1.3 (IEC 62351-3, mutual
+authentication; certificates made by trustme for the run) beside the same over plain TCP. c104
+is left out there: its TLS client fails every handshake on this platform (tests/test_tls.py).
+
+Run: .venv/bin/python benchmarks/bench_gi.py [--stations 10 --points 10000] [--k 12] [--tls] [--json out.json]
 """
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,8 +29,8 @@ import procs  # noqa: E402
 import iec104  # noqa: E402
 
 
-async def ours(port: int, stations: int, points: int, repeat: int) -> dict:
-    async with iec104.Master(gi_on_start=False, k=12, w=8) as master:     # the standard's
+async def ours(port: int, stations: int, points: int, repeat: int, tls=None) -> dict:
+    async with iec104.Master(gi_on_start=False, k=12, w=8, tls=tls) as master:   # the standard's
         rtu = await master.connect("127.0.0.1", port, name="bench")
         cas = range(1, stations + 1)
         # one station after the other, as the c104 side does: lib60870 stalls when asked for
@@ -127,6 +133,54 @@ def scenario(name, start_outstation, stations, points, repeat):
     return rows
 
 
+class _PKI:
+    """A CA, the simulator's certificate for 127.0.0.1 and the master's, in a temporary
+    directory (trustme: nothing committed)."""
+
+    def __init__(self, path: Path):
+        import trustme
+        ca = trustme.CA()
+        self.ca = path / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca))
+        self.server, self.client = path / "server.pem", path / "client.pem"
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(self.server))
+        ca.issue_cert("master.example").private_key_and_cert_chain_pem.write_to_path(str(self.client))
+
+
+def tls_scenario(a, floats, repeat) -> list[dict]:
+    """Our master against our simulator, plain and over TLS 1.3, same image and windows."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = _PKI(Path(tmp))
+        tls = iec104.TLS(cert=pki.client, ca=pki.ca, min_version="1.3")
+        for name, flags, master_tls in (
+                ("plain", [], None),
+                ("tls1.3", ["--tls-cert", str(pki.server), "--tls-ca", str(pki.ca)], tls)):
+            port = procs.free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "iec104.cli", "simulate", "--port", str(port),
+                 "--stations", str(a.stations), "--points", str(a.points), "--k", str(a.k),
+                 "--w", "8", "--point-list", str(floats), *flags],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                procs.wait_port(port)
+                time.sleep(0.5)
+                out0 = procs.cpu_seconds(proc.pid)
+                r = iec104.run(ours(port, a.stations, a.points, repeat, master_tls))
+                r["outstation_cpu"] = procs.cpu_seconds(proc.pid) - out0
+            finally:
+                procs.stop(proc)
+            r.update(outstation="simulator", master="iec104", transport=name,
+                     objects_per_s=r["objects"] / r["seconds"])
+            rows.append(r)
+            print(f"  {name:7} {r['objects']:8d} objects in {r['seconds']:7.3f} s = "
+                  f"{r['objects_per_s'] / 1e6:7.3f} M/s; CPU master {r['master_cpu']:.2f} s, "
+                  f"outstation {r['outstation_cpu']:.2f} s", flush=True)
+    rows[1]["slowdown_vs_plain"] = rows[1]["seconds"] / rows[0]["seconds"]
+    print(f"  TLS 1.3 takes {rows[1]['slowdown_vs_plain']:.2f}x the time of plain TCP")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--stations", type=int, default=10)
@@ -136,6 +190,8 @@ def main():
     ap.add_argument("--outstations", default="simulator,c104",
                     help="which outstations: simulator (this project's), c104 (lib60870's)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tls", action="store_true", help="our master and simulator over TLS 1.3 "
+                    "beside plain TCP (instead of the comparison with c104)")
     ap.add_argument("--json")
     a = ap.parse_args()
     standard = a.k == 12
@@ -147,6 +203,9 @@ def main():
     which = a.outstations.split(",")
     floats = procs.float_point_list(a.stations, a.points)     # the same image as the c104 one
     rows = []
+    if a.tls:
+        rows += tls_scenario(a, floats, a.repeat)
+        which = []
     if "simulator" in which:
         rows += scenario("simulator", lambda port: procs.start_simulator(
             port, stations=a.stations, points=a.points, k=a.k, w=8, point_list=floats),
