@@ -5,6 +5,8 @@ simulator's stream queued for the group across the switch. 127.0.0.1 only."""
 import asyncio
 import collections
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -216,3 +218,24 @@ async def test_points_of_the_group_share_one_station():
         pts = master.points()
         assert pts.height == GI_OBJECTS and set(pts["station"].to_list()) == {rtu.station}
         assert np.all(pts["ca"].to_numpy() == 1)
+
+
+async def test_the_cli_simulator_serves_a_group_on_its_standby_ports():
+    ports = [_free_port(), _free_port()]
+    proc = subprocess.Popen([sys.executable, "-m", "iec104.cli", "simulate", "--port", str(ports[0]),
+                             "--standby-port", str(ports[1]), "--stations", "1", "--points",
+                             str(POINTS), "--rate", "200", "--duration", "30"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
+        assert f"redundancy group with ports [{ports[1]}]" in line
+        async with iec104.Master(**FAST) as master:
+            rtu = await master.connect("127.0.0.1", ports[0], standby=[("127.0.0.1", ports[1])])
+            await wait_for(lambda: rtu.history[-1]["gi_objects"] == GI_OBJECTS, 10)
+            await rtu.reconnect()               # both up: nothing to do but answer
+            assert [c["tcp_state"] for c in rtu.status()["connections"]] == ["connected"] * 2
+            assert await rtu.interrogate() == GI_OBJECTS
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()

@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run the outstation simulator")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=LISTEN_PORT, default=2404, help="TCP port (0: any free one)")
+    s.add_argument("--standby-port", type=LISTEN_PORT, action="append", default=[], metavar="PORT",
+                   help="another port of the same stations: a redundancy group (repeat)")
     s.add_argument("--stations", type=_int_in(1, 65534), default=2)
     s.add_argument("--points", type=_int_in(1, 0xFFFFFF), default=100, help="points per station")
     s.add_argument("--point-list", help="CSV/XLSX point list instead of generated points")
@@ -537,14 +539,16 @@ async def _simulate(args) -> int:
     from iec104.outstation import Outstation
     out = Outstation(stations=args.stations, points=args.points, point_list=args.point_list,
                      host=args.host, port=args.port, rate=args.rate, with_time=args.with_time,
-                     k=args.k, w=args.w, tls=_session_settings(args).get("tls"))
+                     k=args.k, w=args.w, tls=_session_settings(args).get("tls"),
+                     standby_ports=args.standby_port)
     out.on_command.append(lambda r: console.say(
         f"command from {r['connection']}: {r['type']} CA {r['ca']} IOA {r['ioa']} value "
         f"{r['value']:g}{' select' if r['select'] else ''} -> {r['result']}"))
     stop = _stop_on_signals()
     async with out:
         console.say(f"simulator listening on {args.host}:{out.port}: stations {out.stations}, "
-                    f"{len(out.image)} points, {args.rate:g} changes/s")
+                    f"{len(out.image)} points, {args.rate:g} changes/s"
+                    + (f"; a redundancy group with ports {out.ports[1:]}" if out.group else ""))
         try:
             await asyncio.wait_for(stop.wait(), args.duration)
         except asyncio.TimeoutError:
