@@ -31,6 +31,7 @@ Run: .venv/bin/python benchmarks/bench_trickle.py [--sizes 100,1000,10000] [--js
 import argparse
 import asyncio
 import json
+import resource
 import subprocess
 import sys
 import threading
@@ -169,9 +170,27 @@ class Simulators:
         self.log.close()
 
 
-def window_figures(apdus, objects, cpu, wall, sim0, sim1, lat, busy, frames=None) -> dict:
+class Meter:
+    """This process's CPU (user and system, every thread) and wake-ups (voluntary context
+    switches: the loop's waits that ended), and the machine's busy time, over a window."""
+
+    def __init__(self):
+        self.r0, self.w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        self.b0 = procs.machine_busy_seconds()
+
+    def stop(self) -> dict:
+        r1, r0 = resource.getrusage(resource.RUSAGE_SELF), self.r0
+        user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+        return {"cpu": user + system, "user": user, "system": system,
+                "wall": time.perf_counter() - self.w0, "wakeups": r1.ru_nvcsw - r0.ru_nvcsw,
+                "busy": procs.machine_busy_seconds() - self.b0}
+
+
+def window_figures(apdus, objects, m, sim0, sim1, lat, frames=None) -> dict:
     """``apdus``: data APDUs (I-frames) received in the window; ``frames``: every frame
-    received (I, S and U: TESTFR of links that are idle for t3), when known."""
+    received (I, S and U: TESTFR of links that are idle for t3), when known; ``m``: the
+    window's :meth:`Meter.stop`."""
+    cpu, wall, busy = m["cpu"], m["wall"], m["busy"]
     if not apdus and frames:           # a library whose status has no link counts
         apdus = frames
     lat = (np.concatenate(lat) if isinstance(lat[0], np.ndarray) else np.asarray(lat)) \
@@ -181,6 +200,7 @@ def window_figures(apdus, objects, cpu, wall, sim0, sim1, lat, busy, frames=None
         "cpu_us_per_frame": cpu / frames * 1e6 if frames else None,
         "objects_per_apdu": objects / apdus if apdus else None,
         "apdus_per_s": apdus / wall, "master_cpu_share": cpu / wall,
+        "user_s": m["user"], "system_s": m["system"], "wakeups": m["wakeups"],
         "cpu_us_per_apdu": cpu / apdus * 1e6 if apdus else None,
         "apdus_per_cpu_s": apdus / cpu if cpu else None,
         "latency_ms_median": procs.percentile(lat, 50), "latency_ms_p99": procs.percentile(lat, 99),
@@ -228,7 +248,7 @@ async def drain(read, expected, timeout: float = 60.0, stall: float = 3.0) -> fl
 
 async def ours(sims: Simulators, n: int, a) -> dict:
     rss0 = procs.rss_bytes()
-    async with iec104.Master(gi_on_start=False, k=a.k, w=a.w) as master:
+    async with iec104.Master(gi_on_start=False, k=a.k, w=a.w, coalesce=a.coalesce) as master:
         t0 = time.perf_counter()
         sessions = await procs.connect_all(master, sims.ports, n)
         t_start = time.perf_counter() - t0
@@ -260,10 +280,9 @@ async def ours(sims: Simulators, n: int, a) -> dict:
         sim0 = await sims.acmd("stats")
         s0 = totals(master)
         window[0] = True
-        cpu0, w0, b0 = time.process_time(), time.perf_counter(), procs.machine_busy_seconds()
+        meter = Meter()
         await asyncio.sleep(a.seconds)
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - w0
-        busy = procs.machine_busy_seconds() - b0
+        m = meter.stop()
         window[0] = False
         s1 = totals(master)
         sim1 = await sims.acmd("stats")
@@ -283,9 +302,10 @@ async def ours(sims: Simulators, n: int, a) -> dict:
                                          "frames_dropped": d1.get("frames_dropped", 0)})
         if task is not None:
             task.cancel()
-        r = window_figures(s1["i_frames"] - s0["i_frames"], s1["points"] - s0["points"], cpu,
-                           wall, sim0, sim1, lat, busy, frames=s1["frames"] - s0["frames"])
-        r.update(master="iec104", sessions=n, ports=len(set(sims.ports[:n])), tick_s=a.tick,
+        r = window_figures(s1["i_frames"] - s0["i_frames"], s1["points"] - s0["points"], m,
+                           sim0, sim1, lat, frames=s1["frames"] - s0["frames"])
+        r.update(master="iec104" + (f" coalesce {a.coalesce * 1e3:g} ms" if a.coalesce else ""),
+                 coalesce_s=a.coalesce, sessions=n, ports=len(set(sims.ports[:n])), tick_s=a.tick,
                  offered_batches_per_s=n / a.tick,
                  start_all_s=t_start, start_and_gi_s=t_gi, gi_objects=gi_objects,
                  rss_idle_per_session_kib=rss_idle / 1024, idle_cpu_share=idle_share,
@@ -299,6 +319,93 @@ async def ours(sims: Simulators, n: int, a) -> dict:
                  phases_s={"start": t_start, "gi": t_gi - t_start, "total": time.perf_counter() - t0})
         r["lost_objects"] = r["sent_objects"] - r["received_objects"]
         return r
+
+
+# ---- the floor: what reading the stream costs before any master does anything --------------
+
+STARTDT_ACT, TESTFR_CON = b"\x68\x04\x07\x00\x00\x00", b"\x68\x04\x83\x00\x00\x00"
+
+
+class FloorClient(asyncio.BufferedProtocol):
+    """The least a uvloop master can do with the stream: split APDUs, count the I-frames and
+    their objects, acknowledge every w (and every second, for t2), answer TESTFR; no decode,
+    no store, no checks. Its CPU per APDU is the loop's and the kernel's share of ours."""
+
+    def __init__(self, w: int, counts: list):
+        self.buf = bytearray(1 << 16)
+        self.view = memoryview(self.buf)
+        self.carry = self.nr = self.unacked = 0
+        self.w, self.counts, self.transport = w, counts, None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(STARTDT_ACT)
+
+    def get_buffer(self, sizehint):
+        return self.view[self.carry:]
+
+    def buffer_updated(self, nbytes):
+        b, end, i, counts = self.buf, self.carry + nbytes, 0, self.counts
+        while end - i >= 6:
+            size = b[i + 1] + 2
+            if end - i < size:
+                break
+            c = b[i + 2]
+            if not c & 1:                               # I-frame
+                self.nr = (self.nr + 1) & 0x7FFF
+                self.unacked += 1
+                counts[0] += 1
+                counts[1] += b[i + 7] & 0x7F
+            elif c == 0x43:
+                self.transport.write(TESTFR_CON)
+            i += size
+        self.carry = end - i
+        if self.carry:
+            b[:self.carry] = b[i:end]
+        if self.unacked >= self.w:
+            self.ack()
+
+    def ack(self):
+        self.unacked = 0
+        self.transport.write(bytes((0x68, 4, 1, 0, (self.nr << 1) & 0xFF, self.nr >> 7)))
+
+
+async def floor(sims: Simulators, n: int, a) -> dict:
+    loop = asyncio.get_running_loop()
+    counts, clients = [0, 0], []
+    for i in range(n):
+        _, c = await loop.create_connection(lambda: FloorClient(a.w, counts), "127.0.0.1",
+                                            sims.ports[i % len(sims.ports)])
+        clients.append(c)
+
+    async def t2():
+        while True:
+            await asyncio.sleep(1.0)
+            for c in clients:
+                if c.unacked:
+                    c.ack()
+    acker = asyncio.ensure_future(t2())
+    try:
+        await asyncio.sleep(1.0)
+        sim_base = await sims.acmd("stats")
+        await sims.acmd("go")
+        await asyncio.sleep(a.warmup)
+        sim0, (f0, o0) = await sims.acmd("stats"), tuple(counts)
+        meter = Meter()
+        await asyncio.sleep(a.seconds)
+        m = meter.stop()
+        f1, o1 = counts
+        sim1 = await sims.acmd("stats")
+        sim_end = await sims.acmd("stop")
+        sent = sim_end["sent_objects"] - sim_base["sent_objects"]
+    finally:
+        acker.cancel()
+        for c in clients:
+            c.transport.close()
+    r = window_figures(f1 - f0, o1 - o0, m, sim0, sim1, [])
+    r.update(master="floor (uvloop, no decode)", sessions=n, tick_s=a.tick, sent_objects=sent,
+             lost_objects=None)
+    return r
 
 
 # ---- c104's master -----------------------------------------------------------------------
@@ -367,10 +474,9 @@ def c104_trickle(sims: Simulators, n: int, a) -> dict:
         sim0 = sims.cmd("stats")
         o0, f0 = objects(), apdus()
         window[0] = True
-        cpu0, w0, b0 = time.process_time(), time.perf_counter(), procs.machine_busy_seconds()
+        meter = Meter()
         time.sleep(a.seconds)
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - w0
-        busy = procs.machine_busy_seconds() - b0
+        m = meter.stop()
         window[0] = False
         o1, f1 = objects(), apdus()
         sim1 = sims.cmd("stats")
@@ -387,7 +493,7 @@ def c104_trickle(sims: Simulators, n: int, a) -> dict:
         received = objects() - base
     finally:
         client.stop()
-    r = window_figures(f1 - f0, o1 - o0, cpu, wall, sim0, sim1, lat, busy)
+    r = window_figures(f1 - f0, o1 - o0, m, sim0, sim1, lat)
     r.update(master="c104", sessions=n, ports=n, tick_s=a.tick, offered_batches_per_s=n / a.tick,
              start_all_s=t_start, opened=opened,
              k_w=list(k_w), sent_objects=sent, received_objects=received,
@@ -397,6 +503,20 @@ def c104_trickle(sims: Simulators, n: int, a) -> dict:
 
 
 # ---- the run -----------------------------------------------------------------------------
+
+def print_run(r) -> None:
+    print(f"  {r['master']}, {r['sessions']} sessions, a batch every {r['tick_s']:g} s: "
+          f"{fmt(r['objects_per_apdu'], '.2f')} objects/APDU, {r['apdus']} I-frames, "
+          f"{r['apdus_per_s']:,.0f} APDUs/s, master CPU {fmt(r['cpu_us_per_apdu'], '.1f')} "
+          f"us/APDU ({r['master_cpu_share']:.1%} of a core: user {r['user_s']:.2f} s, system "
+          f"{r['system_s']:.2f} s, {r['wakeups']} wake-ups), latency median "
+          f"{fmt(r['latency_ms_median'], '.2f')} ms p99 {fmt(r['latency_ms_p99'], '.2f')} ms; "
+          f"sent {r['sent_objects']} received {r.get('received_objects')}; start "
+          f"{fmt(r.get('start_all_s'), '.2f')} s, idle RSS "
+          f"{fmt(r.get('rss_idle_per_session_kib'), '.1f')} KiB/session; simulators "
+          f"{r['simulator_cpu_share']:.0%} CPU, other processes {r['other_cpu_share']:.0%}",
+          flush=True)
+
 
 def fmt(v, spec):
     return "" if v is None else format(v, spec)
@@ -420,6 +540,10 @@ def main():
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--seconds", type=float, default=20.0, help="measuring window")
     ap.add_argument("--idle", type=float, default=3.0, help="idle window before the data")
+    ap.add_argument("--coalesce", default="0", help="read coalescing of our master, ms, a "
+                    "comma-separated list: one run per value (Master(coalesce=...); 0: off)")
+    ap.add_argument("--floor", action="store_true", help="also the floor at each size: a "
+                    "uvloop client that only splits, counts and acknowledges the APDUs")
     ap.add_argument("--no-consumer", dest="consumer", action="store_false",
                     help="no events() consumer in our master (no latency figures)")
     ap.add_argument("--k", type=int, default=12, help="k of both sides (standard: 12)")
@@ -448,36 +572,24 @@ def main():
         sa.tick = a.tick or n / a.total_rate
         sims = Simulators(min(n, a.ports), sa)
         try:
-            r = iec104.run(ours(sims, n, sa))
-            rows.append(r)
-            print(f"  iec104 {n:6d} sessions, a batch every {sa.tick:g} s: "
-                  f"{r['objects_per_apdu']:.2f} objects/APDU ({r['frames']} frames of which "
-                  f"{r['apdus']} I-frames), "
-                  f"{r['apdus_per_s']:,.0f} APDUs/s, master CPU {r['cpu_us_per_apdu']:.1f} us/APDU "
-                  f"({r['master_cpu_share']:.1%} of a core), latency median "
-                  f"{fmt(r['latency_ms_median'], '.2f')} ms p99 {fmt(r['latency_ms_p99'], '.2f')} ms; "
-                  f"sent {r['sent_objects']} received {r['received_objects']}; start "
-                  f"{r['start_all_s']:.2f} s, idle RSS {r['rss_idle_per_session_kib']:.1f} KiB/session; "
-                  f"idle CPU {r['idle_cpu_share']:.2%}; simulators {r['simulator_cpu_share']:.0%} CPU, "
-                  f"other processes {r['other_cpu_share']:.0%}",
-                  flush=True)
+            mine = []
+            for ms in (float(x) for x in a.coalesce.split(",")):
+                sa.coalesce = ms / 1e3
+                mine.append(iec104.run(ours(sims, n, sa)))
+                print_run(mine[-1])
+            rows += mine
+            if a.floor:
+                rows.append(iec104.run(floor(sims, n, sa)))
+                print_run(rows[-1])
             if not c104_done and len(sims.ports) >= a.c104_sessions:
                 c = c104_trickle(sims, a.c104_sessions, sa)
-                c["ratio_ours_over_c104_cpu_per_apdu"] = None
-                mine = [x for x in rows if x["master"] == "iec104"][-1]
-                if c["cpu_us_per_apdu"] and mine["sessions"] == n:
-                    c["ratio_ours_over_c104_cpu_per_apdu"] = mine["cpu_us_per_apdu"] / c["cpu_us_per_apdu"]
-                    c["compared_with_iec104_sessions"] = n
+                c["ratio_ours_over_c104_cpu_per_apdu"] = {
+                    r["master"]: r["cpu_us_per_apdu"] / c["cpu_us_per_apdu"]
+                    for r in mine if c["cpu_us_per_apdu"] and r["cpu_us_per_apdu"]}
+                c["compared_with_iec104_sessions"] = n
                 rows.append(c)
                 c104_done = True
-                print(f"  c104   {c['sessions']:6d} sessions: {fmt(c['objects_per_apdu'], '.2f')} "
-                      f"objects/APDU, {c['apdus_per_s']:,.0f} APDUs/s, master CPU "
-                      f"{fmt(c['cpu_us_per_apdu'], '.1f')} us/APDU ({c['master_cpu_share']:.1%}), "
-                      f"latency median {fmt(c['latency_ms_median'], '.2f')} ms p99 "
-                      f"{fmt(c['latency_ms_p99'], '.2f')} ms; other processes {c['other_cpu_share']:.0%}; "
-                      f"sent {c['sent_objects']} received "
-                      f"{c['received_objects']}; k, w = {c['k_w']}; ours/c104 CPU per APDU "
-                      f"{fmt(c['ratio_ours_over_c104_cpu_per_apdu'], '.3f')}", flush=True)
+                print_run(c)
         finally:
             sims.close()
     print()
@@ -492,11 +604,10 @@ def main():
               f"{fmt(r['latency_ms_p99'], '.2f')} | {r['lost_objects']} | "
               f"{fmt(r.get('rss_idle_per_session_kib'), '.1f')} | {fmt(r.get('start_all_s'), '.2f')} |")
     for r in rows:
-        if r.get("ratio_ours_over_c104_cpu_per_apdu"):
-            print(f"ours ({r['compared_with_iec104_sessions']} sessions) / c104 ({r['sessions']} "
-                  f"sessions, the same tick) CPU per APDU: "
-                  f"{r['ratio_ours_over_c104_cpu_per_apdu']:.3f} "
-                  f"(c104 needs {1 / r['ratio_ours_over_c104_cpu_per_apdu']:.1f}x the CPU)")
+        for name, ratio in (r.get("ratio_ours_over_c104_cpu_per_apdu") or {}).items():
+            print(f"{name} ({r['compared_with_iec104_sessions']} sessions) / c104 "
+                  f"({r['sessions']} sessions, the same tick) CPU per APDU: {ratio:.3f} "
+                  f"(c104 needs {1 / ratio:.1f}x the CPU)")
     if a.json:
         Path(a.json).write_text(json.dumps({
             "machine": procs.machine(), "command": " ".join([".venv/bin/python"] + sys.argv),

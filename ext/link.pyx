@@ -482,6 +482,10 @@ cdef class RecvBuffer:
     cdef uint8_t* p
     cdef Py_ssize_t size
     cdef object view
+    # read coalescing (iec104.protocol.coalesce): called after the first read of a loop
+    # iteration while ``armed`` is false; the glue naps once the iteration's reads are done
+    cdef public object on_read
+    cdef public bint armed
 
     def __init__(self, Py_ssize_t size=1 << 16):
         self.size = max(size, 2 * APDU_MAX)
@@ -546,6 +550,10 @@ cdef class Channel:
 
     def buffer_updated(self, Py_ssize_t nbytes):
         cdef int flags = self.received(nbytes, self._clock())
+        cdef RecvBuffer rb = self.rb
+        if rb.on_read is not None and not rb.armed:
+            rb.armed = True
+            rb.on_read()
         if flags:
             self._on_batch(flags)
 

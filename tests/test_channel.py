@@ -150,3 +150,25 @@ def test_station_indexes_beyond_16_bits_do_not_share_rows():
     rows["ca"], rows["ioa"], rows["type_id"], rows["value"] = 1, 5, 13, [1.0, 2.0]
     table.update(rows)
     assert len(table) == 2 and table.columns()["station"].tolist() == [1, 65537]
+
+
+def test_read_coalescing_asks_for_one_nap_per_loop_iteration():
+    """``RecvBuffer.on_read`` (iec104.protocol.coalesce) is called by the first read after
+    the nap re-armed it, not by every read: the glue's nap then serves every connection."""
+    rb = RecvBuffer(4096)
+    naps = []
+    rb.on_read = lambda: naps.append(1)
+    a, b = channel(rb=rb), channel(rb=rb)
+    for ch in (a, b):
+        ch.bind(lambda: 1.0, lambda flags: None)
+    for ch, ns in ((a, 0), (b, 0), (a, 1)):
+        buf = ch.get_buffer()
+        data = gi_data(ns)
+        buf[:len(data)] = data
+        ch.buffer_updated(len(data))
+    assert naps == [1] and rb.armed
+    rb.armed = False                     # the nap ran
+    buf = b.get_buffer()
+    buf[:len(gi_data(1))] = gi_data(1)
+    b.buffer_updated(len(gi_data(1)))
+    assert naps == [1, 1]

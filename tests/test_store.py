@@ -150,3 +150,34 @@ async def test_parquet_sink_rotates_complete_files(tmp_path):
     df = pl.concat([pl.read_parquet(f) for f in files])
     assert df["ioa"].to_list() == list(range(60)) and sink.rows_written == 60
     assert [len(pl.read_parquet(f)) for f in files] == [25, 25, 10]
+
+
+async def test_a_reader_wakes_once_per_linger_not_once_per_read():
+    """Rows arriving within ``linger`` of the first come as one batch (one wake-up for many
+    RTUs' reads); with linger=0 the reader wakes for the first read alone."""
+    async def first_batch(linger):
+        s = Store()
+        stream = s.events(linger=linger)
+        task = asyncio.create_task(stream.__anext__())
+        await asyncio.sleep(0.01)
+        for i in range(3):
+            s.update(rows(1, start=i))
+            await asyncio.sleep(0.005)
+        return len(await asyncio.wait_for(task, 2))
+
+    assert await first_batch(0.2) == 3
+    assert await first_batch(0) == 1
+
+
+async def test_waits_that_time_out_leave_no_waiter_behind():
+    """A reader with a timeout and no data (the Parquet sink on an idle link) must not grow
+    the log's waiters for ever."""
+    s = Store()
+    for _ in range(50):
+        await s.log.wait(0.001)
+    assert s.log._waiters == []
+    task = asyncio.create_task(s.log.wait())
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert s.log._waiters == []

@@ -11,8 +11,10 @@ from typing import Sequence
 
 import polars as pl
 
+from iec104.errors import SettingsError
 from iec104.export import write_table
 from iec104.metadata import Catalog
+from iec104.protocol import coalesce
 from iec104.redundancy import RedundancyGroup
 from iec104.session import Session
 from iec104.settings import DEFAULT, Default, SessionSettings
@@ -42,6 +44,12 @@ class Master:
     ----------
     event_capacity : int
         Rows the in-memory event log keeps for consumers that read it (``events()``).
+    coalesce : float
+        Read coalescing of the event loop, s (0: off): after a loop iteration that read
+        data, the loop naps this long so that one wake-up serves every RTU that sent
+        meanwhile. For thousands of RTUs sending small APDUs it divides the loop's wake-ups
+        by the RTUs per nap; data and timers on the loop wait up to that long more
+        (see :func:`iec104.protocol.coalesce`). A few ms suits polling; off by default.
     **defaults
         Session settings applied to every :meth:`connect` (see :class:`SessionSettings`).
 
@@ -53,7 +61,10 @@ class Master:
     ...     df = master.parameters()
     """
 
-    def __init__(self, *, event_capacity: int = 1_000_000, **defaults):
+    def __init__(self, *, event_capacity: int = 1_000_000, coalesce: float = 0.0, **defaults):
+        if not 0 <= coalesce <= 1:
+            raise SettingsError(f"coalesce must be 0..1 s, not {coalesce!r}")
+        self.coalesce = coalesce
         self.defaults = SessionSettings.of(**defaults)
         self.store = Store(event_capacity=event_capacity)
         self.catalog = Catalog()
@@ -142,6 +153,8 @@ class Master:
         """
         given = {key: value for key, value in locals().items() if key in _SETTING_NAMES}
         settings = self.defaults.overridden(given)
+        if self.coalesce:
+            coalesce(asyncio.get_running_loop(), self.coalesce)
         name = name or f"{host}:{port}"
         addresses = [(host, port), *standby]
         members = [Session(h, p, name=f"{name} via {h}:{p}" if standby else name,
@@ -167,6 +180,8 @@ class Master:
         await asyncio.gather(*(s.close() for s in self.sessions if s is not None),
                              return_exceptions=True)
         self.store.close()
+        if self.coalesce:
+            coalesce(asyncio.get_running_loop(), 0)
 
     # ---- tables ------------------------------------------------------------------------------
 

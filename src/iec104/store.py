@@ -95,6 +95,11 @@ class Consumer:
         self.log.consumed(self)
 
 
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class EventLog:
     """A bounded ring of every row received, read by any number of consumers."""
 
@@ -108,7 +113,7 @@ class EventLog:
         self.lost = 0                           # rows lost by lossy consumers, all told
         self.on_pause: list[Callable[[], None]] = []
         self.on_resume: list[Callable[[], None]] = []
-        self._arrived: asyncio.Event | None = None
+        self._waiters: list[tuple[asyncio.Future, float]] = []
 
     @property
     def capacity(self) -> int:
@@ -128,8 +133,14 @@ class EventLog:
     def appended(self) -> None:
         """Rows arrived: wake readers, pause the sessions past the high-water mark."""
         self.ring.notify = False
-        if self._arrived is not None:
-            self._arrived.set()
+        waiters, self._waiters = self._waiters, []
+        for fut, linger in waiters:
+            if fut.done():
+                continue
+            if linger > 0:                      # the reader's batch fills meanwhile
+                fut.get_loop().call_later(linger, _wake, fut)
+            else:
+                fut.set_result(None)
         ring = self.ring
         if not self.paused and ring.hold >= 0 and ring.total - ring.hold >= ring.high:
             self.paused = True
@@ -163,15 +174,22 @@ class EventLog:
             self.consumed(c)
         return c
 
-    async def wait(self, timeout: float | None = None) -> None:
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
-        self._arrived.clear()
+    async def wait(self, timeout: float | None = None, linger: float = 0.0) -> None:
+        """Until rows arrive (then ``linger`` s more), or ``timeout`` s have passed."""
+        fut = asyncio.get_running_loop().create_future()
+        entry = (fut, linger)
+        self._waiters.append(entry)
         self.ring.notify = True                 # the link core says when rows arrive
         try:
-            await asyncio.wait_for(self._arrived.wait(), timeout)
+            if timeout is None:
+                await fut
+            else:
+                await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             pass
+        finally:
+            if entry in self._waiters:          # timed out or cancelled: not kept for ever
+                self._waiters.remove(entry)
 
 
 class EventStream:
@@ -180,10 +198,11 @@ class EventStream:
     when lossless)."""
 
     def __init__(self, store: "Store", *, as_polars: bool, lossless: bool,
-                 max_rows: int | None, idle: float | None):
+                 max_rows: int | None, idle: float | None, linger: float):
         self._log = store.log
         self._consumer = store.log.consumer(lossless=lossless)
         self._as_polars, self._max_rows, self._idle = as_polars, max_rows, idle
+        self._linger = linger
 
     @property
     def lost(self) -> int:
@@ -202,7 +221,7 @@ class EventStream:
             raise StopAsyncIteration
         while c.backlog == 0:
             before = lg.total
-            await lg.wait(self._idle)
+            await lg.wait(self._idle, self._linger)
             if self._idle is not None and lg.total == before:
                 self.close()
                 raise StopAsyncIteration
@@ -262,15 +281,19 @@ class Store:
         return points_frame({k: snap[k] for k in POINT_DTYPE.names})
 
     def events(self, *, as_polars: bool = False, lossless: bool = False,
-               max_rows: int | None = None, idle: float | None = None) -> EventStream:
+               max_rows: int | None = None, idle: float | None = None,
+               linger: float = 0.005) -> EventStream:
         """Batches of every row received from now on: numpy POINT_DTYPE (or Polars frames).
 
         ``lossless=True`` loses nothing: the sessions pause reading while this reader is
         behind; otherwise rows overwritten before they were read are counted in the
         stream's ``lost``. ``idle`` ends the iteration after that many seconds without data.
+        ``linger`` (s) is how long a batch waits for more rows after its first: with many RTUs
+        each sending an object now and then, waking the reader once per row would cost more
+        than the rest of the receive path; 0 wakes it for every read.
         """
         return EventStream(self, as_polars=as_polars, lossless=lossless, max_rows=max_rows,
-                           idle=idle)
+                           idle=idle, linger=linger)
 
     def add_sink(self, sink: "ParquetSink") -> "ParquetSink":
         sink.start(self)
