@@ -1,3 +1,5 @@
+from typing import Callable
+
 import numpy as np
 
 from iec104._codec import Decoder
@@ -38,6 +40,8 @@ class Link:
     def status(self) -> dict: ...
 
 class RecvBuffer:
+    on_read: Callable[[], object] | None
+    armed: bool
     def __init__(self, size: int = 65536) -> None: ...
 
 class Channel:

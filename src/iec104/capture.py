@@ -17,7 +17,7 @@ import polars as pl
 
 from iec104._codec import Decoder
 from iec104.errors import CaptureError
-from iec104.store import points_frame
+from iec104.store import rows_frame
 from iec104.types import FRAME_DTYPE, POINT_DTYPE
 
 __all__ = ["read_capture", "write_points", "CaptureResult", "CaptureError"]
@@ -315,8 +315,7 @@ def _result(streams: list[_Stream], stats: dict) -> CaptureResult:
     pts, frs = [], []
     for s in streams:
         p, f, ft = s.points, s.frames, s.frame_times
-        cols = {k: p[k] for k in POINT_DTYPE.names or ()}
-        df = points_frame(cols).drop("recv_time").with_columns(
+        df = rows_frame(p).drop("recv_time").with_columns(
             pl.Series("capture_time", p["recv_ns"]).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
         pts.append(df.with_columns(pl.lit(s.conn).alias("connection"),
                                    pl.lit(s.direction).alias("direction")))

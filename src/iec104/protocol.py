@@ -68,13 +68,13 @@ class LinkProtocol(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop, channel):
         self.loop = loop
         self.channel = channel
-        self.transport = None
+        self.transport: asyncio.Transport | None = None
         self.write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         # reads go straight to the channel (C): no Python frame per read
         channel.bind(loop.time, self.on_batch)
-        self.get_buffer = channel.get_buffer
-        self.buffer_updated = channel.buffer_updated
+        self.get_buffer = channel.get_buffer                # type: ignore[method-assign]
+        self.buffer_updated = channel.buffer_updated        # type: ignore[method-assign]
 
     def eof_received(self):
         return False                    # close the transport
@@ -145,7 +145,8 @@ class LinkProtocol(asyncio.BufferedProtocol):
             self.resume_reading_if_allowed()
 
     def resume_reading_if_allowed(self) -> None:
-        self.transport.resume_reading()
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def on_batch(self, flags: int) -> None:
         raise NotImplementedError

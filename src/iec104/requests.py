@@ -145,7 +145,8 @@ class Requests:
         if key in self.pending:
             raise CommandInDoubt(f"{self.name}: {what} refused: the same request already "
                                  "awaits its confirmation")
-        p = self.pending[key] = Pending(*key, want_term)
+        t, ca, ioa = key
+        p = self.pending[key] = Pending(t, ca, ioa, want_term)
         return p
 
     def end(self, key: tuple, p: Pending, *, gave_up: bool, sent: bool, what: str) -> None:
@@ -178,10 +179,11 @@ class Requests:
             outcome = "refused" if negative or cot >= 44 else "confirmed"
             log.warning("%s: late answer (%s, COT %d) to %s, after its caller gave up: "
                         "counted as late, not as success", self.name, outcome, cot, what)
-        if t == TypeID.C_RD_NA_1 and refusal(t, ca, ioa, cot, negative) is not None:
+        err = refusal(t, ca, ioa, cot, negative) if t == TypeID.C_RD_NA_1 else None
+        if err is not None:
             fut = self.reads.pop((ca, ioa), None)           # a read is answered by data, or refused
             if fut is not None and not fut.done():
-                fut.set_exception(refusal(t, ca, ioa, cot, negative))
+                fut.set_exception(err)
         return None
 
     # ---- data that answers requests ----------------------------------------------------------

@@ -82,7 +82,7 @@ class _Protocol(LinkProtocol):
         return self.s.name
 
     def resume_reading_if_allowed(self) -> None:
-        if not self.s.reading_paused:
+        if not self.s.reading_paused and self.transport is not None:
             self.transport.resume_reading()
 
 
@@ -118,7 +118,7 @@ class Session:
         self._bg: set[asyncio.Task] = set()
         self.tcp_state = "disconnected"
         self.devices: dict[int, dict] = {}
-        self._counts = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
         self.last_testfr_con: float | None = None
         self.rtt: float | None = None
@@ -298,7 +298,7 @@ class Session:
             self._fail_start(ConnectError(self.last_error))
             self._lost_evt.set()
 
-        proto.connection_made = connection_made
+        proto.connection_made = connection_made     # type: ignore[method-assign]
         return proto
 
     def _done_start(self) -> None:
@@ -711,7 +711,9 @@ class Session:
             if self._loop.time() > deadline or self._proto is not p:
                 raise ConfirmationTimeout(f"{self.name}: no TESTFR con")
             await asyncio.sleep(0.005)
-        return self.rtt
+        rtt = self.rtt
+        assert rtt is not None                  # set with last_testfr_con
+        return rtt
 
     # ---- point list --------------------------------------------------------------------------
 
@@ -801,7 +803,8 @@ class Session:
             "requests": self._counts["requests"], "withdrawn": self._counts["withdrawn"],
             "late_answers": self._requests.late, "in_doubt": len(self._requests.in_doubt),
             "bytes_out": self._counts["bytes_out"],
-            "link": link.status() if link is not None and self._proto.transport is not None else {},
+            "link": link.status() if link is not None and self._proto is not None
+            and self._proto.transport is not None else {},
             "tls": _tls.peer_info(self.settings.tls,
                                   self._proto.transport if self._proto is not None else None),
             "tls_failures": self._counts["tls_failures"],

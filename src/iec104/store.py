@@ -16,24 +16,30 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Literal
 
 import numpy as np
 import polars as pl
 
 from iec104._store import EventRing, LatestTable
-from iec104.types import NO_TIME, POINT_DTYPE, TypeID
+from iec104.types import NO_TIME, TypeID
 
-__all__ = ["Store", "EventLog", "Consumer", "EventStream", "ParquetSink", "points_frame"]
+__all__ = ["Store", "EventLog", "Consumer", "EventStream", "ParquetSink", "points_frame",
+           "rows_frame"]
 
 log = logging.getLogger("iec104.store")
 _TYPE_NAMES = {int(t): t.name for t in TypeID}
 
 
-def _time_column(values: np.ndarray, unit: str) -> pl.Series:
+def _time_column(values: np.ndarray, unit: Literal["ms", "ns"]) -> pl.Series:
     s = pl.Series(values)
     s = s.set(s == NO_TIME, None) if unit == "ms" else s
     return s.cast(pl.Datetime(unit)).dt.replace_time_zone("UTC")
+
+
+def rows_frame(rows: np.ndarray) -> pl.DataFrame:
+    """:func:`points_frame` of POINT_DTYPE rows (the event log's, a decoded batch)."""
+    return points_frame({k: rows[k] for k in rows.dtype.names or ()})
 
 
 def points_frame(cols: dict) -> pl.DataFrame:
@@ -227,7 +233,7 @@ class EventStream:
                 raise StopAsyncIteration
         batch = c.take(self._max_rows)
         if self._as_polars:
-            return points_frame({k: batch[k] for k in POINT_DTYPE.names})
+            return rows_frame(batch)
         return batch
 
     def close(self) -> None:
@@ -278,7 +284,7 @@ class Store:
     def event_frame(self) -> pl.DataFrame:
         """The event log held in memory, oldest first."""
         snap = self.log.snapshot()
-        return points_frame({k: snap[k] for k in POINT_DTYPE.names})
+        return rows_frame(snap)
 
     def events(self, *, as_polars: bool = False, lossless: bool = False,
                max_rows: int | None = None, idle: float | None = None,
@@ -336,6 +342,8 @@ class ParquetSink:
             self._collect()
 
     def _collect(self) -> None:
+        if self._consumer is None:              # closed
+            return
         batch = self._consumer.take()
         if len(batch):
             self._pending.append(batch)
@@ -354,7 +362,7 @@ class ParquetSink:
         name = f"{self.prefix}-{len(self.files):06d}-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
         path = self.dir / name
         tmp = path.with_suffix(".parquet.tmp")
-        points_frame({k: out[k] for k in POINT_DTYPE.names}).write_parquet(tmp)
+        rows_frame(out).write_parquet(tmp)
         tmp.replace(path)
         self.files.append(path)
         self.rows_written += len(out)
