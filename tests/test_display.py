@@ -52,7 +52,7 @@ def test_age_and_time():
 
 def _params(**over):
     now = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
-    base = dict(ca=[1, 1, 1], ioa=[1, 2, 3], name=["CB1", None, "P"], type=["M_DP_NA_1", "M_SP_NA_1",
+    base = dict(ca=[1, 1, 1], ioa=[1, 2, 3], name=["CB1", None, "P"], type=["M_DP_NA_1", None,
                 "M_ME_NB_1"], family=[3, 1, 11], value=[2.0, None, 523.0],
                 eng_value=[2.0, None, 52.3], scale=[None, None, 0.1], offset=[None, None, None],
                 unit=[None, None, "degC"], quality=[0, None, 0x81],
@@ -66,7 +66,8 @@ def test_the_parameter_table_as_people_read_it():
     assert out.columns == display.PARAMETER_COLUMNS
     assert out.row(0) == ("1", "1", "CB1", "M_DP_NA_1", "ON", "", "", "2024-03-01 12:00:00.000",
                           "12:00:00.000", "1.5 s", "")
-    assert out.row(1)[4] == "" and out.row(1)[-1] == "no value yet"    # listed, never received
+    assert out.row(1)[3:5] == ("M_SP_NA_1", "") and out.row(1)[-1] == "no value yet"   # listed,
+    # never received: the list's type, no value
     assert out.row(2)[4:7] == ("52.3", "degC", "IV OV")                 # the engineering value
     assert out.row(2)[-1] == "not in list"
 

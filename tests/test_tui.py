@@ -1,19 +1,40 @@
-"""The watch UI, headless (Textual's pilot) against the simulator."""
+"""The watch UI, headless (Textual's pilot) against the simulator: each page, the tables that
+render only the rows on screen, the crash cases of issue 16.
 
-import numpy as np
-from textual.widgets import Button, DataTable, Input, Static, Switch
+The pages' tests share one app and simulator (starting an app costs about half a second);
+each starts from the sample point list on the General page (the ``rtu`` fixture). On uvloop
+only, the loop watch runs on: the pages do not depend on the loop, the sessions' tests cover
+both."""
+import sys
+import time
+import types
+
+import polars as pl
+import pytest
+import pytest_asyncio
+import xlsxwriter
+from textual.widgets import Button, Input, Static, Switch
 
 from iec104.cli import sample_points
 from iec104.outstation import Outstation
 from iec104.targets import Target
-from iec104.tui import WatchApp
+from iec104.tui import Confirm, WatchApp
+from iec104.tui_table import FrameTable
+
+pytestmark = pytest.mark.asyncio(loop_scope="module", loop_factories=["uvloop"])
+
+
+def watch(*args, **kwargs) -> WatchApp:
+    app = WatchApp(*args, **kwargs)
+    app.animation_level = "none"                # tabs switch at once: each test ~0.3 s less
+    return app
 
 
 async def settle(pilot, predicate, tries=100):
     for _ in range(tries):
         if predicate():
             return
-        await pilot.pause(0.05)
+        await pilot.pause(0.02)
     raise AssertionError("the page did not show it in time")
 
 
@@ -21,73 +42,342 @@ def text(app, sel):
     return str(app.query_one(sel, Static).render())
 
 
-async def test_pages_show_state_parameters_devices_commands_and_frames():
+def lines(app, sel) -> list[str]:
+    """What a table shows on screen, header first."""
+    table = app.query_one(sel, FrameTable)
+    return [table.render_line(y).text.rstrip() for y in range(table.scrollable_content_region.height)]
+
+
+async def page(app, pilot, tab):
+    app.screen.set_focus(None)                  # a field of the page before keeps it on screen
+    app.query_one("#tabs").active = tab
+    await pilot.pause(0)                        # no wait for an idle CPU (20 ms to 1 s)
+    app.refresh_pages()
+    await pilot.pause(0)
+
+
+async def answer(app, pilot, yes: bool) -> str:
+    """Answers the confirmation dialog on screen; returns its question."""
+    await settle(pilot, lambda: isinstance(app.screen, Confirm))
+    question = app.screen.question
+    await pilot.press("y" if yes else "n")
+    await settle(pilot, lambda: not isinstance(app.screen, Confirm))
+    return question
+
+
+async def connected(app, pilot, rows=None):
+    await settle(pilot, lambda: app.session is not None and app.session.data_transfer == "started"
+                 and (rows is None or len(app.master) >= rows))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared():
     async with Outstation(point_list=sample_points()) as out:
-        app = WatchApp(Target("127.0.0.1", out.port, name="sim"), points=str(sample_points()))
-        async with app.run_test(size=(160, 50)) as pilot:
-            counters = int(np.isin(out.image["type_id"], (15, 16, 37)).sum())
-            await settle(pilot, lambda: app.master is not None and len(app.master) == 29 - counters)
-            await app.master.sessions[0].counter_interrogation()   # the GI sends no counters
-            app.refresh_pages()
-            assert "started" in text(app, "#state") and "parameters: 29" in text(app, "#state")
-            assert app.query_one("#parameters", DataTable).row_count == 29
-            assert app.query_one("#device_table", DataTable).row_count == 2
-            assert app.query_one("#command_table", DataTable).row_count == 8
-            assert "t1 15 s" in text(app, "#config")
-
-            app.query_one("#tabs").active = "debug_tab"
-            app.query_one("#debug", Switch).value = True
-            await settle(pilot, lambda: app.session.debug)        # the switch's handler ran
-            app.query_one("#tabs").active = "devices"
-            app.query_one("#gi_ca", Input).value = "2"
-            app.query_one("#force_gi", Button).press()
-            await settle(pilot, lambda: "objects" in text(app, "#device_status"))
-            assert "interrogation of CA 2: 9 objects" in text(app, "#device_status")   # 10 less a counter
-            app.refresh_pages()
-            assert app.query_one("#frames", DataTable).row_count > 0
-
-            app.query_one("#tabs").active = "commands"
-            app.query_one("#command_input", Input).value = "1 200 C_SE_NC_1 112.5"
-            app.query_one("#send", Button).press()
-            await settle(pilot, lambda: "Press Confirm" in text(app, "#command_status"))
-            assert not out.commands                      # nothing sent before confirmation
-            app.query_one("#confirm", Button).press()
-            await settle(pilot, lambda: "confirmed" in text(app, "#command_status"))
-            assert out.commands[-1]["value"] == 112.5
+        app = watch(Target("127.0.0.1", out.port, name="[[rtu]]"), points=str(sample_points()),
+                    settings={"clock_sync_interval": 3600})
+        async with app.run_test(size=(160, 30)) as pilot:
+            await connected(app, pilot, 20)
+            yield out, app, pilot
 
 
-async def test_import_page_lists_the_installed_hooks(monkeypatch):
+@pytest_asyncio.fixture(loop_scope="module")
+async def rtu(shared):
+    out, app, pilot = shared
+    while isinstance(app.screen, Confirm):
+        app.pop_screen()
+    app.master.import_points(sample_points())
+    app.import_source = str(sample_points())
+    await page(app, pilot, "general")
+    return shared
+
+
+# ---- General: the parameter table -----------------------------------------------------------
+
+async def test_parameters_read_as_an_operator_reads_them_and_keep_cursor_and_scroll(rtu):
+    out, app, pilot = rtu
+    table = app.query_one("#parameters", FrameTable)
+    assert table.row_count == 29
+    shown = lines(app, "#parameters")
+    assert shown[0].split() == ["ca", "ioa", "name", "type", "value", "unit", "quality", "time",
+                                "received", "age", "status"]
+    assert "CB1 position" in shown[1] and " ON " in shown[1]
+    assert "TR1 protection trip" in shown[4] and " OFF " in shown[4]
+    assert "52.3" in "".join(shown) and "degC" in "".join(shown)   # the engineering value
+    table.focus()
+    await pilot.press("home", "pagedown", "down")       # past the first screen
+    cursor, top = table.cursor, table.scroll_y
+    assert cursor == table.scrollable_content_region.height and top > 0
+    for _ in range(3):                                  # the refresh keeps both
+        app.refresh_pages()
+        await pilot.pause()
+    assert (table.cursor, table.scroll_y) == (cursor, top)
+    await pilot.press("end")
+    last = app.master.parameters().row(-1, named=True)
+    assert table.cursor == table.row_count - 1
+    assert lines(app, "#parameters")[-1].split()[:2] == [str(last["ca"]), str(last["ioa"])]
+
+
+async def test_a_100000_row_table_stays_responsive(rtu):
+    out, app, pilot = rtu
+    n = 100_000                                         # a list of 100,000 points besides
+    app.master.import_points(pl.DataFrame({"ca": [7] * n, "ioa": range(n), "type": ["M_ME_NC_1"] * n}))
+    table = app.query_one("#parameters", FrameTable)
+    t = time.perf_counter()
+    app.refresh_pages()
+    await pilot.pause()
+    refresh = time.perf_counter() - t
+    assert table.row_count == n + len(app.master)       # the list's and the live rows
+    table.focus()
+    t = time.perf_counter()
+    await pilot.press("end")
+    end = time.perf_counter() - t
+    assert table.cursor == table.row_count - 1
+    assert lines(app, "#parameters")[-1].split()[:3] == ["7", str(n - 1), "M_ME_NC_1"]
+    assert "no value yet" in lines(app, "#parameters")[-1]
+    await pilot.press(*["pageup"] * 5)
+    assert table.cursor == table.row_count - 1 - 5 * (table.scrollable_content_region.height - 1)
+    # refreshed twice a second: a whole refresh, or a key, in under that on a shared machine
+    # (Textual's DataTable takes seconds to fill with 100,000 rows)
+    assert refresh < 0.4 and end < 0.4, (refresh, end)
+
+
+# ---- Configuration: schedules ---------------------------------------------------------------
+
+async def test_schedules_are_set_on_the_configuration_page_after_confirmation(rtu):
+    out, app, pilot = rtu
+    await page(app, pilot, "configuration")
+    assert "t1 15 s" in text(app, "#config")
+    assert app.query_one("#clock_sync_interval", Input).value == "3600"   # shown as it is
+    boxes = {name: app.query_one(f"#{name}", Input) for name in
+             ("gi_interval", "gi_group", "ci_interval", "clock_sync_interval")}
+    for value, said in (("abc", "is not a number"), ("-1", "an interval in seconds > 0")):
+        boxes["gi_interval"].value = value
+        app.query_one("#set_schedules", Button).press()
+        await settle(pilot, lambda: said in text(app, "#status"))
+    boxes["gi_interval"].value, boxes["gi_group"].value = "0.05", "17"
+    app.query_one("#set_schedules", Button).press()
+    await settle(pilot, lambda: "groups are 1..16" in text(app, "#status"))
+    boxes["gi_group"].value = "2"
+    app.query_one("#set_schedules", Button).press()
+    assert "every 0.05 s (group 2)" in await answer(app, pilot, yes=False)
+    assert app.session.settings.gi_interval is None                  # No: nothing changed
+    app.query_one("#set_schedules", Button).press()
+    assert "clock sync every 3600 s" in await answer(app, pilot, yes=True)
+    await settle(pilot, lambda: app.session.settings.gi_interval == 0.05)
+    before = out.counts["requests"]
+    await settle(pilot, lambda: out.counts["requests"] >= before + 2)   # running
+    app.refresh_pages()
+    assert "every 0.05 s (group 2)" in text(app, "#config")
+    app.session.set_schedules(gi_interval=None, gi_group=None)        # for the other tests
+
+
+# ---- Import and Metadata --------------------------------------------------------------------
+
+@pytest.fixture
+def hooks(monkeypatch):
+    """An import script module, tui_hooks: fetch (records its call) and broken (fails saying
+    the password)."""
+    calls = []
+    mod = types.ModuleType("tui_hooks")
+
+    def fetch(**kw):
+        calls.append({**kw, "password": kw["password"].reveal()})
+        return [{"ca": 1, "ioa": 7, "name": "from the script", "type": "M_SP_NA_1"}]
+
+    def broken(**kw):
+        raise RuntimeError(f"login refused for password {kw['password'].reveal()}")
+    mod.fetch, mod.broken = fetch, broken
+    monkeypatch.setitem(sys.modules, "tui_hooks", mod)
+    return calls
+
+
+def fill(app, **fields):
+    """The Import page's fields: those given, the others empty."""
+    for name in ("path", "sheet", "hook", "element", "user", "password"):
+        app.query_one(f"#import_{name}", Input).value = fields.get(name, "")
+
+
+async def test_the_import_form_checks_what_it_is_given(rtu, tmp_path):
+    out, app, pilot = rtu
+    await page(app, pilot, "import")
+    for given, said in [({}, "choose a point list file or an import script first"),
+                        ({"path": str(tmp_path)}, "is a folder: choose a point list file"),
+                        ({"path": str(tmp_path / "none.csv")}, "no such file"),
+                        ({"path": str(sample_points()), "sheet": "2"}, "workbooks (XLSX) only"),
+                        ({"hook": "tui_hooks:fetch"}, "needs an element name"),
+                        ({"path": "a.csv", "hook": "x:y"}, "not both")]:
+        fill(app, **given)
+        app.query_one("#import_button", Button).press()
+        await settle(pilot, lambda: said in text(app, "#import_message"))
+        assert not isinstance(app.screen, Confirm)
+
+
+async def test_an_import_script_runs_after_confirmation_with_element_device_and_user(rtu, hooks):
+    out, app, pilot = rtu
+    await page(app, pilot, "import")
+    await settle(pilot, lambda: app._devices == [1, 2])            # the devices seen: offered
+    app.query_one("#import_device").value = "1"
+    fill(app, hook="tui_hooks:fetch", element="Bay 7", user="op", password="s3cret!")
+    app.query_one("#import_button", Button).press()
+    question = await answer(app, pilot, yes=True)
+    assert "element Bay 7, device 1, as user op with the password given" in question
+    assert "s3cret!" not in question
+    await settle(pilot, lambda: "completed, 1 rows" in text(app, "#import_status"))
+    assert hooks == [{"element": "Bay 7", "device": "1", "user": "op", "password": "s3cret!",
+                      "request_id": hooks[0]["request_id"]}]
+    await page(app, pilot, "metadata_tab")
+    assert "1 points from import script tui_hooks:fetch (element Bay 7, device 1)" \
+        in text(app, "#metadata_status")
+    assert "from the script" in "\n".join(lines(app, "#metadata"))
+
+
+async def test_a_failing_script_never_shows_the_password(rtu, hooks):
+    out, app, pilot = rtu
+    await page(app, pilot, "import")
+    fill(app, hook="tui_hooks:broken", element="E", password="s3cret!")
+    app.query_one("#import_button", Button).press()
+    await answer(app, pilot, yes=True)
+    await settle(pilot, lambda: "failed" in text(app, "#import_status"))
+    assert "login refused for password ***" in text(app, "#import_status")
+    assert "s3cret!" not in text(app, "#import_status") + text(app, "#status")
+
+
+async def test_a_workbook_sheet_is_chosen_by_name_or_number(rtu, tmp_path):
+    out, app, pilot = rtu
+    path = tmp_path / "points.xlsx"
+    wb = xlsxwriter.Workbook(path)
+    for sheet, ioas in (("Cover", [1]), ("Points", [10, 11])):
+        ws = wb.add_worksheet(sheet)
+        ws.write_row(0, 0, ["ioa", "name"])
+        for i, ioa in enumerate(ioas, 1):
+            ws.write_row(i, 0, [ioa, f"p{ioa}"])
+    wb.close()
+    await page(app, pilot, "import")
+    for sheet, rows in (("2", 2), ("Cover", 1)):
+        fill(app, path=str(path), sheet=sheet)
+        app.query_one("#import_button", Button).press()
+        assert f"sheet {sheet}" in await answer(app, pilot, yes=True)
+        await settle(pilot, lambda: f"completed, {rows} rows" in text(app, "#import_status"))
+
+
+async def test_import_page_lists_the_installed_scripts_and_reports_a_bad_list(rtu, tmp_path,
+                                                                            monkeypatch):
     from iec104 import importhooks
 
     class EP:
         name, value = "erp", "somewhere:fetch"
-    async with Outstation(stations=1, points=5) as out:
-        app = WatchApp(Target("127.0.0.1", out.port))
-        async with app.run_test(size=(160, 50)) as pilot:
-            await settle(pilot, lambda: app.session is not None)
-            assert "none" in text(app, "#hooks")
-            monkeypatch.setattr(importhooks.importlib.metadata, "entry_points", lambda group: [EP()])
-            app.query_one("#tabs").active = "import"
-            app.query_one("#refresh_hooks", Button).press()
-            await settle(pilot, lambda: "erp = somewhere:fetch" in text(app, "#hooks"))
-
-
-async def test_import_page_reports_a_bad_list(tmp_path):
+    out, app, pilot = rtu
     bad = tmp_path / "bad.csv"
     bad.write_text("ioa\nxx\n")
-    async with Outstation(stations=1, points=5) as out:
-        app = WatchApp(Target("127.0.0.1", out.port))
-        async with app.run_test(size=(160, 50)) as pilot:
-            await settle(pilot, lambda: app.session is not None)
-            app.query_one("#tabs").active = "import"
-            app.query_one("#import_path", Input).value = str(bad)
-            app.query_one("#import_button", Button).press()
-            await settle(pilot, lambda: "failed" in text(app, "#import_status"))
-            assert "row 1" in text(app, "#import_status")
+    await page(app, pilot, "import")
+    monkeypatch.setattr(importhooks.importlib.metadata, "entry_points", lambda group: [EP()])
+    app.query_one("#refresh_hooks", Button).press()
+    await settle(pilot, lambda: "erp = somewhere:fetch" in text(app, "#hooks"))
+    fill(app, path=str(bad))
+    app.query_one("#import_button", Button).press()
+    await answer(app, pilot, yes=True)
+    await settle(pilot, lambda: "failed" in text(app, "#import_status"))
+    assert "row 1" in text(app, "#import_status")
+    await page(app, pilot, "metadata_tab")                      # the list in force stays
+    assert "29 points from" in text(app, "#metadata_status")
 
+
+# ---- Commands and Devices -------------------------------------------------------------------
+
+async def test_commands_page_one_row_per_point_with_its_value_and_a_confirmed_command(rtu):
+    out, app, pilot = rtu
+    await page(app, pilot, "commands")
+    table = app.query_one("#command_table", FrameTable)
+    assert table.row_count == 8
+    before = lines(app, "#command_table")
+    assert "CB1 position" in before[1] and " ON " in before[1]      # the current value
+    table.focus()
+    await pilot.press("home", "down", "enter")                    # fills CA IOA TYPE
+    assert app.query_one("#command_input", Input).value == "1 2 C_DC_NA_1 "
+    app.query_one("#command_input", Input).value = "1 2 46 1 select"   # the type by number
+    app.query_one("#send", Button).press()
+    await settle(pilot, lambda: "Press Confirm" in text(app, "#command_status"))
+    sent = len(out.commands)                                      # nothing sent yet
+    app.query_one("#confirm", Button).press()
+    await settle(pilot, lambda: "confirmed" in text(app, "#command_status"))
+    assert len(out.commands) > sent and out.commands[-1]["type"] == "C_DC_NA_1"
+    await page(app, pilot, "commands")
+    after = lines(app, "#command_table")
+    assert table.row_count == 8                                   # the learned row merged
+    assert [r.split()[:2] for r in after] == [r.split()[:2] for r in before]   # same order
+    assert "point list + learned" in after[2]
+
+    app.query_one("#command_input", Input).value = "1 999 C_SC_NA_1 1"
+    app.query_one("#send", Button).press()
+    await settle(pilot, lambda: "not a C_SC_NA_1 command point" in text(app, "#command_status"))
+    said = text(app, "#command_status")
+    assert "allow_unlisted" not in said and "Import page" in said
+    assert app.query_one("#confirm", Button).disabled             # nothing to confirm
+
+
+async def test_devices_page_forces_an_interrogation(rtu):
+    out, app, pilot = rtu
+    assert "[[rtu]]" in text(app, "#state")                      # markup shown as text
+    await page(app, pilot, "devices")
+    assert app.query_one("#device_table", FrameTable).row_count == 2
+    app.query_one("#gi_ca", Input).value = "2"
+    app.query_one("#force_gi", Button).press()
+    await settle(pilot, lambda: "objects" in text(app, "#device_status"))
+    assert "interrogation of CA 2: 9 objects" in text(app, "#device_status")   # 10 less a counter
+
+
+# ---- Debug ----------------------------------------------------------------------------------
+
+async def test_debug_page_follows_the_newest_frames_and_pauses(rtu):
+    out, app, pilot = rtu
+    await page(app, pilot, "debug_tab")
+    assert "debug frames are off" in text(app, "#frames_state")
+    app.query_one("#debug", Switch).value = True
+    await settle(pilot, lambda: app.session.debug)
+    table = app.query_one("#frames", FrameTable)
+    for _ in range(2):                                  # more frames than the screen holds
+        await app.session.interrogate()
+    app.refresh_pages()
+    await pilot.pause()
+    assert table.row_count > table.scrollable_content_region.height
+    assert table.cursor == table.row_count - 1
+    assert lines(app, "#frames")[-1].split()[1:3] == ["rx", "I"]   # the newest: the ActTerm
+    await pilot.press("p")
+    assert "paused" in text(app, "#frames_state")
+    held = table.row_count
+    await app.session.interrogate()
+    app.refresh_pages()
+    assert table.row_count == held                      # held for reading
+    await pilot.press("p")
+    assert table.row_count > held and table.cursor == table.row_count - 1
+    app.query_one("#debug", Switch).value = False
+
+
+async def test_commands_without_a_point_list_take_numeric_types_and_keep_brackets():
+    async with Outstation(stations=1, points=20) as out:
+        app = watch(Target("127.0.0.1", out.port))
+        async with app.run_test(size=(160, 30)) as pilot:
+            await connected(app, pilot, 15)
+            await page(app, pilot, "general")                   # no list: no status column
+            assert lines(app, "#parameters")[0].split()[-1] == "age"
+            await page(app, pilot, "commands")
+            app.query_one("#command_input", Input).value = "nonsense"
+            app.query_one("#send", Button).press()
+            await settle(pilot, lambda: "[select]" in text(app, "#command_status"))
+            app.query_one("#command_input", Input).value = "1 2 45 1"
+            app.query_one("#send", Button).press()
+            await settle(pilot, lambda: "Press Confirm" in text(app, "#command_status"))
+            app.query_one("#confirm", Button).press()
+            await settle(pilot, lambda: "confirmed" in text(app, "#command_status"))
+            assert out.commands[-1]["type"] == "C_SC_NA_1"
+            await page(app, pilot, "commands")                  # learned: one row
+            assert app.query_one("#command_table", FrameTable).row_count == 1
+
+
+# ---- what once crashed ----------------------------------------------------------------------
 
 async def test_unreachable_rtu_is_shown_not_raised():
-    app = WatchApp(Target("127.0.0.1", 1), settings={"reconnect": False, "t0": 1})
+    app = watch(Target("127.0.0.1", 1), settings={"reconnect": False, "t0": 1})
     async with app.run_test() as pilot:
         await settle(pilot, lambda: "127.0.0.1" in text(app, "#state"))
 
@@ -102,7 +392,7 @@ def _free_port() -> int:
 async def test_a_failed_interrogation_is_shown_not_raised():
     out = Outstation(stations=1, points=5)
     await out.__aenter__()
-    app = WatchApp(Target("127.0.0.1", out.port), settings={"reconnect": False})
+    app = watch(Target("127.0.0.1", out.port), settings={"reconnect": False})
     async with app.run_test() as pilot:
         await settle(pilot, lambda: app.session is not None)
         await out.__aexit__(None, None, None)           # the RTU goes away
@@ -117,7 +407,7 @@ async def test_a_bad_point_list_is_shown_not_raised(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("ioa\nxx\n")
     async with Outstation(stations=1, points=5) as out:
-        app = WatchApp(Target("127.0.0.1", out.port), points=str(bad))
+        app = watch(Target("127.0.0.1", out.port), points=str(bad))
         async with app.run_test() as pilot:
             await settle(pilot, lambda: "row 1" in text(app, "#status"))
             await settle(pilot, lambda: app.session is not None)     # connected all the same
@@ -127,29 +417,11 @@ async def test_a_bad_point_list_is_shown_not_raised(tmp_path):
 
 async def test_an_rtu_down_at_launch_is_tried_again_and_r_reconnects_now():
     port = _free_port()
-    app = WatchApp(Target("127.0.0.1", port), settings={"t0": 1, "backoff_min": 60,
+    app = watch(Target("127.0.0.1", port), settings={"t0": 1, "backoff_min": 60,
                                                         "backoff_max": 60})
     async with app.run_test() as pilot:
         await settle(pilot, lambda: "trying again" in text(app, "#state"))
         async with Outstation(stations=1, points=5, port=port):
             await pilot.press("r")                      # now, not after the 60 s back-off
-            await settle(pilot, lambda: app.session is not None and
-                         app.session.data_transfer == "started")
+            await connected(app, pilot)
             await settle(pilot, lambda: "started" in text(app, "#state"))
-
-
-async def test_commands_take_numeric_types_and_messages_keep_their_brackets():
-    async with Outstation(stations=1, points=20) as out:
-        app = WatchApp(Target("127.0.0.1", out.port))
-        async with app.run_test(size=(160, 50)) as pilot:
-            await settle(pilot, lambda: app.session is not None)
-            app.query_one("#tabs").active = "commands"
-            app.query_one("#command_input", Input).value = "nonsense"
-            app.query_one("#send", Button).press()
-            await settle(pilot, lambda: "[select]" in text(app, "#command_status"))
-            app.query_one("#command_input", Input).value = "1 2 45 1"
-            app.query_one("#send", Button).press()
-            await settle(pilot, lambda: "Press Confirm" in text(app, "#command_status"))
-            app.query_one("#confirm", Button).press()
-            await settle(pilot, lambda: "confirmed" in text(app, "#command_status"))
-            assert out.commands[-1]["type"] == "C_SC_NA_1"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from iec104.types import TypeID
+
 __all__ = ["number", "hex32", "value_text", "quality_text", "time_text", "age_text",
            "readable", "PARAMETER_COLUMNS"]
 
@@ -25,6 +27,7 @@ _PROTECTION = (17, 18, 19)
 _DOUBLE_TEXT = ["INTERMEDIATE", "OFF", "ON", "INDETERMINATE"]      # DPI 0..3
 _STEP_TEXT = ["-", "LOWER", "HIGHER", "-"]                          # RCS 0..3 (0, 3: not used)
 _HEX = "0123456789ABCDEF"
+_TYPE_NAMES = {int(t): t.name for t in TypeID}
 
 PARAMETER_COLUMNS = ["ca", "ioa", "name", "type", "value", "unit", "quality", "time", "received",
                      "age", "status"]
@@ -123,7 +126,10 @@ def readable(params: pl.DataFrame, *, listed: bool = True) -> pl.DataFrame:
         number(pl.col("eng_value"))).otherwise(value_text(pl.col("value"), fam))
     columns = [
         pl.col("ca").cast(pl.String), pl.col("ioa").cast(pl.String),
-        pl.col("name").fill_null(""), pl.col("type").fill_null(""),
+        pl.col("name").fill_null(""),
+        pl.col("type").fill_null(pl.col("family").replace_strict(_TYPE_NAMES, default=None,
+                                                                 return_dtype=pl.String))
+        .fill_null(""),                         # a point not received yet: its list's type
         pl.when(pl.col("value").is_null()).then(pl.lit("")).otherwise(value).alias("value"),
         pl.col("unit").fill_null(""),
         quality_text(pl.col("quality"), fam).fill_null("").alias("quality"),

@@ -1,55 +1,140 @@
 """``iec104 watch``: the operators' pages for one RTU link, in the terminal (Textual).
 
-General (TCP and data transfer state, connection health, parameter count and table),
-Configuration (timers, schedule, Reconnect, debug switch), Import (a point list from a file
-or an import hook, with its status), Commands (the command table, a command with a
-confirmation step), Devices (one row per CA, forced interrogation), Debug (the last frames).
+General (TCP and data transfer state, connection health, the parameter table), Configuration
+(timers, the interrogation and clock sync schedules, Reconnect, debug switch), Import (a point
+list from a file or an import script, with its status), Metadata (the point lists in force),
+Commands (one row per command point, a command with a confirmation step), Devices (one row
+per CA, forced interrogation), Debug (the newest frames; p pauses). Every table renders only
+its rows on screen (tui_table.FrameTable), so any number of rows pages through; only the page
+on screen is refreshed. Whatever goes wrong is said in a status line, never a traceback.
 """
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
+from pathlib import Path
 
 try:
     from textual.app import App, ComposeResult
-    from textual.containers import Horizontal
-    from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Static,
-                                 Switch, TabbedContent, TabPane)
+    from textual.containers import Horizontal, Vertical
+    from textual.content import Content
+    from textual.screen import ModalScreen
+    from textual.widgets import (Button, Footer, Header, Input, Label, Select, Static, Switch,
+                                 TabbedContent, TabPane)
 except ModuleNotFoundError as e:                # Textual is the optional extra "tui"
     if (e.name or "").partition(".")[0] != "textual":
         raise
     raise ModuleNotFoundError("iec104 watch needs Textual, in the 'tui' extra: "
                               "pip install 'iec104[tui]'", name="textual") from None
 
-from rich.markup import escape
+import polars as pl
 
-from iec104.console import fmt as _fmt
+from iec104 import display
+from iec104.errors import CommandNotAllowed
+from iec104.importhooks import Secret
 from iec104.master import Master
 from iec104.settings import SessionSettings
 from iec104.targets import Target
+from iec104.tui_table import FrameTable, as_text
+from iec104.types import TypeID
 
-__all__ = ["WatchApp", "run_watch"]
+__all__ = ["WatchApp", "run_watch", "command_rows"]
 
-PARAM_COLUMNS = ["ca", "ioa", "name", "type", "value", "eng_value", "unit", "status", "iv", "time"]
+SCHEDULES = [("gi_interval", "general interrogation every (s)"),
+             ("gi_group", "of group (1..16; empty: station)"),
+             ("ci_interval", "counter interrogation every (s)"),
+             ("clock_sync_interval", "clock sync every (s)")]
 
 
-def _fill(table: DataTable, columns: list[str], rows) -> None:
-    if [str(c.label) for c in table.columns.values()] != columns:
-        table.clear(columns=True)
-        table.add_columns(*columns)
-    else:
-        table.clear()
-    for r in rows:
-        table.add_row(*(_fmt(v) for v in r))
+def command_rows(commands: pl.DataFrame, points: pl.DataFrame, station: int) -> pl.DataFrame:
+    """One row per command point (CA, IOA) of a station, in address order: the point list's
+    row (its rows for any station included) and what confirmations taught merged, with the
+    current value at that address (``points``: the latest values, as ``Master.points()``)."""
+    key = ["ca", "ioa"]
+    for c, t in (("name", pl.String), ("min", pl.Float64), ("max", pl.Float64),
+                 ("last_result", pl.String), ("type", pl.String)):
+        if c not in commands.columns:
+            commands = commands.with_columns(pl.lit(None, t).alias(c))
+    rows = (commands.filter(pl.col("station").is_null() | (pl.col("station") == station))
+            .sort([*key, pl.col("source") != "point list"])
+            .group_by(key, maintain_order=True)
+            .agg(pl.col("type").first(), pl.col("name").first(), pl.col("min").first(),
+                 pl.col("max").first(), pl.col("last_result").drop_nulls().last(),
+                 pl.col("source").unique(maintain_order=True).str.join(" + ")))
+    now = (points.filter(pl.col("station") == station).group_by(key)
+           .agg(pl.col("value").first(), pl.col("family").first())
+           .select(*key, display.value_text(pl.col("value"), pl.col("family")).alias("value")))
+    return (rows.join(now.cast({"ca": pl.UInt16, "ioa": pl.UInt32}), on=key, how="left")
+            .select(*key, "type", "name", "value", "min", "max", "last_result", "source")
+            .sort(key))
+
+
+_FRAME_FIELDS = {"time": ("time", pl.Float64), "dir": ("dir", pl.String),
+                 "fmt": ("format", pl.String), "N(S)": ("ns", pl.Int64), "N(R)": ("nr", pl.Int64),
+                 "type": ("type_id", pl.Int64), "COT": ("cot", pl.Int64), "CA": ("ca", pl.Int64),
+                 "octets": ("raw", pl.Binary)}
+
+
+def _frames(log) -> pl.DataFrame:
+    """The session's frame log (a bounded deque of dicts) as a table, oldest first."""
+    rows = list(log)
+    return pl.DataFrame({c: [f[k] for f in rows] for c, (k, _) in _FRAME_FIELDS.items()},
+                        schema={c: t for c, (_, t) in _FRAME_FIELDS.items()})
+
+
+def _frame_text(df: pl.DataFrame) -> pl.DataFrame:
+    i_frame = pl.col("fmt") == "I"
+    return as_text(df.with_columns(
+        pl.from_epoch(pl.col("time") * 1e6, time_unit="us").dt.strftime("%H:%M:%S%.3f"),
+        *[pl.when(i_frame).then(pl.col(c)) for c in ("type", "COT", "CA")],
+        pl.col("octets").bin.encode("hex").str.replace_all(r"(..)", "$1 ").str.slice(0, 60)))
+
+
+def _readable(listed: bool):
+    return lambda df: display.readable(df, listed=listed)
+
+
+class Confirm(ModalScreen[bool]):
+    """A question with Yes / No (y / n, Escape: no)."""
+
+    DEFAULT_CSS = """
+    Confirm { align: center middle; }
+    Confirm > Vertical { width: 80; height: auto; border: thick $warning; padding: 1 2;
+                         background: $surface; }
+    Confirm Horizontal { height: auto; margin-top: 1; }
+    """
+    BINDINGS = [("y", "dismiss(True)", "Yes"), ("n,escape", "dismiss(False)", "No")]
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Content(self.question), id="question")
+            with Horizontal():
+                yield Button("Yes", id="yes", variant="warning")
+                yield Button("No", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
 
 
 class WatchApp(App):
-    """One RTU: its master session, refreshed twice a second."""
+    """One RTU: its master session; the page on screen refreshed twice a second."""
 
     TITLE = "iec104 watch"
     BINDINGS = [("q", "quit", "Quit"), ("r", "reconnect", "Reconnect"),
-                ("g", "interrogate", "General interrogation")]
-    CSS = "DataTable { height: 1fr; } .row { height: auto; } Input { width: 40; }"
+                ("g", "interrogate", "General interrogation"),
+                ("p", "pause", "Pause/follow frames")]
+    CSS = """
+    .row { height: auto; }
+    Input { width: 1fr; }
+    Select { width: 24; }
+    .form Label { width: 36; padding: 1 1 0 0; }
+    #state, #status, #config, #import_status, #metadata_status, #frames_state { height: auto; }
+    """
 
     def __init__(self, target: Target, *, settings: dict | None = None, points: str | None = None):
         super().__init__()
@@ -58,44 +143,72 @@ class WatchApp(App):
         self.session = None
         self.pending_command: dict | None = None
         self.down: str | None = None            # why the RTU is not reached yet (launch)
+        self.paused = False                     # the Debug page's frames held for reading
         self._retry_now = asyncio.Event()
         self._failed = False
+        self._frames_seen: tuple | None = None
+        self._schedules_shown = False
+        self._shown: dict[str, Content] = {}    # the status lines as last shown
+        self._devices: list[int] = []           # the CAs the Import page's Device offers
+        self.import_source = points             # what the point list in force came from
 
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(id="tabs"):
             with TabPane("General", id="general"):
                 yield Static(id="state")
-                yield DataTable(id="parameters")
+                yield FrameTable(_readable(False), id="parameters")
             with TabPane("Configuration", id="configuration"):
                 yield Static(id="config")
+                for name, label in SCHEDULES:
+                    with Horizontal(classes="row form"):
+                        yield Label(label)
+                        yield Input(placeholder="empty: off" if name != "gi_group" else
+                                    "empty: the station", id=name)
                 with Horizontal(classes="row"):
+                    yield Button("Set schedules", id="set_schedules")
                     yield Button("Reconnect", id="reconnect")
                     yield Label(" debug frames ")
                     yield Switch(id="debug")
             with TabPane("Import", id="import"):
                 with Horizontal(classes="row"):
                     yield Input(placeholder="point list file (CSV/XLSX)", id="import_path")
-                    yield Input(placeholder="or import hook (module:function)", id="import_hook")
-                    yield Button("Import", id="import_button")
-                    yield Button("Refresh hooks", id="refresh_hooks")
+                    yield Input(placeholder="XLSX sheet: name or number (empty: the first)",
+                                id="import_sheet")
+                with Horizontal(classes="row"):
+                    yield Input(placeholder="or import script (module:function, name, or path)",
+                                id="import_hook")
+                    yield Input(placeholder="element name (the script's)", id="import_element")
+                    yield Select([("ALL", "ALL")], value="ALL", allow_blank=False,
+                                 id="import_device")
+                with Horizontal(classes="row"):
+                    yield Input(placeholder="user", id="import_user")
+                    yield Input(placeholder="password", password=True, id="import_password")
+                    yield Button("Import", id="import_button", variant="primary")
+                    yield Button("Refresh scripts", id="refresh_hooks")
+                yield Static(id="import_message")       # what the form is missing
                 yield Static(id="import_status")
                 yield Static(id="hooks")
+            with TabPane("Metadata", id="metadata_tab"):
+                yield Static(id="metadata_status")
+                yield FrameTable(id="metadata")
             with TabPane("Commands", id="commands"):
-                yield DataTable(id="command_table")
+                yield FrameTable(id="command_table")
                 with Horizontal(classes="row"):
-                    yield Input(placeholder="CA IOA TYPE VALUE [select]", id="command_input")
+                    yield Input(placeholder="CA IOA TYPE VALUE [select]   (Enter on a row fills "
+                                            "CA IOA TYPE)", id="command_input")
                     yield Button("Send", id="send")
                     yield Button("Confirm", id="confirm", disabled=True)
                 yield Static(id="command_status")
             with TabPane("Devices", id="devices"):
-                yield DataTable(id="device_table")
+                yield FrameTable(id="device_table")
                 with Horizontal(classes="row"):
                     yield Input(placeholder="CA", id="gi_ca")
                     yield Button("Force interrogation", id="force_gi")
                 yield Static(id="device_status")
             with TabPane("Debug", id="debug_tab"):
-                yield DataTable(id="frames")
+                yield Static(id="frames_state")
+                yield FrameTable(_frame_text, follow=True, id="frames")
         yield Static(id="status")               # what went wrong (never a traceback)
         yield Footer()
 
@@ -129,7 +242,7 @@ class WatchApp(App):
             except Exception as e:              # shown on the General page, not a traceback
                 self.down = str(e)
                 again = f"trying again in {delay:g} s, r: now" if cfg.reconnect else "r: try again"
-                self._show("#state", f"[red]{escape(str(e))}[/] ({again})")
+                self._show("#state", (str(e), "red"), f" ({again})")
                 try:
                     await asyncio.wait_for(self._retry_now.wait(),
                                            delay if cfg.reconnect else None)
@@ -139,15 +252,24 @@ class WatchApp(App):
         if self.is_running:
             self.refresh_pages()
 
-    def _say(self, text: str) -> None:
-        self._show("#status", f"[red]{escape(text)}[/]")
+    def _say(self, text: str, *, where: str = "#status", ok: bool = False) -> None:
+        self._show(where, (text, "green" if ok else "red"))
 
-    def _show(self, selector: str, markup: str) -> None:
+    def _show(self, selector: str, *parts: str | tuple[str, str]) -> None:
+        """Text, or (text, style), never markup: names and messages carry brackets
+        ("[[rtu]]", "[select]") that markup would take for tags."""
         from textual.css.query import NoMatches
+        content = Content.assemble(*parts)
+        if self._shown.get(selector) == content:
+            return                              # unchanged: no layout pass twice a second
+        self._shown[selector] = content
         try:                                    # a worker may end while the app closes
-            self.query_one(selector, Static).update(markup)
+            self.query_one(selector, Static).update(content)
         except NoMatches:
             pass
+
+    def _value(self, selector: str) -> str:
+        return self.query_one(selector, Input).value.strip()
 
     @property
     def return_code(self) -> int | None:
@@ -164,51 +286,96 @@ class WatchApp(App):
     # ---- pages -------------------------------------------------------------------------------
 
     def refresh_pages(self) -> None:
+        """The state line and the page on screen (the others when they come on screen)."""
         from textual.css.query import NoMatches
         try:
             self._refresh_pages()
         except NoMatches:                       # the timer ticked while the app closes
             pass
 
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_pages()
+
     def _refresh_pages(self) -> None:
         s, m = self.session, self.master
+        page = self.query_one("#tabs", TabbedContent).active
+        if page == "import":
+            self._refresh_import()
+        elif page == "metadata_tab":
+            self._refresh_metadata()
         if s is None:
             return
         st = s.status()
         health = (f"last TESTFR con {dt.datetime.fromtimestamp(st['last_testfr_con']):%H:%M:%S}, "
                   f"rtt {st['rtt'] * 1000:.2f} ms") if st["last_testfr_con"] else "no TESTFR con yet"
-        self.query_one("#state", Static).update(
-            f"{s.name} {s.host}:{s.port}   TCP: [b]{st['tcp_state']}[/]   data transfer: "
-            f"[b]{st['data_transfer']}[/]   health: {health}   parameters: [b]{len(m)}[/]   "
-            f"frames {st['frames_in']}, bad {st['bad_frames']}, reconnects {st['reconnects']}")
-        params = m.parameters()
-        cols = [c for c in PARAM_COLUMNS if c in params.columns]
-        _fill(self.query_one("#parameters", DataTable), cols, params.select(cols).head(500).iter_rows())
-        cfg = s.settings
-        self.query_one("#config", Static).update(
+        self._show("#state", f"{s.name} {s.host}:{s.port}   TCP: ", (st["tcp_state"], "bold"),
+                   "   data transfer: ", (st["data_transfer"], "bold"), f"   health: {health}   "
+                   "parameters: ", (str(len(m)), "bold"), f"   frames {st['frames_in']}, bad "
+                   f"{st['bad_frames']}, reconnects {st['reconnects']}")
+        if page == "general":
+            self.query_one("#parameters", FrameTable).formatter = _readable(bool(m.catalog.lists))
+            self.query_one("#parameters", FrameTable).update(m.parameters())
+        elif page == "configuration":
+            self._refresh_configuration()
+        elif page == "commands":
+            self.query_one("#command_table", FrameTable).update(
+                command_rows(m.command_points(), m.points(), s.station))
+        elif page == "devices":
+            dev = m.devices().select("ca", "objects", "last_gi", "gi_state")
+            self.query_one("#device_table", FrameTable).update(
+                dev.with_columns(display.time_text(pl.col("last_gi"))))
+        elif page == "debug_tab":
+            self._refresh_frames()
+
+    def _refresh_configuration(self) -> None:
+        cfg = self.session.settings
+        self._show("#config",
             f"t0 {cfg.t0:g} s  t1 {cfg.t1:g} s  t2 {cfg.t2:g} s  t3 {cfg.t3:g} s  k {cfg.k}  w {cfg.w}\n"
             f"field sizes: COT {cfg.cot_size}, CA {cfg.ca_size}, IOA {cfg.ioa_size}   time zone "
             f"{cfg.tz or 'UTC'}\ninterrogation: at start {cfg.gi_on_start}, every "
             f"{cfg.gi_interval or '-'} s (group {cfg.gi_group or 'station'}); counters every "
             f"{cfg.ci_interval or '-'} s; clock sync every {cfg.clock_sync_interval or '-'} s")
-        imp = m.catalog.status
-        self.query_one("#import_status", Static).update(
+        if not self._schedules_shown:           # once: then the fields are the operator's
+            self._schedules_shown = True
+            for name, _ in SCHEDULES:
+                value = getattr(cfg, name)
+                self.query_one(f"#{name}", Input).value = "" if value is None else f"{value:g}"
+
+    def _refresh_import(self) -> None:
+        imp = self.master.catalog.status
+        self._show("#import_status", (
             f"import: {imp.state}{' (' + imp.step + ')' if imp.step else ''}"
             f"{', ' + str(imp.rows) + ' rows' if imp.state == 'completed' else ''}"
-            f"{': ' + imp.error if imp.error else ''}" + "".join(f"\nwarning: {w}" for w in imp.warnings))
-        cmds = m.command_points()
-        ccols = [c for c in ("ca", "ioa", "type", "name", "min", "max", "last_result", "source")
-                 if c in cmds.columns]
-        _fill(self.query_one("#command_table", DataTable), ccols, cmds.select(ccols).iter_rows())
-        dev = m.devices()
-        _fill(self.query_one("#device_table", DataTable), ["ca", "objects", "last_gi", "gi_state"],
-              dev.select("ca", "objects", "last_gi", "gi_state").iter_rows())
-        if s.debug:
-            rows = [(dt.datetime.fromtimestamp(f["time"]).strftime("%H:%M:%S.%f")[:-3], f["dir"],
-                     f["format"], f["ns"], f["nr"], f["type_id"] or "", f["cot"] or "",
-                     f["ca"] or "", f["raw"].hex(" ")[:60]) for f in list(s.frame_log)[-200:]]
-            _fill(self.query_one("#frames", DataTable),
-                  ["time", "dir", "fmt", "N(S)", "N(R)", "type", "COT", "CA", "octets"], rows)
+            f"{': ' + imp.error if imp.error else ''}" + "".join(f"\nwarning: {w}" for w in imp.warnings)))
+        cas = sorted({ca for s in self.master.sessions if s is not None for ca in s.devices})
+        if cas != self._devices:                # a device came: offer it, keep the choice
+            self._devices = cas
+            select = self.query_one("#import_device", Select)
+            value = select.value
+            select.set_options([("ALL", "ALL"), *((f"CA {ca}", str(ca)) for ca in cas)])
+            select.value = value if value in map(str, cas) else "ALL"
+
+    def _refresh_metadata(self) -> None:
+        meta = self.master.metadata()
+        imp = self.master.catalog.status
+        self._show("#metadata_status", (
+            f"{len(meta)} points from {self.import_source}" if len(meta) else
+            "no point list in force: import one on the Import page (or watch --points FILE)"))
+        self.query_one("#metadata", FrameTable).update(meta)
+
+    def _refresh_frames(self) -> None:
+        s = self.session
+        table = self.query_one("#frames", FrameTable)
+        log = s.frame_log
+        seen = (len(log), id(log[-1]) if log else None)
+        if not self.paused and seen != self._frames_seen:
+            self._frames_seen = seen
+            table.update(_frames(log))
+        state = (("paused", "bold"), " (p: follow the newest)") if self.paused else \
+            ("following the newest frames (p: pause)",)
+        off = () if s.debug else (("   debug frames are off: the switch on the Configuration "
+                                   "page", "yellow"),)
+        self._show("#frames_state", f"{table.row_count} frames, ", *state, *off)
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -221,7 +388,7 @@ class WatchApp(App):
     async def _reconnect(self) -> None:
         try:
             await self.session.reconnect()
-            self.query_one("#status", Static).update("reconnected")
+            self._say("reconnected", ok=True)
         except Exception as e:
             self._say(f"reconnect: {e}")
 
@@ -234,9 +401,13 @@ class WatchApp(App):
     async def _interrogate(self) -> None:
         try:
             n = await self.session.interrogate()
-            self.query_one("#status", Static).update(f"general interrogation: {n} objects")
+            self._say(f"general interrogation: {n} objects", ok=True)
         except Exception as e:
             self._say(f"general interrogation: {e}")
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.refresh_pages()
 
     async def on_switch_changed(self, event: Switch.Changed) -> None:
         if event.switch.id == "debug" and self.session is not None:
@@ -246,8 +417,10 @@ class WatchApp(App):
         bid = event.button.id
         if bid == "reconnect":
             await self.action_reconnect()
+        elif bid == "set_schedules":
+            self._prepare_schedules()
         elif bid == "import_button":
-            await self._import()
+            self._prepare_import()
         elif bid == "send":
             self._prepare_command()
         elif bid == "confirm":
@@ -257,67 +430,170 @@ class WatchApp(App):
         elif bid == "refresh_hooks":
             self._list_hooks(refresh=True)
 
+    def on_frame_table_selected(self, event: FrameTable.Selected) -> None:
+        if event.table.id == "command_table":   # the command line, but for the value
+            r = event.row
+            box = self.query_one("#command_input", Input)
+            box.value = f"{r['ca']} {r['ioa']} {r['type'] or ''} "
+            box.focus()
+
+    def _confirm(self, question: str, then) -> None:
+        self.push_screen(Confirm(question), lambda yes: self.run_worker(then()) if yes else None)
+
+    # ---- Configuration: schedules ------------------------------------------------------------
+
+    def _prepare_schedules(self) -> None:
+        if self.session is None:
+            return self._say("schedules: not connected")
+        values = {}
+        for name, label in SCHEDULES:
+            text = self._value(f"#{name}")
+            try:
+                values[name] = None if text in ("", "-", "off") else (
+                    int(text) if name == "gi_group" else float(text))
+            except ValueError:
+                return self._say(f"{label.split(' (')[0]}: {text!r} is not a number")
+        try:                                    # the same checks as the setter, before asking
+            SessionSettings.of(**values)
+        except Exception as e:
+            return self._say(f"schedules: {e}")
+
+        def every(v, what):
+            return f"{what} every {v:g} s" if v else f"{what} off"
+        group = f"group {values['gi_group']}" if values["gi_group"] else "the station"
+        self._confirm(f"Set the schedules of {self.session.name}: "
+                      f"{every(values['gi_interval'], 'general interrogation')} ({group}), "
+                      f"{every(values['ci_interval'], 'counter interrogation')}, "
+                      f"{every(values['clock_sync_interval'], 'clock sync')}?",
+                      lambda: self._set_schedules(values))
+
+    async def _set_schedules(self, values: dict) -> None:
+        try:
+            self.session.set_schedules(**values)
+            self._say("schedules set", ok=True)
+        except Exception as e:
+            self._say(f"schedules: {e}")
+        self.refresh_pages()
+
+    # ---- Import ------------------------------------------------------------------------------
+
     def _list_hooks(self, *, refresh: bool = False) -> None:
         from iec104.importhooks import available_hooks
         hooks = available_hooks(refresh=refresh)
-        self.query_one("#hooks", Static).update(
-            "import hooks installed (entry point group iec104.importers): " +
-            (", ".join(f"{k} = {v}" for k, v in sorted(hooks.items())) or "none"))
+        self._show("#hooks", (
+            "import scripts installed (entry point group iec104.importers): " +
+            (", ".join(f"{k} = {v}" for k, v in sorted(hooks.items())) or "none")))
 
-    async def _import(self) -> None:
-        path = self.query_one("#import_path", Input).value.strip()
-        hook = self.query_one("#import_hook", Input).value.strip()
+    def _prepare_import(self) -> None:
+        path, hook = self._value("#import_path"), self._value("#import_hook")
+        where = "#import_message"
+        if not path and not hook:
+            return self._say("choose a point list file or an import script first", where=where)
+        if path and hook:
+            return self._say("choose a point list file or an import script, not both", where=where)
+        if hook:
+            element = self._value("#import_element")
+            if not element:
+                return self._say("the import script needs an element name", where=where)
+            device = str(self.query_one("#import_device", Select).value)
+            user = self._value("#import_user") or None
+            password = Secret(self.query_one("#import_password", Input).value or None)
+            options = dict(hook=hook, element=element, device=device, user=user,
+                           password=password)
+            source = f"import script {hook} (element {element}, device {device})"
+            question = (f"Run the import script {hook} for element {element}, device {device}"
+                        f"{', as user ' + user if user else ''}"
+                        f"{' with the password given' if password.reveal() else ''}? "
+                        "Its point list replaces the one in force if it reads without error.")
+        else:
+            file = Path(path).expanduser()
+            if file.is_dir():
+                return self._say(f"{path} is a folder: choose a point list file (CSV or XLSX)",
+                                 where=where)
+            if not file.exists():
+                return self._say(f"{path}: no such file", where=where)
+            sheet = self._value("#import_sheet")
+            xlsx = file.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods")
+            if sheet and not xlsx:
+                return self._say("a sheet is chosen for workbooks (XLSX) only", where=where)
+            options = dict(source=str(file))
+            source = str(file)
+            if sheet:                           # a number counts from 1, as the workbook shows
+                options["sheet"] = int(sheet) - 1 if sheet.isdigit() else sheet
+            question = (f"Import {file}{', sheet ' + sheet if sheet else ''}? It replaces the "
+                        "point list in force if it reads without error.")
+        self._confirm(question, lambda: self._import(options, source))
+
+    async def _import(self, options: dict, source: str) -> None:
+        self._show("#import_message", "")
         try:
-            if hook:
-                await self.master.import_points_async(hook=hook)
-            else:
-                await self.master.import_points_async(path)
+            await self.master.import_points_async(**options)
+            self.import_source = source + (f", sheet {options['sheet']}" if "sheet" in options else "")
         except Exception:
-            pass                                # the status line says why
+            pass                                # the import status says why (without secrets)
         self.refresh_pages()
 
+    # ---- Commands ----------------------------------------------------------------------------
+
     def _prepare_command(self) -> None:
-        status = self.query_one("#command_status", Static)
-        parts = self.query_one("#command_input", Input).value.split()
+        parts = self._value("#command_input").split()
         try:
             ca, ioa, typ, value = int(parts[0]), int(parts[1]), parts[2], float(parts[3])
-            if typ.isdigit():                   # a type by its number (45)
-                from iec104.types import TypeID
-                typ = TypeID(int(typ)).name
-        except (IndexError, ValueError):
-            status.update(f"[red]{escape('enter: CA IOA TYPE VALUE [select]')}[/]")
+            typ = TypeID.parse(int(typ) if typ.isdigit() else typ).name    # 45 or C_SC_NA_1
+        except (IndexError, ValueError) as e:
+            hint = str(e) if "type" in str(e) else "enter: CA IOA TYPE VALUE [select]"
+            self._say(hint, where="#command_status")
             return
+        if self.session is not None:            # refused by the point list: say so now
+            try:
+                self.master.catalog.check_command(self.session.station, ca, ioa, TypeID[typ],
+                                                  value=value)
+            except Exception as e:
+                self._say(_command_error(e), where="#command_status")
+                return
         self.pending_command = dict(ca=ca, ioa=ioa, type=typ, value=value,
                                     select=len(parts) > 4 and parts[4].lower().startswith("s"))
         self.query_one("#confirm", Button).disabled = False
-        status.update(f"send {typ} CA {ca} IOA {ioa} value {value:g}"
-                      f"{' with select' if self.pending_command['select'] else ''}? Press Confirm.")
+        self._show("#command_status", f"send {typ} CA {ca} IOA {ioa} value {value:g}"
+                   f"{' with select' if self.pending_command['select'] else ''}? Press Confirm.")
 
     async def _send_command(self) -> None:
         cmd, self.pending_command = self.pending_command, None
         self.query_one("#confirm", Button).disabled = True
-        status = self.query_one("#command_status", Static)
         if cmd is None:
             return
         try:
             value = int(cmd["value"]) if cmd["value"] == int(cmd["value"]) else cmd["value"]
             res = await self.session.command(cmd["ca"], cmd["ioa"], cmd["type"], value,
                                              select=cmd["select"])
-            status.update(f"[green]confirmed[/] {cmd['type']} CA {res.ca} IOA {res.ioa} in "
-                          f"{res.rtt * 1000:.1f} ms")
+            self._show("#command_status", ("confirmed", "green"), f" {cmd['type']} CA {res.ca} "
+                       f"IOA {res.ioa} in {res.rtt * 1000:.1f} ms")
         except Exception as e:
-            status.update(f"[red]{escape(str(e))}[/]")
+            self._say(_command_error(e), where="#command_status")
         self.refresh_pages()
 
+    # ---- Devices -----------------------------------------------------------------------------
+
     async def _force_gi(self) -> None:
-        status = self.query_one("#device_status", Static)
-        text = self.query_one("#gi_ca", Input).value.strip()
+        text = self._value("#gi_ca")
         try:
             n = await self.session.interrogate(ca=int(text) if text else None)
-            status.update(f"interrogation of CA {text or 'all'}: {n} objects")
+            self._say(f"interrogation of CA {text or 'all'}: {n} objects", where="#device_status",
+                      ok=True)
         except Exception as e:
-            status.update(f"[red]{escape(str(e))}[/]")
+            self._say(str(e), where="#device_status")
         self.refresh_pages()
+
+
+def _command_error(e: Exception) -> str:
+    """An error as the page says it: the library's hint for scripts (allow_unlisted=True) is
+    replaced by what the operator can do here."""
+    text = str(e)
+    if isinstance(e, CommandNotAllowed):
+        text = re.sub(r"\s*\(allow_unlisted=True[^)]*\)", "", text) + (
+            ": choose a command point from the table (Enter fills the command line), or import "
+            "a point list that lists this one (Import page)")
+    return text
 
 
 def run_watch(target: Target, *, settings: dict | None = None, points: str | None = None) -> int:
