@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import random
 import ssl
@@ -22,6 +23,7 @@ from iec104._encode import encode_asdu
 from iec104.commands import CommandResult, build_command, check_address, to_ms
 from iec104.errors import (
     ConfirmationTimeout, ConnectError, ConnectionLostError, InvalidRequestError, NotConnected,
+    SettingsError,
 )
 from iec104.link import Batch, Channel, Link, LinkEvent
 from iec104.protocol import LinkProtocol, shared_buffers
@@ -158,10 +160,7 @@ class Session:
         session trying (reconnect) instead of closing it."""
         self._started = self._loop.create_future()
         self._run_task = self._loop.create_task(self._run(), name=f"iec104 {self.name}")
-        s = self.settings
-        if s.gi_interval or s.ci_interval or s.clock_sync_interval:
-            self._sched_task = self._loop.create_task(self._schedules(),
-                                                      name=f"iec104 {self.name} schedules")
+        self._start_schedules()
         try:
             await self._started
         except BaseException as e:
@@ -726,6 +725,27 @@ class Session:
         return await self._catalog.import_points(source, station=self.station, **options)
 
     # ---- schedules -------------------------------------------------------------------------
+
+    def set_schedules(self, **schedules) -> None:
+        """Change the interrogation and clock sync schedules now: ``gi_interval``,
+        ``gi_group``, ``ci_interval``, ``clock_sync_interval``, as in
+        :class:`SessionSettings` (None: off; ``gi_group`` None: the station). Each interval
+        counts from now. A bad value raises SettingsError and changes nothing."""
+        unknown = set(schedules) - {"gi_interval", "gi_group", "ci_interval", "clock_sync_interval"}
+        if unknown:
+            raise SettingsError(f"not a schedule: {', '.join(sorted(unknown))}")
+        self.settings = dataclasses.replace(self.settings, **schedules)   # checks the values
+        if self._sched_task is not None:
+            self._sched_task.cancel()
+            self._sched_task = None
+        if not self._closing:
+            self._start_schedules()
+
+    def _start_schedules(self) -> None:
+        s = self.settings
+        if s.gi_interval or s.ci_interval or s.clock_sync_interval:
+            self._sched_task = self._loop.create_task(self._schedules(),
+                                                      name=f"iec104 {self.name} schedules")
 
     async def _schedules(self):
         s = self.settings
