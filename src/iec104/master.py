@@ -189,15 +189,23 @@ class Master:
         """The total number of parameters (latest-value rows)."""
         return len(self.store)
 
+    def _named(self, df: pl.DataFrame) -> pl.DataFrame:
+        # the RTU's name beside its station number: "session", as in devices(), since
+        # "name" in parameters() is the point's name from the list
+        names = {s.station: s.name for s in self.sessions if s is not None}
+        session = df["station"].replace_strict(names, default=None, return_dtype=pl.String)
+        return df.insert_column(df.columns.index("station") + 1, session.alias("session"))
+
     def points(self, *, station: int | None = None) -> pl.DataFrame:
-        """The latest value of every (station, CA, IOA, type family), as received."""
-        return self.store.points(station=station)
+        """The latest value of every (station, CA, IOA, type family), as received, with the
+        session's name (``session``) beside its station."""
+        return self._named(self.store.points(station=station))
 
     def parameters(self) -> pl.DataFrame:
         """Live values left-joined with the point list: engineering values, names, units,
         readable quality; rows the list does not know ("unknown") and rows never received
-        ("missing") included."""
-        return self.catalog.parameters(self.store.points())
+        ("missing") included; the session's name (``session``) beside its station."""
+        return self._named(self.catalog.parameters(self.store.points()))
 
     def command_points(self) -> pl.DataFrame:
         """IOAs that accept commands: from the point list, and learned from confirmations."""
@@ -263,7 +271,7 @@ class Master:
 
     def export_events(self, path: str | Path) -> Path:
         """Write the event log held in memory, atomically."""
-        return write_table(self.store.event_frame(), path)
+        return write_table(self._named(self.store.event_frame()), path)
 
     def events(self, **options) -> EventStream:
         """Async iterator of batches of every object received (see :meth:`Store.events`);
