@@ -1,0 +1,188 @@
+"""iec104.cluster on a local Ray instance: a fleet of simulators over 2 workers.
+
+Ray starts once for the module (2 CPUs, no dashboard, 127.0.0.1); the tests share one
+Cluster and run in order on one event loop (uvloop), the worker kill last. Without Ray
+installed they skip, and the suite does not pay for Ray's start-up.
+"""
+import asyncio
+import time
+
+import polars as pl
+import pytest
+import pytest_asyncio
+
+import iec104
+from iec104.errors import ConnectionLostError, UnknownIOAError
+from scripted_peer import ScriptedPeer
+from waiting import wait_for
+
+pytestmark = pytest.mark.asyncio(loop_scope="module", loop_factories=["uvloop"])
+
+SIZES = [30, 40, 50, 60]                        # points of each simulated RTU (one station each)
+
+
+def in_gi(out) -> int:
+    """What a GI of the simulator returns: everything but its integrated totals."""
+    return int((out.image["type_id"] != iec104.TypeID.M_IT_NA_1).sum())
+
+
+async def wait_async(check, timeout):
+    """Until the coroutine function ``check`` returns true (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fleet():
+    ray = pytest.importorskip("ray")
+    from iec104.cluster import Cluster
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
+    outs = [await iec104.Outstation(stations=1, points=n).start() for n in SIZES]
+    # an RTU that never confirms a command: one in flight when its worker is killed
+    async with ScriptedPeer() as silent:
+        try:
+            async with Cluster(workers=2, heartbeat=0.2) as cluster:
+                for i, out in enumerate(outs):
+                    await cluster.connect("127.0.0.1", out.port, name=f"rtu-{i}",
+                                          load=2.0 if i == 0 else 1.0)
+                await cluster.connect("127.0.0.1", silent.port, name="silent", load=0.5)
+                yield cluster, outs, silent
+        finally:
+            for out in outs:
+                await out.close()
+            if started:
+                ray.shutdown()
+
+
+async def test_rtus_are_placed_by_load_then_count(fleet):
+    cluster, _, _ = fleet
+    placed = cluster.placement()
+    assert placed["name"].to_list() == ["rtu-0", "rtu-1", "rtu-2", "rtu-3", "silent"]
+    assert placed["station"].to_list() == [0, 1, 2, 3, 4]
+    # the least expected load first (rtu-0 weighs 2), then the fewest RTUs (rtu-3)
+    assert placed["worker"].to_list() == [0, 1, 1, 0, 1]
+    assert {s["name"]: s["worker"] for s in cluster.status()} == dict(
+        zip(placed["name"], placed["worker"]))
+
+
+async def test_gi_of_all_gives_one_table_with_every_point(fleet):
+    cluster, outs, _ = fleet
+    sizes = [in_gi(o) for o in outs]
+    counts = await cluster.interrogate()
+    assert counts == {**{f"rtu-{i}": n for i, n in enumerate(sizes)}, "silent": 0}
+    df = await cluster.points()
+    assert len(df) == sum(sizes)
+    assert df.columns[:4] == ["station", "session", "worker", "ca"]
+    by = df.group_by("station", "session", "worker").len().sort("station")
+    assert by.rows() == [(i, f"rtu-{i}", w, n) for i, w, n in zip(range(4), [0, 1, 1, 0], sizes)]
+    for i, out in enumerate(outs):                      # every point, with its value
+        got = df.filter(pl.col("station") == i).sort("ioa")
+        sent = out.image[out.image["type_id"] != iec104.TypeID.M_IT_NA_1]
+        assert got["ioa"].to_list() == sorted(sent["ioa"].tolist())
+        assert got["value"].to_list() == sent[sent["ioa"].argsort()]["value"].tolist()
+    await wait_for(lambda: len(cluster) == sum(sizes), 5)   # the heartbeat's count
+
+
+async def test_a_point_list_imported_once_is_joined_on_every_worker(fleet):
+    cluster, outs, _ = fleet
+    listed = pl.DataFrame({"ioa": ["1", "2"], "name": ["breaker", "isolator"],
+                           "unit": ["", "A"]})
+    cluster.import_points(listed)                       # for every station
+    cluster.import_points(pl.DataFrame({"ioa": ["1"], "name": ["rtu-3 breaker"]}),
+                          station="rtu-3")
+    df = await cluster.parameters()
+    assert len(df) == sum(map(in_gi, outs))     # as in a Master: no rows for "silent", which sent none
+    named = df.filter(pl.col("ioa") == 1).select("session", "name", "status").rows()
+    assert named == [("rtu-0", "breaker", "ok"), ("rtu-1", "breaker", "ok"),
+                     ("rtu-2", "breaker", "ok"), ("rtu-3", "rtu-3 breaker", "ok")]
+    assert df.filter(pl.col("ioa") == 3)["status"].unique().to_list() == ["unknown"]
+
+
+async def test_a_command_goes_to_the_worker_of_its_rtu(fleet):
+    cluster, outs, _ = fleet
+    ioa = int(outs[1].image["ioa"][outs[1].image["type_id"] == 1][0])    # a single point
+    result = await cluster.command("rtu-1", 1, ioa, "C_SC_NA_1", 1, select=True)
+    assert (result.type_id, result.ca, result.ioa, result.value) == (45, 1, ioa, 1.0)
+    assert [(c["select"], c["result"]) for c in outs[1].commands] == [
+        (True, "selected"), (False, "executed")]
+    assert not any(o.commands for o in (outs[0], outs[2], outs[3]))
+    with pytest.raises(UnknownIOAError) as e:           # the library's typed error, intact
+        await cluster.command("rtu-1", 1, 99_999, "C_SC_NA_1", 1)
+    assert (e.value.ioa, e.value.cot) == (99_999, 47)
+
+
+async def test_export_writes_one_dataset_read_as_one_table(fleet, tmp_path):
+    cluster, _, _ = fleet
+    path = await cluster.export(tmp_path / "fleet")
+    assert sorted(p.name for p in path.iterdir()) == ["worker=0", "worker=1"]
+    back = pl.read_parquet(path, hive_partitioning=True)
+    expected = await cluster.parameters()
+    assert len(back) == len(expected)
+    assert back.sort("station", "ioa")["session"].to_list() == expected["session"].to_list()
+    by_station = await cluster.export(tmp_path / "fleet", by="station")   # replaced in place
+    assert sorted(p.name for p in by_station.iterdir()) == [f"station={i}" for i in range(4)]
+
+
+async def test_events_stream_batches_from_every_worker(fleet):
+    cluster, _, _ = fleet
+    seen: set = set()
+    stream = cluster.events(wait=0.2)
+
+    async def read():
+        async for batch in stream:
+            seen.update(batch.select("worker", "session").unique().rows())
+            if {w for w, _ in seen} == {0, 1}:
+                return
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.5)                            # the readers are open on both workers
+    await cluster.interrogate("rtu-0", "rtu-1")
+    await asyncio.wait_for(reader, 10)
+    await stream.aclose()
+    assert {(0, "rtu-0"), (1, "rtu-1")} <= seen
+
+
+async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
+    import ray
+    cluster, _, silent = fleet
+    victim = cluster.rtus["silent"].worker
+    mine = sorted(r.name for r in cluster.sessions if r.worker == victim)
+    before = await cluster.points()
+    in_flight = asyncio.create_task(cluster.command("silent", 1, 5001, "C_SC_NA_1", 1))
+    await wait_for(lambda: silent.received(type_id=45), 5)
+    ray.kill(cluster.actors[victim], no_restart=False)
+    with pytest.raises(ConnectionLostError, match="not re-sent"):
+        await asyncio.wait_for(in_flight, 30)
+    # down, then back: reconnected, interrogated again, the outage said
+    await wait_for(lambda: cluster.status()[-1]["tcp_state"] == "down", 10)
+    assert {s["name"] for s in cluster.status() if s["tcp_state"] == "down"} == set(mine)
+    assert sorted(cluster.outages().filter(pl.col("up").is_null())["name"]) == mine
+    await wait_for(lambda: cluster.outages()["up"].is_not_null().sum() == len(mine), 60)
+    out = cluster.outages()
+    assert sorted(out["name"]) == mine and out["worker"].unique().to_list() == [victim]
+    assert out["seconds"].is_not_null().all() and (out["seconds"] > 0).all()
+    await wait_for(lambda: all(s["tcp_state"] == "connected" for s in cluster.status()), 30)
+
+    async def whole():
+        return len(await cluster.points()) == len(before)
+    await wait_async(whole, 30)
+    sent = [f for c in silent.connections for f in silent.received(c, type_id=45)]
+    assert len(sent) == 1                               # never re-sent on the new worker
+    assert len(silent.connections) == 2
+
+
+async def test_master_tables_carry_the_rtu_name(tmp_path):
+    # no Ray: Master.points(), parameters() and the exports name the session by its station
+    async with iec104.Outstation(stations=1, points=5) as out, iec104.Master() as master:
+        rtu = await master.connect("127.0.0.1", out.port, name="north")
+        await rtu.interrogate()
+        for df in (master.points(), master.parameters(),
+                   pl.read_parquet(master.export(tmp_path / "p.parquet")),
+                   pl.read_parquet(master.export_events(tmp_path / "e.parquet"))):
+            assert df.columns[:2] == ["station", "session"]
+            assert df["session"].unique().to_list() == ["north"]
