@@ -13,7 +13,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from iec104 import console
+from iec104 import console, display
 from iec104.commands import build_command
 from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error, InputError
 from iec104.master import Master, run
@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--events", help="directory for rotating Parquet files of every object received")
     pp.add_argument("--points", help="point list (CSV/XLSX) joined with the live values")
     pp.add_argument("--json", action="store_true", help="machine-readable status lines")
+    pp.add_argument("--workers", type=_int_in(1, 4096),
+                    help="poll on N Ray workers (iec104.cluster; needs the 'cluster' extra)")
+    pp.add_argument("--ray-address", help="with --workers: join this Ray cluster (default: a local one)")
     settings(pp)
 
     w = sub.add_parser("watch", help="terminal UI for one RTU")
@@ -309,8 +312,9 @@ async def _demo(args) -> int:
                         f"counter interrogation: {c} counters")
             master.import_points(points)
             await asyncio.sleep(1.0)                # let some spontaneous changes arrive
-            console.table_of(master.parameters(), "parameters (live values joined with the point list)",
-                             rows=args.rows)
+            console.table_of(display.readable(master.parameters()),
+                             "parameters (live values joined with the point list)",
+                             rows=args.rows, columns=display.PARAMETER_COLUMNS)
             cmds = master.command_points()
             first = cmds.sort(["ca", "ioa"]).row(0, named=True)
             value = {45: 1, 46: 2, 47: 2, 48: 0.5, 49: 100, 50: 112.5, 51: 1}.get(int(first["type_id"]), 1)
@@ -363,16 +367,16 @@ def _check_output(path: str | None) -> None:
                          f"{', '.join(sorted([*FORMATS, '.xlsx']))}")
 
 
-def _export_table(master: Master, path: str) -> Path:
-    """master.export, and .xlsx (Polars' write_excel) written the same way: beside, then renamed."""
+def _export_table(df, path: str) -> Path:
+    """The parameter table written as master.export does, and .xlsx (Polars' write_excel)
+    written the same way: beside, then renamed."""
+    from iec104.export import file_mode, write_table
     if Path(path).suffix.lower() != ".xlsx":
-        return master.export(path)
+        return write_table(df, path)
     import os
     import tempfile
 
     import polars as pl
-    from iec104.export import file_mode
-    df = master.parameters()
     # Excel has no nested cells and no time zones: text, and times in UTC
     df = df.select([pl.col(c).cast(pl.String) if isinstance(t, (pl.List, pl.Struct, pl.Object))
                     else pl.col(c).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
@@ -460,6 +464,21 @@ class Reach:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+def _fleet(args):
+    """The poll's master: one Master, or with --workers a Cluster of Masters on Ray, which
+    the poll drives alike (its tables are awaited)."""
+    if args.workers is None:
+        if args.ray_address:
+            raise InputError("--ray-address: only with --workers")
+        return Master()
+    try:
+        from iec104.cluster import Cluster
+    except ModuleNotFoundError as e:
+        raise InputError(f"--workers needs the 'cluster' extra ({e}): "
+                         "pip install 'iec104[cluster]'") from None
+    return Cluster(workers=args.workers, address=args.ray_address)
+
+
 def cmd_poll(args) -> int:
     targets = _targets(args.targets)
     for t in targets:
@@ -475,8 +494,11 @@ async def _poll(args, targets: list[Target], points) -> int:
     when none could be reached at start)."""
     from iec104.store import ParquetSink
     stop = _stop_on_signals()
-    async with Master() as master:
-        sink = master.store.add_sink(ParquetSink(args.events)) if args.events else None
+    async with _fleet(args) as master:
+        if args.events and args.workers:
+            sink = master.sink(args.events)
+        else:
+            sink = master.store.add_sink(ParquetSink(args.events)) if args.events else None
         reach = Reach(master, targets, _session_settings(args))
         if not await reach.start():
             for name, why in reach.down.items():
@@ -496,7 +518,8 @@ async def _poll(args, targets: list[Target], points) -> int:
             await reach.stop()
             live.stop()
             if args.export:
-                console.say(f"wrote {len(master)} parameters to {_export_table(master, args.export)}")
+                df = (await master.parameters()) if args.workers else master.parameters()
+                console.say(f"wrote {len(master)} parameters to {_export_table(df, args.export)}")
             if sink is not None:
                 sink.close()
                 console.say(f"wrote {sink.rows_written} events to {len(sink.files)} file(s) in {args.events}")
@@ -525,7 +548,7 @@ async def _export(args, targets: list[Target], points) -> int:
             _log.info("%s: general interrogation: %d objects", s.name, n)
         if points is not None:
             master.import_points(points)
-        console.say(f"wrote {len(master)} parameters to {_export_table(master, args.output)}")
+        console.say(f"wrote {len(master)} parameters to {_export_table(master.parameters(), args.output)}")
     return OK
 
 

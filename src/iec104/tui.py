@@ -17,6 +17,7 @@ from pathlib import Path
 
 try:
     from textual.app import App, ComposeResult
+    from textual.binding import Binding
     from textual.containers import Horizontal, Vertical
     from textual.content import Content
     from textual.screen import ModalScreen
@@ -91,6 +92,10 @@ def _frame_text(df: pl.DataFrame) -> pl.DataFrame:
         pl.col("octets").bin.encode("hex").str.replace_all(r"(..)", "$1 ").str.slice(0, 60)))
 
 
+def _command_text(df: pl.DataFrame) -> pl.DataFrame:
+    return as_text(df.with_columns(display.number(pl.col("min")), display.number(pl.col("max"))))
+
+
 def _readable(listed: bool):
     return lambda df: display.readable(df, listed=listed)
 
@@ -125,14 +130,20 @@ class WatchApp(App):
     """One RTU: its master session; the page on screen refreshed twice a second."""
 
     TITLE = "iec104 watch"
+    SUB_TITLE = "keys 1-7: the pages (Esc leaves a field first)"
+    PAGES = ["general", "configuration", "import", "metadata_tab", "commands", "devices",
+             "debug_tab"]
     BINDINGS = [("q", "quit", "Quit"), ("r", "reconnect", "Reconnect"),
                 ("g", "interrogate", "General interrogation"),
-                ("p", "pause", "Pause/follow frames")]
+                ("p", "pause", "Pause/follow frames"),
+                Binding("escape", "leave_field", "leave the field", show=False),
+                *(Binding(str(i), f"page('{p}')", p, show=False) for i, p in enumerate(PAGES, 1))]
     CSS = """
     .row { height: auto; }
     Input { width: 1fr; }
     Select { width: 24; }
     .form Label { width: 36; padding: 1 1 0 0; }
+    .form Input { width: 30; }
     #state, #status, #config, #import_status, #metadata_status, #frames_state { height: auto; }
     """
 
@@ -193,7 +204,7 @@ class WatchApp(App):
                 yield Static(id="metadata_status")
                 yield FrameTable(id="metadata")
             with TabPane("Commands", id="commands"):
-                yield FrameTable(id="command_table")
+                yield FrameTable(_command_text, id="command_table")
                 with Horizontal(classes="row"):
                     yield Input(placeholder="CA IOA TYPE VALUE [select]   (Enter on a row fills "
                                             "CA IOA TYPE)", id="command_input")
@@ -308,7 +319,8 @@ class WatchApp(App):
         st = s.status()
         health = (f"last TESTFR con {dt.datetime.fromtimestamp(st['last_testfr_con']):%H:%M:%S}, "
                   f"rtt {st['rtt'] * 1000:.2f} ms") if st["last_testfr_con"] else "no TESTFR con yet"
-        self._show("#state", f"{s.name} {s.host}:{s.port}   TCP: ", (st["tcp_state"], "bold"),
+        where = f"{s.host}:{s.port}"
+        self._show("#state", f"{s.name if s.name == where else s.name + ' ' + where}   TCP: ", (st["tcp_state"], "bold"),
                    "   data transfer: ", (st["data_transfer"], "bold"), f"   health: {health}   "
                    "parameters: ", (str(len(m)), "bold"), f"   frames {st['frames_in']}, bad "
                    f"{st['bad_frames']}, reconnects {st['reconnects']}")
@@ -404,6 +416,12 @@ class WatchApp(App):
             self._say(f"general interrogation: {n} objects", ok=True)
         except Exception as e:
             self._say(f"general interrogation: {e}")
+
+    def action_leave_field(self) -> None:
+        self.screen.set_focus(None)             # so that 1-7, g, r, p are keys again
+
+    def action_page(self, page: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = page
 
     def action_pause(self) -> None:
         self.paused = not self.paused
