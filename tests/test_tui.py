@@ -91,6 +91,18 @@ async def rtu(shared):
     return shared
 
 
+async def test_keys_switch_the_pages_and_escape_leaves_a_field(rtu):
+    out, app, pilot = rtu
+    tabs = app.query_one("#tabs")
+    await pilot.press("5")
+    assert tabs.active == "commands"
+    app.query_one("#command_input", Input).focus()
+    await pilot.press("7")                              # typed into the field
+    assert tabs.active == "commands" and app.query_one("#command_input", Input).value.endswith("7")
+    await pilot.press("escape", "7")
+    assert tabs.active == "debug_tab"
+
+
 # ---- General: the parameter table -----------------------------------------------------------
 
 async def test_parameters_read_as_an_operator_reads_them_and_keep_cursor_and_scroll(rtu):
