@@ -38,8 +38,27 @@ from iec104._store cimport LatestTable, EventRing
 cdef extern from *:
     """
     #define IEC104_INF (__builtin_inf())
+    /* a monotonic clock in ns for the TESTFR round trip: the loop's clock (libuv) counts
+       whole milliseconds, so a loopback or LAN round trip would read 0 */
+    #ifdef _WIN32
+    #include <windows.h>
+    static int64_t iec104_mono_ns(void) {
+        LARGE_INTEGER f, c;
+        QueryPerformanceFrequency(&f);
+        QueryPerformanceCounter(&c);
+        return (int64_t)((double)c.QuadPart * 1e9 / (double)f.QuadPart);
+    }
+    #else
+    #include <time.h>
+    static int64_t iec104_mono_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    }
+    #endif
     """
     double INF "IEC104_INF"
+    int64_t mono_ns "iec104_mono_ns"() nogil
 
 cdef enum:
     MOD = 32768
@@ -62,7 +81,7 @@ cdef enum:
 cdef enum:
     B_OUTPUT = 1            # the link has bytes to send
     B_EVENTS = 2            # take_events() is not empty
-    B_TIMER = 4             # the next deadline is earlier than the timer armed (timer_at)
+    B_FRAMES = 4            # frames arrived and the glue taps them (Channel.debug, .taps)
     B_IFRAMES = 8           # accepted I-frames (the simulator's requests)
     B_CONTROL = 16          # accepted control-direction or system ASDUs (type >= 45)
     B_REQUEST_DATA = 32     # rows that answer a request (COT other than 1, 2, 3)
@@ -102,6 +121,7 @@ cdef class Link:
     cdef int events
     cdef int unacked_rx                 # received I-frames not yet acknowledged
     cdef double t2_at, t3_at, u_at
+    cdef int64_t u_ns                     # mono_ns() when the awaited U-frame was queued
     cdef int u_pending                  # U act awaiting its con (0: none)
     cdef readonly bint closed
     cdef bint acked                     # sent I-frames acknowledged since the last batch
@@ -232,7 +252,7 @@ cdef class Link:
         self._flush_queue(now)
         return i
 
-    def tick(self, double now):
+    cpdef tick(self, double now):
         """Timers: t1 (sent I-frames, U act), t2 (ack received), t3 (idle: TESTFR)."""
         if self.closed:
             return
@@ -341,7 +361,7 @@ cdef class Link:
             self._send_u(U_TESTFR_CON, now, False)
         elif fn == U_TESTFR_CON:
             if self.u_pending == U_TESTFR_ACT:
-                self.rtt = now - self.u_at
+                self.rtt = (mono_ns() - self.u_ns) / 1e9
                 self.last_testfr_con = now
                 self.u_pending = 0
                 self.events |= EV_TEST_CONFIRMED
@@ -463,6 +483,7 @@ cdef class Link:
         if awaits_con:
             self.u_pending = fn
             self.u_at = now
+            self.u_ns = mono_ns()
 
     cdef void _fail(self, str reason):
         if not self.closed:
@@ -520,7 +541,9 @@ cdef class Channel:
     cdef int want
     cdef int broadcast_ca
     cdef Py_ssize_t used, n_frames, n_accepted, n_points
-    cdef public double timer_at          # when the glue's timer fires (inf: none armed)
+    cdef Py_ssize_t slot                 # where in its Timers (-1: in none)
+    cdef public list taps                # hooks that see every read's octets (on_receive)
+    cdef public bint debug               # the glue logs every frame
     cdef uint16_t* cas                   # common addresses seen with monitor data
     cdef int n_cas, cap_cas
     cdef list _new_cas
@@ -535,7 +558,7 @@ cdef class Channel:
         self.link, self.decoder, self.rb = link, decoder, buffer
         self.table, self.ring = table, ring
         self.broadcast_ca, self.want = broadcast_ca, want
-        self.timer_at = INF
+        self.slot = -1
         self._new_cas = []
 
     def __dealloc__(self):
@@ -624,6 +647,8 @@ cdef class Channel:
         if link.acked:
             link.acked = False
             flags |= B_ACKED
+        if nf and (self.debug or (self.taps is not None and len(self.taps))):
+            flags |= B_FRAMES
         rest = n - self.used
         if link.closed or rest <= 0:
             self.carry_n = 0
@@ -659,8 +684,6 @@ cdef class Channel:
             flags |= B_OUTPUT
         if self.link.events:
             flags |= B_EVENTS
-        if self.link.deadline() < self.timer_at:
-            flags |= B_TIMER
         return flags
 
     def tick(self, double now) -> int:
@@ -696,3 +719,55 @@ cdef class Channel:
     def raw(self):
         """The octets of the last batch's frames (a view of the shared buffer)."""
         return self.rb.view[:self.used]
+
+
+cdef class Timers:
+    """The link deadlines of every connection of one event loop, checked in C.
+
+    The glue runs :meth:`tick` every ``resolution`` s from one loop timer, instead of a loop
+    timer per connection re-armed from Python whenever its next deadline moved earlier (each
+    I-frame that starts t2): with thousands of RTUs each sending now and then, that re-arming
+    cost more than the reads. The standard's timers count seconds; a deadline runs at most
+    ``resolution`` late.
+    """
+
+    cdef list channels
+    cdef readonly double resolution
+    cdef public object handle             # the glue's loop timer (None: not running)
+
+    def __init__(self, double resolution=0.05):
+        self.channels = []
+        self.resolution = resolution
+
+    def __len__(self):
+        return len(self.channels)
+
+    def add(self, Channel ch):
+        if ch.slot < 0:
+            ch.slot = len(self.channels)
+            self.channels.append(ch)
+
+    def discard(self, Channel ch):
+        cdef Channel last
+        if ch.slot < 0:
+            return
+        last = self.channels.pop()
+        if last is not ch:
+            self.channels[ch.slot] = last
+            last.slot = ch.slot
+        ch.slot = -1
+
+    def tick(self, double now) -> int:
+        """Run the link timers of each channel whose deadline has come, and its glue's
+        ``on_batch`` when that asks for something; returns how many channels were due."""
+        cdef Channel ch
+        cdef int flags, due = 0
+        for ch in list(self.channels):          # a callback may add or discard channels
+            if ch.slot < 0 or ch.link.deadline() > now:
+                continue
+            due += 1
+            ch.link.tick(now)
+            flags = ch._link_flags() & ch.want
+            if flags and ch._on_batch is not None:
+                ch._on_batch(flags)
+        return due

@@ -6,7 +6,7 @@ import numpy as np
 
 from iec104._codec import Decoder, Workspace
 from iec104._store import EventRing, LatestTable
-from iec104.link import Batch, Channel, Link, LinkConfig, LinkEvent, RecvBuffer
+from iec104.link import Batch, Channel, Link, LinkConfig, LinkEvent, RecvBuffer, Timers
 
 from scripted_peer import asdu, float_objects, i_frame, u_frame
 
@@ -172,3 +172,27 @@ def test_read_coalescing_asks_for_one_nap_per_loop_iteration():
     buf[:len(gi_data(1))] = gi_data(1)
     b.buffer_updated(len(gi_data(1)))
     assert naps == [1, 1]
+
+
+def test_timers_run_the_deadlines_that_have_come_and_only_those():
+    """One Timers per loop runs every connection's t1-t3 from one loop timer: a channel
+    whose t2 has come sends its S-frame through its glue; the others are not touched."""
+    timers, calls = Timers(), []
+    a, b, c = channel(), channel(), channel()
+    for name, ch in (("a", a), ("b", b), ("c", c)):
+        ch.bind(lambda: 0.0, lambda flags, name=name: calls.append((name, flags)))
+        timers.add(ch)
+    timers.add(a)                                   # twice: once
+    assert len(timers) == 3
+    feed(a, gi_data(0), now=1.0)                    # a owes an ack by t2 (10 s)
+    a.link.data_to_send()
+    assert timers.tick(5.0) == 0 and calls == []
+    assert timers.tick(11.0) == 1
+    assert calls == [("a", int(Batch.OUTPUT))]
+    assert a.link.data_to_send()[2] == 0x01        # the S-frame
+    timers.discard(a)
+    timers.discard(a)
+    assert len(timers) == 2
+    calls.clear()
+    timers.tick(1000.0)                             # b and c idle past t3: TESTFR act
+    assert sorted(n for n, _ in calls) == ["b", "c"]

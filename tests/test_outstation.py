@@ -6,13 +6,13 @@ import polars as pl
 import pytest
 
 import iec104
-from iec104 import decode_all
+from iec104 import decode_all, decode_frames
 from iec104.errors import NegativeConfirmation, UnknownCommonAddressError, UnknownIOAError
 from iec104.outstation import GENERATED_TYPES, Outstation
-from iec104.types import family_of
+from iec104.types import FrameFormat, family_of
 
 from scripted_peer import asdu, i_frame, s_frame, u_frame
-from waiting import wait_for
+from waiting import round_trips, wait_for
 
 POINTS_CSV = "ca,ioa,type,value,command_type,sbo\n1,1,M_SP_NA_1,1,C_SC_NA_1,no\n" \
              "1,2,M_DP_NA_1,1,C_DC_NA_1,yes\n1,3,M_ME_NC_1,12.5,C_SE_NC_1,\n" \
@@ -171,6 +171,26 @@ async def test_debug_log_and_raw_hooks_see_every_frame():
         n = len(rtu.frame_log)
         await rtu.interrogate()
         assert len(rtu.frame_log) == n
+
+
+async def test_debug_and_raw_hooks_see_the_frames_of_reads_that_ask_nothing_else():
+    """A trickle of spontaneous APDUs, one per read and fewer than w: such a read needs no
+    Python in the master, yet the debug log and the raw hooks must see each of its frames
+    (they saw only the reads that sent an S-frame, one in eight)."""
+    async with Outstation(stations=1, points=10, rate=40) as out, \
+            iec104.Master(gi_on_start=False) as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        received = []
+        rtu.on_receive.append(received.append)
+        rtu.enable_debug()
+        await wait_for(lambda: rtu.status()["link"]["i_in"] >= 12, 5)
+        out.rate = 0
+        await round_trips(rtu)
+        i_in = rtu.status()["link"]["i_in"]
+        logged = [f for f in rtu.frame_log if f["dir"] == "rx" and f["format"] == "I"]
+        assert len(logged) == i_in
+        i_frames = decode_frames(b"".join(received))
+        assert int((i_frames["format"] == FrameFormat.I).sum()) == i_in
 
 
 async def test_reconnect_on_demand_and_a_new_gi():

@@ -44,10 +44,20 @@ class RecvBuffer:
     armed: bool
     def __init__(self, size: int = 65536) -> None: ...
 
+class Timers:
+    resolution: float
+    handle: object
+    def __init__(self, resolution: float = 0.05) -> None: ...
+    def __len__(self) -> int: ...
+    def add(self, ch: Channel) -> None: ...
+    def discard(self, ch: Channel) -> None: ...
+    def tick(self, now: float) -> int: ...
+
 class Channel:
     link: Link
+    taps: list | None
+    debug: bool
     decoder: Decoder
-    timer_at: float
     frames_in: int
     points_in: int
     bad_frames: int

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntFlag
 
-from iec104._link import Channel, Link, RecvBuffer
+from iec104._link import Channel, Link, RecvBuffer, Timers
 
-__all__ = ["LinkConfig", "Link", "Channel", "RecvBuffer", "LinkEvent", "Batch", "MOD"]
+__all__ = ["LinkConfig", "Link", "Channel", "RecvBuffer", "Timers", "LinkEvent", "Batch", "MOD"]
 
 MOD = 32768
 
@@ -60,7 +60,7 @@ class Batch(IntFlag):
 
     OUTPUT = 1              # the link has bytes to send: ``link.data_to_send()``
     EVENTS = 2              # ``link.take_events()``
-    TIMER = 4               # arm the timer at ``channel.deadline()``
+    FRAMES = 4              # frames arrived and the glue taps them (debug log, raw hooks)
     IFRAMES = 8             # accepted I-frames (requests, for the simulator)
     CONTROL = 16            # accepted control-direction or system ASDUs (type >= 45)
     REQUEST_DATA = 32       # rows answering a request (COT other than 1, 2, 3)

@@ -88,8 +88,8 @@ def _initial_value(type_id: int, ioa: int) -> float:
 
 
 # the Batch bits a connection acts on: requests, acks (room to send), output, events, timer
-_WANT = int(Batch.IFRAMES | Batch.OUTPUT | Batch.EVENTS | Batch.TIMER | Batch.ACKED)
-_IFRAMES, _EVENTS, _TIMER = int(Batch.IFRAMES), int(Batch.EVENTS), int(Batch.TIMER)
+_WANT = int(Batch.IFRAMES | Batch.OUTPUT | Batch.EVENTS | Batch.ACKED)
+_IFRAMES, _EVENTS = int(Batch.IFRAMES), int(Batch.EVENTS)
 _CLOSE, _STARTED, _STOPPED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED), int(LinkEvent.STOPPED)
 
 
@@ -220,8 +220,6 @@ class _Connection(LinkProtocol):
             if self is self.out._active:
                 self._written(entry, first, n)
             self.write(memoryview(data)[offsets[first]:offsets[first + n]])
-        if self.transport is not None and self.channel.pending() & _TIMER:
-            self.arm()
 
     def _written(self, entry, first: int, n: int) -> None:
         self.written.append((entry, first, n))

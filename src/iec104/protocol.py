@@ -13,15 +13,15 @@ import time
 import weakref
 
 from iec104._codec import Workspace
-from iec104.link import Batch, RecvBuffer
+from iec104.link import Batch, RecvBuffer, Timers
 
-__all__ = ["LinkProtocol", "shared_buffers", "coalesce", "MAX_BACKLOG"]
+__all__ = ["LinkProtocol", "shared_buffers", "loop_timers", "coalesce", "MAX_BACKLOG"]
 
 log = logging.getLogger("iec104.protocol")
 MAX_BACKLOG = 4 << 20       # octets written but not taken by the peer before we close
-_INF = float("inf")
-_OUTPUT, _TIMER = int(Batch.OUTPUT), int(Batch.TIMER)      # ints: IntFlag ops cost us each
+_OUTPUT = int(Batch.OUTPUT)            # an int: IntFlag operations cost us each
 _shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple]" = weakref.WeakKeyDictionary()
+_timers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers]" = weakref.WeakKeyDictionary()
 
 
 def shared_buffers(loop: asyncio.AbstractEventLoop) -> tuple[RecvBuffer, Workspace]:
@@ -31,6 +31,22 @@ def shared_buffers(loop: asyncio.AbstractEventLoop) -> tuple[RecvBuffer, Workspa
     if bufs is None:
         bufs = _shared[loop] = (RecvBuffer(1 << 16), Workspace(4096))
     return bufs
+
+
+def loop_timers(loop: asyncio.AbstractEventLoop) -> Timers:
+    """The link deadlines of every connection of ``loop``, run by one loop timer while any
+    connection is registered (none: no wake-ups)."""
+    timers = _timers.get(loop)
+    if timers is None:
+        timers = _timers[loop] = Timers()
+    return timers
+
+
+def _tick(loop: asyncio.AbstractEventLoop, timers: Timers) -> None:
+    timers.handle = None
+    timers.tick(loop.time())
+    if len(timers) and timers.handle is None:       # (a callback may have armed it)
+        timers.handle = loop.call_later(timers.resolution, _tick, loop, timers)
 
 
 def coalesce(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
@@ -56,11 +72,12 @@ def coalesce(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
 
 
 class LinkProtocol(asyncio.BufferedProtocol):
-    """One connection: forwards reads to the channel, writes its output, keeps its timer.
+    """One connection: forwards reads to the channel, writes its output, registers its link
+    with the loop's :class:`Timers` (``arm``, on connection) until it is lost.
 
     Subclasses give the channel (made before the transport: uvloop takes the read methods
-    when it makes the transport) and implement ``on_batch(flags)`` for the bits beyond OUTPUT
-    and TIMER (which :meth:`flush` handles).
+    when it makes the transport) and implement ``on_batch(flags)`` for the bits beyond
+    OUTPUT (which :meth:`flush` handles); the timers call it too.
     """
 
     max_backlog = MAX_BACKLOG
@@ -70,7 +87,6 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self.channel = channel
         self.transport: asyncio.Transport | None = None
         self.write_paused = False
-        self._timer: asyncio.TimerHandle | None = None
         # reads go straight to the channel (C): no Python frame per read
         channel.bind(loop.time, self.on_batch)
         self.get_buffer = channel.get_buffer                # type: ignore[method-assign]
@@ -82,11 +98,9 @@ class LinkProtocol(asyncio.BufferedProtocol):
     # ---- writing and the timer ---------------------------------------------------------------
 
     def flush(self, flags: int) -> None:
-        """Write the link's output and arm the timer, as ``flags`` say."""
+        """Write the link's output, if ``flags`` say there is some."""
         if flags & _OUTPUT:
             self.write(self.channel.link.data_to_send())
-        if flags & _TIMER:
-            self.arm()
 
     def write(self, data) -> None:
         t = self.transport
@@ -110,28 +124,15 @@ class LinkProtocol(asyncio.BufferedProtocol):
         return "peer"
 
     def arm(self) -> None:
-        """Keep one timer at the link's next deadline."""
-        ch = self.channel
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        at = ch.deadline()
-        ch.timer_at = at
-        if at != _INF:
-            self._timer = self.loop.call_at(at, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.channel.timer_at = _INF
-        if self.transport is not None:
-            self.on_batch(self.channel.tick(self.loop.time()) | _TIMER)
+        """Have the loop's :class:`Timers` run this link's deadlines (once connected)."""
+        timers = loop_timers(self.loop)
+        timers.add(self.channel)
+        if timers.handle is None:
+            timers.handle = self.loop.call_later(timers.resolution, _tick, self.loop, timers)
 
     def stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self.channel is not None:
-            self.channel.timer_at = _INF
+            loop_timers(self.loop).discard(self.channel)
 
     def pause_writing(self):
         # the peer takes less than we send: stop reading what it sends until it catches up

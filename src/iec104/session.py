@@ -39,9 +39,9 @@ log = logging.getLogger("iec104.session")
 # the Batch bits a master acts on (accepted rows are stored already; the link sends its own
 # queue when acks open the window); plain ints on the hot path: IntFlag ops cost us each
 _WANT = ~(Batch.IFRAMES | Batch.ACKED) & 0xFFFF
-_BAD, _REFUSED, _NEW_DEVICE, _REQUEST_DATA, _CONTROL, _ROWS, _EVENTS = (int(b) for b in (
-    Batch.BAD, Batch.REFUSED, Batch.NEW_DEVICE, Batch.REQUEST_DATA, Batch.CONTROL,
-    Batch.PAUSE | Batch.WAKE, Batch.EVENTS))
+_BAD, _REFUSED, _NEW_DEVICE, _REQUEST_DATA, _CONTROL, _ROWS, _EVENTS, _FRAMES = (
+    int(b) for b in (Batch.BAD, Batch.REFUSED, Batch.NEW_DEVICE, Batch.REQUEST_DATA,
+                     Batch.CONTROL, Batch.PAUSE | Batch.WAKE, Batch.EVENTS, Batch.FRAMES))
 _CLOSE, _STARTED, _TEST_CONFIRMED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED), \
     int(LinkEvent.TEST_CONFIRMED)
 
@@ -54,6 +54,7 @@ class _Protocol(LinkProtocol):
         channel = Channel(Link(session.settings.link_config()), session._decoder,
                           shared_buffers(session._loop)[0], store.table, store.log.ring,
                           broadcast_ca=session.broadcast_ca, want=_WANT)
+        channel.taps, channel.debug = session.on_receive, session.debug    # Batch.FRAMES
         super().__init__(session._loop, channel)
         self.s = session
         self.max_backlog = session.settings.max_backlog
@@ -61,6 +62,7 @@ class _Protocol(LinkProtocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        self.arm()
         self.s._connected(self, transport)
 
     def connection_lost(self, exc):
@@ -375,7 +377,7 @@ class Session:
     def _batch(self, proto: _Protocol, flags: int) -> None:
         """What a batch (or the timer) asks for, in the order that keeps answers right."""
         ch = proto.channel
-        if self.debug or self.on_receive:
+        if flags & _FRAMES:                 # a read (not the timers): its octets, once
             self._tap(ch)
         if flags & _BAD:
             log.warning("%s: malformed frame(s) from the RTU (%d in all)", self.name, ch.bad_frames)
@@ -775,6 +777,8 @@ class Session:
     def enable_debug(self, on: bool = True) -> None:
         """Keep the last ``settings.debug_frames`` APCI frames (off by default)."""
         self.debug = on
+        if self._proto is not None:
+            self._proto.channel.debug = on
 
     def _log_frames(self, direction: str, raw, frames: np.ndarray) -> None:
         t = time.time()
