@@ -133,26 +133,12 @@ def scenario(name, start_outstation, stations, points, repeat):
     return rows
 
 
-class _PKI:
-    """A CA, the simulator's certificate for 127.0.0.1 and the master's, in a temporary
-    directory (trustme: nothing committed)."""
-
-    def __init__(self, path: Path):
-        import trustme
-        ca = trustme.CA()
-        self.ca = path / "ca.pem"
-        ca.cert_pem.write_to_path(str(self.ca))
-        self.server, self.client = path / "server.pem", path / "client.pem"
-        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(self.server))
-        ca.issue_cert("master.example").private_key_and_cert_chain_pem.write_to_path(str(self.client))
-
-
 def tls_scenario(a, floats, repeat) -> list[dict]:
     """Our master against our simulator, plain and over TLS 1.3, same image and windows."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        pki = _PKI(Path(tmp))
-        tls = iec104.TLS(cert=pki.client, ca=pki.ca, min_version="1.3")
+        pki = procs.PKI(Path(tmp), make=True)
+        tls = pki.master()
         for name, flags, master_tls in (
                 ("plain", [], None),
                 ("tls1.3", ["--tls-cert", str(pki.server), "--tls-ca", str(pki.ca)], tls)):

@@ -25,15 +25,18 @@ counted. The same stream is then consumed by c104's master (lib60870-C: one
 ``c104.Client``, one connection per RTU and port, a Python ``on_receive`` callback per point)
 at ``--c104-sessions`` sessions, in the same run, against the same simulator processes.
 
-Run: .venv/bin/python benchmarks/bench_trickle.py [--sizes 100,1000,10000] [--json out.json]
+Run: .venv/bin/python benchmarks/bench_trickle.py [--sizes 100,1000,10000] [--coalesce 0,5] [--floor] [--tls] [--json out.json]
 """
 
 import argparse
 import asyncio
+import atexit
 import json
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -74,9 +77,10 @@ def serve(a) -> None:
                 return rows
             o.changes = wrapped
 
+        tls = procs.PKI(Path(a.tls_dir)).outstation() if a.tls_dir else None
         for i in range(a.serve):
             o = iec104.Outstation(stations=1, points=a.points, rate=rate, with_time=True,
-                                  k=a.k, w=a.w, tick=a.tick, port=0)
+                                  k=a.k, w=a.w, tick=a.tick, port=0, tls=tls)
             counting(o, i)
             await o.start()
             o.rate = 0.0                      # held until "go"
@@ -124,7 +128,8 @@ class Simulators:
         self.log = open(SIM_LOG, "a")
         self.procs = [subprocess.Popen(
             [sys.executable, __file__, "--serve", str(c), "--points", str(a.points),
-             "--objects", str(a.objects), "--tick", str(a.tick), "--k", str(a.k), "--w", str(a.w)],
+             "--objects", str(a.objects), "--tick", str(a.tick), "--k", str(a.k), "--w", str(a.w),
+             *(["--tls-dir", a.tls_dir] if a.tls_dir else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
             preexec_fn=procs.raise_nofile) for c in counts]
         self.ports, self.types = [], None
@@ -248,7 +253,9 @@ async def drain(read, expected, timeout: float = 60.0, stall: float = 3.0) -> fl
 
 async def ours(sims: Simulators, n: int, a) -> dict:
     rss0 = procs.rss_bytes()
-    async with iec104.Master(gi_on_start=False, k=a.k, w=a.w, coalesce=a.coalesce) as master:
+    tls = procs.PKI(Path(a.tls_dir)).master() if a.tls_dir else None
+    async with iec104.Master(gi_on_start=False, k=a.k, w=a.w, coalesce=a.coalesce,
+                             tls=tls) as master:
         t0 = time.perf_counter()
         sessions = await procs.connect_all(master, sims.ports, n)
         t_start = time.perf_counter() - t0
@@ -304,7 +311,8 @@ async def ours(sims: Simulators, n: int, a) -> dict:
             task.cancel()
         r = window_figures(s1["i_frames"] - s0["i_frames"], s1["points"] - s0["points"], m,
                            sim0, sim1, lat, frames=s1["frames"] - s0["frames"])
-        r.update(master="iec104" + (f" coalesce {a.coalesce * 1e3:g} ms" if a.coalesce else ""),
+        r.update(master="iec104" + (" TLS 1.3" if tls else "")
+                 + (f" coalesce {a.coalesce * 1e3:g} ms" if a.coalesce else ""), tls=bool(tls),
                  coalesce_s=a.coalesce, sessions=n, ports=len(set(sims.ports[:n])), tick_s=a.tick,
                  offered_batches_per_s=n / a.tick,
                  start_all_s=t_start, start_and_gi_s=t_gi, gi_objects=gi_objects,
@@ -373,9 +381,10 @@ class FloorClient(asyncio.BufferedProtocol):
 async def floor(sims: Simulators, n: int, a) -> dict:
     loop = asyncio.get_running_loop()
     counts, clients = [0, 0], []
+    ssl = procs.PKI(Path(a.tls_dir)).master().client_context() if a.tls_dir else None
     for i in range(n):
         _, c = await loop.create_connection(lambda: FloorClient(a.w, counts), "127.0.0.1",
-                                            sims.ports[i % len(sims.ports)])
+                                            sims.ports[i % len(sims.ports)], ssl=ssl)
         clients.append(c)
 
     async def t2():
@@ -403,7 +412,7 @@ async def floor(sims: Simulators, n: int, a) -> dict:
         for c in clients:
             c.transport.close()
     r = window_figures(f1 - f0, o1 - o0, m, sim0, sim1, [])
-    r.update(master="floor (uvloop, no decode)", sessions=n, tick_s=a.tick, sent_objects=sent,
+    r.update(master="floor (uvloop, no decode)" + (" TLS 1.3" if ssl else ""), sessions=n, tick_s=a.tick, sent_objects=sent,
              lost_objects=None)
     return r
 
@@ -550,11 +559,18 @@ def main():
     ap.add_argument("--w", type=int, default=8, help="w of both sides (standard: 8)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each size, wait up to S s for the (shared) machine to be idle")
+    ap.add_argument("--tls", action="store_true", help="every session over TLS 1.3 (mutual "
+                    "authentication, certificates made by trustme for the run); c104 stays plain")
     ap.add_argument("--json")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)   # the simulator process
+    ap.add_argument("--tls-dir", help=argparse.SUPPRESS)            # its certificates
     a = ap.parse_args()
     if a.serve:
         return serve(a)
+    if a.tls:                       # c104's TLS client fails every handshake here: left out
+        a.tls_dir, a.c104_sessions = tempfile.mkdtemp(prefix="iec104-bench-tls-"), 0
+        atexit.register(shutil.rmtree, a.tls_dir, True)
+        procs.PKI(Path(a.tls_dir), make=True)
     limit = procs.raise_nofile()
     standard = (a.k, a.w) == (12, 8)
     params = (f"k = {a.k}, w = {a.w}" + (" (the standard's)" if standard else " (NOT the standard "

@@ -151,3 +151,27 @@ def machine() -> str:
     except OSError:
         pass
     return f"{platform.machine()} {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+class PKI:
+    """A CA, the simulator's certificate for 127.0.0.1 and the master's, in ``path`` (a
+    temporary directory), made there by trustme when ``make`` (nothing committed)."""
+
+    def __init__(self, path: Path, *, make: bool = False):
+        self.ca = path / "ca.pem"
+        self.server, self.client = path / "server.pem", path / "client.pem"
+        if not make:
+            return
+        import trustme
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(self.ca))
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(self.server))
+        ca.issue_cert("master.example").private_key_and_cert_chain_pem.write_to_path(str(self.client))
+
+    def master(self):
+        import iec104
+        return iec104.TLS(cert=self.client, ca=self.ca, min_version="1.3")
+
+    def outstation(self):
+        import iec104
+        return iec104.TLS(cert=self.server, ca=self.ca, min_version="1.3")
