@@ -12,6 +12,7 @@ from typing import Any, Final, TypedDict
 from iec104.errors import SettingsError
 from iec104.link import LinkConfig
 from iec104.tls import TLS
+from iec104.types import broadcast_ca
 
 __all__ = ["SessionSettings", "FieldSizes", "DEFAULT", "Default"]
 
@@ -51,7 +52,10 @@ class SessionSettings:
     ``backoff_max``; the back-off starts again from ``backoff_min`` only after a
     connection held data transfer for ``backoff_reset`` seconds. ``tls`` (an
     :class:`iec104.tls.TLS` or a ready ``ssl.SSLContext``) runs the link over TLS
-    (IEC 62351-3); None: plain TCP.
+    (IEC 62351-3); None: plain TCP. ``ca`` lists the common addresses of the RTU's
+    stations (a list or one int is taken too): the GI at start, the scheduled interrogations
+    and the clock sync go to each of them, not to the broadcast address (None), which some
+    RTUs refuse or answer partly.
     """
 
     t0: float = LinkConfig.t0           # the link's defaults are written once, in LinkConfig
@@ -79,8 +83,12 @@ class SessionSettings:
     max_points: int = 1 << 20
     max_backlog: int = 4 << 20
     tls: TLS | ssl.SSLContext | None = None
+    ca: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.ca, (list, int)) and not isinstance(self.ca, bool):
+            # one form to read: connect(ca=[1, 2]) and ca=3 as a tuple
+            object.__setattr__(self, "ca", tuple(self.ca) if isinstance(self.ca, list) else (self.ca,))
         _check_types(self)
         if self.cot_size not in (1, 2) or self.ca_size not in (1, 2) or self.ioa_size not in (1, 2, 3):
             raise SettingsError("field sizes: COT and CA take 1 or 2 octets, IOA 1, 2 or 3")
@@ -98,6 +106,8 @@ class SessionSettings:
                 raise SettingsError(f"{name} {v}: an interval in seconds > 0 (None: off)")
         if self.tz is not None:
             _check_tz(self.tz)
+        if self.ca is not None:
+            _check_cas(self.ca, self.ca_size)
         try:
             self.link_config()
         except ValueError as e:
@@ -138,7 +148,8 @@ def _kinds() -> dict[str, tuple[tuple[type, ...], bool]]:
     out = {}
     for name, hint in typing.get_type_hints(SessionSettings).items():
         args = typing.get_args(hint) or (hint,)
-        out[name] = (tuple(a for a in args if a is not type(None)), type(None) in args)
+        kinds = tuple(typing.get_origin(a) or a for a in args if a is not type(None))
+        out[name] = (kinds, type(None) in args)         # tuple[int, ...]: a tuple
     return out
 
 
@@ -166,6 +177,17 @@ def _check_types(s: SessionSettings) -> None:
             continue
         want = " or ".join(k.__name__ for k in kinds) + (" or None" if nullable else "")
         raise SettingsError(f"{name} {value!r}: expected {want}, got {type(value).__name__}")
+
+
+def _check_cas(cas: tuple[int, ...], ca_size: int) -> None:
+    top = broadcast_ca(ca_size) - 1             # CA 0 is not used, the broadcast is None
+    if not cas:
+        raise SettingsError("ca (): name one common address or more (None: broadcast)")
+    for c in cas:
+        if not _of_kind(c, int) or not 1 <= c <= top:
+            raise SettingsError(f"ca {c!r}: a common address of {ca_size} octet(s) is 1..{top}")
+    if len(set(cas)) != len(cas):
+        raise SettingsError(f"ca {list(cas)}: an address listed twice")
 
 
 def _check_tz(tz: object) -> None:

@@ -11,7 +11,7 @@ import polars as pl
 from iec104.errors import SettingsError
 from iec104.settings import KINDS
 
-__all__ = ["Target", "parse_targets", "SETTINGS", "TLS_KEYS", "tls_settings"]
+__all__ = ["Target", "parse_targets", "parse_address", "SETTINGS", "TLS_KEYS", "tls_settings"]
 
 # what a target file may set: every session setting, read as the types SessionSettings
 # declares for it (None left out: a file cannot say None, it leaves the setting out)
@@ -34,6 +34,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     number, a bool setting a TOML boolean or true/false, yes/no, on/off, 1/0 as text, tz a
     string."""
     kind = SETTINGS[name][0]                        # tz: str (a tzinfo is no file's value)
+    if kind is tuple:                               # ca: a TOML list or int, "1,2" or "1 2"
+        return tuple(_coerce_int(name, v, where) for v in _items(value))
     if _is(value, kind):
         return value
     if isinstance(value, str):
@@ -48,6 +50,21 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     raise SettingsError(f"{where}: {name} = {value!r} is not a {kind.__name__}")
 
 
+def _items(value: Any) -> list[Any]:
+    """A list of a TOML list, one value, or a CSV cell separated by commas or spaces."""
+    if isinstance(value, str):
+        return value.replace(",", " ").split()
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _coerce_int(name: str, value: Any, where: str) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise SettingsError(f"{where}: {name} = {value!r} is not an integer")
+
+
 @dataclass
 class Target:
     host: str
@@ -55,6 +72,7 @@ class Target:
     name: str | None = None
     points: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    standby: list[tuple[str, int]] = field(default_factory=list)   # a redundancy group
 
 
 def _target(row: dict[str, Any], where: str) -> Target:
@@ -62,7 +80,7 @@ def _target(row: dict[str, Any], where: str) -> Target:
            if v is not None and v != ""}
     if "host" not in row:
         raise SettingsError(f"{where}: a target needs a host")
-    unknown = set(row) - set(SETTINGS) - {"host", "port", "name", "points", *TLS_KEYS}
+    unknown = set(row) - set(SETTINGS) - {"host", "port", "name", "points", "standby", *TLS_KEYS}
     if unknown:
         raise SettingsError(f"{where}: unknown settings {', '.join(sorted(unknown))}")
     settings = {k: _coerce(k, v, where) for k, v in row.items() if k in SETTINGS}
@@ -72,7 +90,18 @@ def _target(row: dict[str, Any], where: str) -> Target:
         port = int(row.get("port", 2404))
     except ValueError:
         raise SettingsError(f"{where}: port {row['port']!r} is not a number") from None
-    return Target(str(row["host"]), port, row.get("name"), row.get("points"), settings)
+    standby = [parse_address(str(a), where=f"{where}: standby") for a in _items(row.get("standby", []))]
+    return Target(str(row["host"]), port, row.get("name"), row.get("points"), settings, standby)
+
+
+def parse_address(spec: str, *, where: str = "target") -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` as (host, port); port 2404 when left out."""
+    host, _, port = spec.rpartition(":") if spec.count(":") == 1 or spec.startswith("[") \
+        else (spec, "", "")
+    try:
+        return host.strip("[]") or spec, int(port) if port else 2404
+    except ValueError:
+        raise SettingsError(f"{where} {spec!r}: expected HOST[:PORT] or a .toml/.csv file") from None
 
 
 def tls_settings(cert: Any, key: Any, ca: Any, crl: Any = None, allow: Any = None, *,
@@ -113,13 +142,7 @@ def parse_targets(specs: list[str]) -> list[Target]:
                 raise SettingsError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
             out += [_target(r, f"{path} row {i + 1}") for i, r in enumerate(df.iter_rows(named=True))]
         else:
-            host, _, port = spec.rpartition(":") if spec.count(":") == 1 or spec.startswith("[") \
-                else (spec, "", "")
-            host = host.strip("[]") or spec
-            try:
-                out.append(Target(host, int(port) if port else 2404))
-            except ValueError:
-                raise SettingsError(f"target {spec!r}: expected HOST[:PORT] or a .toml/.csv file") from None
+            out.append(Target(*parse_address(spec)))
     if not out:
         raise SettingsError("no targets")
     return out
