@@ -518,7 +518,9 @@ async def _poll(args, targets: list[Target], points) -> int:
             await reach.stop()
             live.stop()
             if args.export:
-                df = (await master.parameters()) if args.workers else master.parameters()
+                # the same table as without --workers (the placement is the cluster's business)
+                df = (await master.parameters()).drop("worker") if args.workers \
+                    else master.parameters()
                 console.say(f"wrote {len(master)} parameters to {_export_table(df, args.export)}")
             if sink is not None:
                 sink.close()
