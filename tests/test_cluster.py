@@ -46,7 +46,8 @@ async def fleet():
     # an RTU that never confirms a command: one in flight when its worker is killed
     async with ScriptedPeer() as silent:
         try:
-            async with Cluster(workers=2, heartbeat=0.2) as cluster:
+            # half a CPU each: one of the two left for the CLI's worker (the poll test)
+            async with Cluster(workers=2, heartbeat=0.2, cpus_per_worker=0.5) as cluster:
                 for i, out in enumerate(outs):
                     await cluster.connect("127.0.0.1", out.port, name=f"rtu-{i}",
                                           load=2.0 if i == 0 else 1.0)
@@ -145,6 +146,26 @@ async def test_events_stream_batches_from_every_worker(fleet):
     await asyncio.wait_for(reader, 10)
     await stream.aclose()
     assert {(0, "rtu-0"), (1, "rtu-1")} <= seen
+
+
+async def test_poll_with_workers_writes_what_poll_without_writes(fleet, tmp_path, capsys):
+    from iec104 import cli
+    _, outs, _ = fleet
+    rtus = tmp_path / "rtus.toml"
+    rtus.write_text("".join(f'[[rtu]]\nhost = "127.0.0.1"\nport = {o.port}\nname = "rtu-{i}"\n'
+                            for i, o in enumerate(outs)))
+    lines, tables = [], []
+    # on this loop and this Ray (the CPU the fleet leaves free): the poll's own coroutine
+    for extra in ([], ["--workers", "1"]):
+        out = tmp_path / f"p{len(extra)}.parquet"
+        args = cli._parser().parse_args(["poll", str(rtus), "--duration", "1",
+                                         "--export", str(out), *extra])
+        assert await asyncio.wait_for(cli._poll(args, cli._targets(args.targets), None), 60) == 0
+        lines.append([ln for ln in capsys.readouterr().out.splitlines() if "wrote" in ln])
+        tables.append(pl.read_parquet(out).drop("age", "recv_time"))
+    assert lines[0] == [ln.replace("p2.", "p0.") for ln in lines[1]]
+    assert lines[0][0].startswith(f"wrote {sum(map(in_gi, outs))} parameters")
+    assert tables[0].equals(tables[1])
 
 
 async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
