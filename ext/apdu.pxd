@@ -128,31 +128,25 @@ cdef inline void wr_f32(uint8_t* p, float f) noexcept nogil:
     memcpy(&u, &f, 4)
     wr_u32(p, u)
 
+# The type families of src/iec104/types.py (family_of), which holds the one table: a family
+# is a point's plain type and its time-tagged variants. Written out by tests/test_tables.py,
+# which fails, printing this block, when the two differ. 0: the type is its own family.
+cdef extern from *:
+    """
+    static const uint8_t iec104_family[256] = {
+        [2] = 1, [4] = 3, [6] = 5, [8] = 7, [10] = 9, [12] = 11, [14] = 13, [16] = 15,
+        [21] = 9, [30] = 1, [31] = 3, [32] = 5, [33] = 7, [34] = 9, [35] = 11, [36] = 13,
+        [37] = 15, [38] = 17, [39] = 18, [40] = 19, [58] = 45, [59] = 46, [60] = 47, [61] = 48,
+        [62] = 49, [63] = 50, [64] = 51, [107] = 104,
+    };
+    """
+    const uint8_t FAMILY "iec104_family"[256]
+
 cdef inline int type_family(int t) noexcept nogil:
-    """The family (base type) joining a monitor type and its time-tagged variants."""
-    if t == 2 or t == 30:
-        return 1
-    if t == 4 or t == 31:
-        return 3
-    if t == 6 or t == 32:
-        return 5
-    if t == 8 or t == 33:
-        return 7
-    if t == 10 or t == 34 or t == 21:
-        return 9
-    if t == 12 or t == 35:
-        return 11
-    if t == 14 or t == 36:
-        return 13
-    if t == 16 or t == 37:
-        return 15
-    if t == 38:
-        return 17
-    if t == 39:
-        return 18
-    if t == 40:
-        return 19
-    return t
+    """The family (base type) joining a type and its time-tagged variants."""
+    if t < 0 or t > 255 or FAMILY[t] == 0:
+        return t
+    return FAMILY[t]
 
 
 cdef inline int element_length(int t) noexcept nogil:

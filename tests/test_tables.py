@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import iec104
 from iec104 import types as T
@@ -21,16 +20,18 @@ CP56_TYPES = [t for t in T.TypeID if 30 <= t <= 40 or 58 <= t <= 64 or t == 107]
 
 
 def _c_type_family() -> dict[int, int]:
-    """ext/apdu.pxd's type_family, read from its source: {type: family} for the types it
+    """ext/apdu.pxd's family table, read from its source: {type: family} for the types it
     maps elsewhere (every other type is its own family)."""
     pxd = (ROOT / "ext" / "apdu.pxd").read_text()
-    body = re.search(r"cdef inline int type_family\(int t\).*?\n    return t\n", pxd, re.S)
-    assert body, "type_family not found in ext/apdu.pxd"
-    out = {}
-    for cond, fam in re.findall(r"if (t == \d+(?: or t == \d+)*):\s*return (\d+)", body.group(0)):
-        for t in re.findall(r"\d+", cond):
-            out[int(t)] = int(fam)
-    return out
+    body = re.search(r"iec104_family\[256\] = \{(.*?)\};", pxd, re.S)
+    assert body, "iec104_family not found in ext/apdu.pxd"
+    return {int(t): int(f) for t, f in re.findall(r"\[(\d+)\] = (\d+)", body.group(1))}
+
+
+def _pxd_family_entries() -> str:
+    """The entries of ext/apdu.pxd's iec104_family as family_of gives them, to paste there."""
+    pairs = [f"[{t}] = {T.family_of(t)}," for t in range(256) if T.family_of(t) != t]
+    return "\n".join(" " * 8 + " ".join(pairs[i:i + 8]) for i in range(0, len(pairs), 8))
 
 
 def test_the_store_keeps_every_monitor_type_under_its_python_family():
@@ -47,20 +48,12 @@ def test_the_store_keeps_every_monitor_type_under_its_python_family():
     assert T.family_of(30) == T.family_of(2) == 1 and T.family_of(21) == 9
 
 
-def test_c_and_python_families_agree_for_monitor_types():
+def test_c_and_python_families_agree_for_every_type_id():
     c = _c_type_family()
-    for t in range(45):
-        assert c.get(t, t) == T.family_of(t), t
-
-
-@pytest.mark.xfail(strict=True, reason="ext/apdu.pxd's type_family keeps C_SC_TA_1..C_BO_TA_1 "
-                   "(58..64) and C_TS_TA_1 (107) as their own families; Python joins them with "
-                   "their plain types (45..51, 104). Unobservable today (the store takes types "
-                   "1..44 only); the pxd is the link-core work's to change")
-def test_c_and_python_families_agree_for_command_types():
-    c = _c_type_family()
-    for t in (*range(45, 65), *range(100, 108)):
-        assert c.get(t, t) == T.family_of(t), t
+    assert all(0 < f < 256 for f in c.values())         # 0 in the C table means "itself"
+    wrong = [t for t in range(256) if c.get(t, t) != T.family_of(t)]
+    assert not wrong, (f"ext/apdu.pxd's iec104_family differs from types.family_of for {wrong}; "
+                       f"its entries should read:\n{_pxd_family_entries()}")
 
 
 def test_command_types_join_their_plain_types():

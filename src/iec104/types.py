@@ -110,9 +110,10 @@ MONITOR_TYPES = frozenset(t for t in TypeID if t <= 44)
 COMMAND_TYPES = frozenset(t for t in TypeID if 45 <= t <= 64)
 SYSTEM_TYPES = frozenset(t for t in TypeID if 100 <= t <= 107)
 
-# The one table of type families (ext/apdu.pxd's type_family mirrors it; tests/test_tables.py
-# compares them). A family is one point: its type and its time-tagged variants, which the store
-# keeps as one latest value and a point list names once. One row per family:
+# The one table of type families (ext/apdu.pxd's iec104_family, the store's copy, is written
+# out from it: tests/test_tables.py checks every type id and prints the C entries). A family is
+# one point: its type and its time-tagged variants, which the store keeps as one latest value
+# and a point list names once. One row per family:
 #   family type: (its CP24Time2a variant, its CP56Time2a variant); 0: none
 # The family type is the plain type, or for protection events (which always carry a time) the
 # CP24Time2a one. IEC 104 sends CP56Time2a only; the CP24Time2a variants are 101's.
