@@ -77,7 +77,7 @@ OTHER = dict(t0=5.0, t1=7.0, t2=3.0, t3=9.0, k=24, w=16, cot_size=1, ca_size=1, 
              ci_interval=900.0, qcc=1, clock_sync_interval=3600.0, reconnect=False,
              backoff_min=1.0, backoff_max=2.0, backoff_reset=5.0, request_timeout=4.0,
              debug_frames=10, max_points=100, max_backlog=4096,
-             tls=ssl.create_default_context())
+             tls=ssl.create_default_context(), ca=(3, 4))
 
 
 def test_other_values_cover_every_setting():

@@ -7,7 +7,7 @@ import logging
 from datetime import tzinfo
 from pathlib import Path
 from ssl import SSLContext
-from typing import Sequence
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -98,6 +98,7 @@ class Master:
         backoff_reset: float | None = None, request_timeout: float | None = None,
         debug_frames: int | None = None, max_points: int | None = None,
         max_backlog: int | None = None, tls: TLS | SSLContext | None | Default = DEFAULT,
+        ca: Sequence[int] | None | Default = DEFAULT,
     ) -> Session | RedundancyGroup:
         """Open a session to an RTU and return it once data transfer has started.
 
@@ -136,11 +137,15 @@ class Master:
             Frames kept for the debug view, latest-value rows, octets written but unread.
         tls : iec104.tls.TLS, ssl.SSLContext or None, optional
             TLS (IEC 62351-3) to the RTU; None: plain TCP.
+        ca : sequence of int or None, optional
+            The common addresses of the RTU's stations: the GI at start, the scheduled
+            interrogations and the clock sync go to each; None: to the broadcast address.
 
         Every keyword but ``name`` is a setting of :class:`iec104.SessionSettings` (which
         says more). One left out, or None, takes the value the master was made with (its
         ``**defaults``, else the standard's). For the settings where None is a value (``tz``,
-        ``gi_interval``, ``ci_interval``, ``clock_sync_interval``, ``gi_group``), None sets
+        ``gi_interval``, ``ci_interval``, ``clock_sync_interval``, ``gi_group``, ``ca``,
+        ``tls``), None sets
         it, and only leaving the keyword out (its default :data:`iec104.settings.DEFAULT`)
         takes the master's.
 

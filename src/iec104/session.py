@@ -126,6 +126,10 @@ class Session:
         self.last_error: str | None = None
         self.last_testfr_con: float | None = None
         self.rtt: float | None = None
+        # the I- and S-frames received on this connection and the wall time a status() call
+        # saw that count change (None: not yet): the receive path runs no Python, so it keeps
+        # no time for us
+        self._rx_seen: tuple[int, float | None] | None = None
         self.connected_since: float | None = None
         self.learned_commands: dict[tuple, dict] = {}
         self.debug = False
@@ -319,6 +323,7 @@ class Session:
         self._attempt_started = False
         self.tcp_state = "connected"
         self.connected_since = time.time()
+        self._rx_seen = (0, None)
         transport.set_write_buffer_limits(high=min(1 << 16, self.settings.max_backlog))
         if self.reading_paused:
             transport.pause_reading()
@@ -438,7 +443,7 @@ class Session:
             self._counts["started"] += 1
             self._done_start()
             if self.settings.gi_on_start:     # a full image after every (re)connect
-                self._background(self.interrogate())
+                self._per_ca(self.interrogate)
         return True
 
     def _sent(self, data) -> None:
@@ -464,6 +469,12 @@ class Session:
                              self.name, ei)
                     self._background(self.interrogate(ca=ei))
                     break
+
+    def _per_ca(self, request, **kw) -> None:
+        """``request`` in the background for each CA of ``settings.ca`` (None: once, to the
+        broadcast address); one that fails is logged, the others go on."""
+        for ca in self.settings.ca or (None,):
+            self._background(request(ca=ca, **kw))
 
     def _background(self, coro) -> None:
         task = self._loop.create_task(coro)
@@ -751,16 +762,16 @@ class Session:
 
     async def _schedules(self):
         s = self.settings
-        jobs = [(s.gi_interval, lambda: self.interrogate(group=s.gi_group)),
-                (s.ci_interval, self.counter_interrogation),
-                (s.clock_sync_interval, self.clock_sync)]
+        jobs = [(s.gi_interval, lambda: self._per_ca(self.interrogate, group=s.gi_group)),
+                (s.ci_interval, lambda: self._per_ca(self.counter_interrogation)),
+                (s.clock_sync_interval, lambda: self._per_ca(self.clock_sync))]
         jobs = [[interval, fn, self._loop.time() + interval] for interval, fn in jobs if interval]
         while True:
             job = min(jobs, key=lambda j: j[2])
             await asyncio.sleep(max(0.0, job[2] - self._loop.time()))
             job[2] += job[0]
             if self.data_transfer == "started":
-                self._background(job[1]())
+                job[1]()
 
     # ---- what operators look at ------------------------------------------------------------
 
@@ -811,14 +822,35 @@ class Session:
             c[public] = self._channel_count(name)
         return c
 
+    def last_frame_in(self) -> float | None:
+        """Wall time of the last frame received (None: none yet), as status() calls see it:
+        when one finds more I- and S-frames received than the one before did (so exact to
+        their interval: 0.5 s in watch), or the last TESTFR con (timed as it arrives) if
+        later."""
+        seen, link = self._rx_seen, self._link
+        if seen is None:
+            return None
+        if link is not None:
+            c = link.counts
+            n = c["i_in"] + c["s_in"]
+            if n != seen[0]:
+                seen = self._rx_seen = (n, time.time())
+        times = [t for t in (seen[1], self.last_testfr_con) if t is not None]
+        return max(times) if times else None
+
     def status(self) -> dict:
         """TCP state, data transfer state, connection health and counts, for operators."""
         link = self._link
+        last_in = self.last_frame_in()
+        s = self.settings
         return {
             "name": self.name, "host": self.host, "port": self.port, "station": self.station,
             "tcp_state": self.tcp_state, "data_transfer": self.data_transfer,
             "connected_since": self.connected_since, "last_testfr_con": self.last_testfr_con,
             "rtt": self.rtt, "last_error": self.last_error, "devices": len(self.devices),
+            "last_frame_in": last_in,
+            "health": health(self.tcp_state, time.time(), last_in, self.last_testfr_con,
+                             self.rtt, stale_after=s.t3 + s.t1),
             "frames_in": self._channel_count("frames_in"),
             "points": self._channel_count("points_in"),
             "bad_frames": self._channel_count("bad_frames"),
@@ -833,3 +865,21 @@ class Session:
                                   self._proto.transport if self._proto is not None else None),
             "tls_failures": self._counts["tls_failures"],
         }
+
+
+def health(tcp_state: str, now: float, last_frame_in: float | None,
+           last_testfr_con: float | None, rtt: float | None, *, stale_after: float) -> str:
+    """A session's health in words, from the last frame received, not from TESTFR alone: a
+    busy link never sends TESTFR (t3 runs only while idle). ``stale_after`` is t3 + t1: an
+    idle link tests after t3 and its TESTFR con is due within t1."""
+    if tcp_state != "connected":
+        return tcp_state
+    if last_frame_in is None:
+        return "no frame yet"
+    age = max(0.0, now - last_frame_in)
+    if age > stale_after:
+        return f"no frame for {age:.0f} s"
+    if last_testfr_con is not None and last_testfr_con >= last_frame_in:
+        rtt_ = f", rtt {rtt * 1000:.2f} ms" if rtt is not None else ""
+        return f"ok (TESTFR con {age:.1f} s ago{rtt_})"
+    return f"ok (frame {age:.1f} s ago)"

@@ -5,6 +5,7 @@ import enum
 import numbers
 import ssl
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import tzinfo
 from typing import Any, Final, TypedDict
@@ -53,7 +54,7 @@ class SessionSettings:
     connection held data transfer for ``backoff_reset`` seconds. ``tls`` (an
     :class:`iec104.tls.TLS` or a ready ``ssl.SSLContext``) runs the link over TLS
     (IEC 62351-3); None: plain TCP. ``ca`` lists the common addresses of the RTU's
-    stations (a list or one int is taken too): the GI at start, the scheduled interrogations
+    stations: the GI at start, the scheduled interrogations
     and the clock sync go to each of them, not to the broadcast address (None), which some
     RTUs refuse or answer partly.
     """
@@ -83,12 +84,11 @@ class SessionSettings:
     max_points: int = 1 << 20
     max_backlog: int = 4 << 20
     tls: TLS | ssl.SSLContext | None = None
-    ca: tuple[int, ...] | None = None
+    ca: Sequence[int] | None = None           # held as a tuple
 
     def __post_init__(self) -> None:
-        if isinstance(self.ca, (list, int)) and not isinstance(self.ca, bool):
-            # one form to read: connect(ca=[1, 2]) and ca=3 as a tuple
-            object.__setattr__(self, "ca", tuple(self.ca) if isinstance(self.ca, list) else (self.ca,))
+        if isinstance(self.ca, Sequence) and not isinstance(self.ca, (str, bytes)):
+            object.__setattr__(self, "ca", tuple(self.ca))     # one form to read: a tuple
         _check_types(self)
         if self.cot_size not in (1, 2) or self.ca_size not in (1, 2) or self.ioa_size not in (1, 2, 3):
             raise SettingsError("field sizes: COT and CA take 1 or 2 octets, IOA 1, 2 or 3")
@@ -149,7 +149,7 @@ def _kinds() -> dict[str, tuple[tuple[type, ...], bool]]:
     for name, hint in typing.get_type_hints(SessionSettings).items():
         args = typing.get_args(hint) or (hint,)
         kinds = tuple(typing.get_origin(a) or a for a in args if a is not type(None))
-        out[name] = (kinds, type(None) in args)         # tuple[int, ...]: a tuple
+        out[name] = (kinds, type(None) in args)         # Sequence[int]: a Sequence
     return out
 
 
@@ -179,8 +179,10 @@ def _check_types(s: SessionSettings) -> None:
         raise SettingsError(f"{name} {value!r}: expected {want}, got {type(value).__name__}")
 
 
-def _check_cas(cas: tuple[int, ...], ca_size: int) -> None:
+def _check_cas(cas: Sequence[int], ca_size: int) -> None:
     top = broadcast_ca(ca_size) - 1             # CA 0 is not used, the broadcast is None
+    if not isinstance(cas, tuple):              # text: no list of addresses
+        raise SettingsError(f"ca {cas!r}: expected a list of common addresses or None")
     if not cas:
         raise SettingsError("ca (): name one common address or more (None: broadcast)")
     for c in cas:

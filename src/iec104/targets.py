@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     number, a bool setting a TOML boolean or true/false, yes/no, on/off, 1/0 as text, tz a
     string."""
     kind = SETTINGS[name][0]                        # tz: str (a tzinfo is no file's value)
-    if kind is tuple:                               # ca: a TOML list or int, "1,2" or "1 2"
+    if kind is Sequence:                            # ca: a TOML list or int, "1,2" or "1 2"
         return tuple(_coerce_int(name, v, where) for v in _items(value))
     if _is(value, kind):
         return value
