@@ -437,3 +437,15 @@ async def test_an_rtu_down_at_launch_is_tried_again_and_r_reconnects_now():
             await pilot.press("r")                      # now, not after the 60 s back-off
             await connected(app, pilot)
             await settle(pilot, lambda: "started" in text(app, "#state"))
+
+
+async def test_a_redundancy_group_shows_its_active_address_and_health():
+    async with Outstation(stations=1, points=5, standby_ports=[0]) as out:
+        first, second = out.ports
+        app = watch(Target("127.0.0.1", first, standby=[("127.0.0.1", second)]))
+        async with app.run_test(size=(200, 30)) as pilot:
+            await connected(app, pilot, 5)
+            await settle(pilot, lambda: "health: ok (" in text(app, "#state"))
+            state = text(app, "#state")
+            assert f"TLS off; active 127.0.0.1:{first}, 0 switches" in state
+            assert "no TESTFR con yet" not in state

@@ -18,7 +18,7 @@ from iec104.commands import build_command
 from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error, InputError
 from iec104.master import Master, run
 from iec104.session import SessionSettings
-from iec104.targets import SETTINGS, Target, parse_targets, tls_settings
+from iec104.targets import SETTINGS, Target, parse_address, parse_targets, tls_settings
 from iec104.types import TypeID
 
 EXAMPLES = """\
@@ -82,6 +82,11 @@ def _float_in(lo: float = 0.0, *, strict: bool = False):
 
 PORT, LISTEN_PORT = _int_in(1, 65535), _int_in(0, 65535)     # 0: any free port (simulate)
 CA, IOA = _int_in(0, 65535), _int_in(0, 0xFFFFFF)
+
+
+def _ca_list(text: str) -> list[int]:
+    """``--ca 1,2``: the range against the CA size is the session setting's to check."""
+    return [CA(c) for c in text.replace(",", " ").split()] or [CA(text)]
 SECONDS = _float_in(0.0, strict=True)
 
 
@@ -110,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--tz", help="time zone of the RTU clocks (default UTC)")
         tls_options(sp)
 
+    def rtu_options(sp):
+        g = sp.add_argument_group("the RTU")
+        g.add_argument("--ca", dest="cas", type=_ca_list, action="append", metavar="CA[,CA...]",
+                       help="common address(es) of its stations: the GI at start and on schedule, "
+                       "and the clock sync go to each (repeat or a comma list; default: broadcast)")
+        g.add_argument("--standby", action="append", default=[], metavar="HOST:PORT",
+                       help="another address of the same RTU: a redundancy group (repeat)")
+
     def tls_options(sp, server=False):
         g = sp.add_argument_group("TLS (IEC 62351-3; mutual authentication)")
         g.add_argument("--tls-cert", help="our certificate chain (PEM; the key too unless --tls-key)")
@@ -136,11 +149,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="poll on N Ray workers (iec104.cluster; needs the 'cluster' extra)")
     pp.add_argument("--ray-address", help="with --workers: join this Ray cluster (default: a local one)")
     settings(pp)
+    rtu_options(pp)
 
     w = sub.add_parser("watch", help="terminal UI for one RTU")
     w.add_argument("target", metavar="TARGET")
     w.add_argument("--points", help="point list (CSV/XLSX)")
     settings(w)
+    rtu_options(w)
 
     s = sub.add_parser("simulate", help="run the outstation simulator")
     s.add_argument("--host", default="127.0.0.1")
@@ -188,17 +203,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _session_settings(args) -> dict:
     """The session settings given on the command line (the others keep their defaults)."""
-    out = {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
+    # "ca": the session's CAs are --ca of poll/watch (args.cas); command's --ca is its address
+    out = {k: getattr(args, k) for k in SETTINGS if k != "ca" and getattr(args, k, None) is not None}
+    if getattr(args, "cas", None):
+        out["ca"] = tuple(c for cas in args.cas for c in cas)
     tls = [getattr(args, f"tls_{k}", None) for k in ("cert", "key", "ca", "crl", "allow")]
     if any(v is not None for v in tls):
         out["tls"] = tls_settings(*tls, where="--tls-*")
     return out
 
 
-def _targets(specs: list[str]) -> list[Target]:
+def _targets(specs: list[str], standby: list[str] | None = None) -> list[Target]:
     """parse_targets, with the file errors a user makes said as such: a .toml/.csv target that
     does not exist (not taken for a host name), a TOML syntax error with its file and line, a
-    port out of range."""
+    port out of range; ``standby`` (--standby) the more addresses of the one target."""
     import tomllib
     for spec in specs:
         path = Path(spec)
@@ -214,14 +232,20 @@ def _targets(specs: list[str]) -> list[Target]:
                 except (OSError, UnicodeDecodeError) as e:
                     raise InputError(f"{spec}: unreadable ({e})") from None
     targets = parse_targets(specs)
+    if standby:
+        if len(targets) != 1:
+            raise InputError(f"--standby: the addresses of one RTU, and there are {len(targets)} "
+                             "targets (a target file takes standby = [...] per RTU)")
+        targets[0].standby += [parse_address(a, where="--standby") for a in standby]
     for t in targets:
-        if not 1 <= t.port <= 65535:
-            raise InputError(f"target {t.name or t.host}: port {t.port} is out of range: 1..65535")
+        for port in (t.port, *(p for _, p in t.standby)):
+            if not 1 <= port <= 65535:
+                raise InputError(f"target {t.name or t.host}: port {port} is out of range: 1..65535")
     return targets
 
 
-def _one_target(spec: str) -> Target:
-    targets = _targets([spec])
+def _one_target(spec: str, standby: list[str] | None = None) -> Target:
+    targets = _targets([spec], standby)
     if len(targets) != 1:
         raise InputError(f"{spec}: {len(targets)} targets; this command talks to one RTU")
     return targets[0]
@@ -406,7 +430,8 @@ async def _connect_all(master: Master, targets: list[Target], settings: dict):
 async def _connect_one(master: Master, t: Target, settings: dict):
     _log.debug("%s: connecting to %s:%d, settings %s", Reach.name(t), t.host, t.port,
                {**settings, **t.settings} or "the standard's")
-    s = await master.connect(t.host, t.port, name=t.name, **{**settings, **t.settings})
+    standby = {"standby": t.standby} if t.standby else {}     # a Cluster takes none
+    s = await master.connect(t.host, t.port, name=t.name, **standby, **{**settings, **t.settings})
     _log.info("%s: connected to %s:%d, data transfer started%s", s.name, t.host, t.port,
               " (general interrogation at start)" if s.settings.gi_on_start else "")
     if t.points:
@@ -480,7 +505,7 @@ def _fleet(args):
 
 
 def cmd_poll(args) -> int:
-    targets = _targets(args.targets)
+    targets = _targets(args.targets, args.standby)
     for t in targets:
         _check_settings({**_session_settings(args), **t.settings})
     _check_output(args.export)
@@ -652,7 +677,7 @@ def cmd_watch(args) -> int:
             raise
         console.error(str(e))
         return FAILED
-    target = _one_target(args.target)
+    target = _one_target(args.target, args.standby)
     _check_settings({**_session_settings(args), **target.settings})
     _read_points(args.points)                   # a bad list: exit code 1 before connecting
     return run_watch(target, settings=_session_settings(args), points=args.points)

@@ -51,24 +51,53 @@ def table_of(df: pl.DataFrame, title: str, *, rows: int = 40, columns=None) -> N
     out.print(t)
 
 
+def tls_text(tls: dict | None) -> str:
+    """A session's TLS (``status()["tls"]``): off, or on with the peer certificate's subject
+    and expiry (flagged once past it)."""
+    if not tls:
+        return "TLS off"
+    expires = tls.get("peer_expires")
+    when = ""
+    if expires is not None:
+        when = f", expires {dt.datetime.fromtimestamp(expires, dt.timezone.utc):%Y-%m-%d}"
+        when += " (EXPIRED)" if expires < dt.datetime.now().timestamp() else ""
+    return f"TLS {tls.get('version') or 'on'}: {tls.get('peer_subject') or '(no peer yet)'}{when}"
+
+
+def group_text(status: dict) -> str:
+    """A redundancy group's active address, its switches and the last one's reason; "" for
+    a single connection."""
+    if "active" not in status:
+        return ""
+    n, last = status["switches"], status["last_switch"] or {}
+    text = f"active {status['active'] or 'none (switching)'}, {n} switch{'es' if n != 1 else ''}"
+    if n and last:
+        text += (f", last {dt.datetime.fromtimestamp(last['time']):%H:%M:%S} from "
+                 f"{last['previous']}: {last['reason']}")
+    return text
+
+
+def link_text(status: dict) -> str:
+    """TLS and redundancy in one cell."""
+    return "; ".join(t for t in (tls_text(status.get("tls")), group_text(status)) if t)
+
+
 def _status_rows(status: list[dict]):
     for s in status:
-        last = s["last_testfr_con"]
-        yield (s["name"], s["tcp_state"], s["data_transfer"],
-               dt.datetime.fromtimestamp(last).strftime("%H:%M:%S") if last else "-",
+        yield (s["name"], s["tcp_state"], s["data_transfer"], s["health"],
                f"{s['rtt'] * 1000:.3f} ms" if s["rtt"] is not None else "-",
                str(s["devices"]), str(s["points"]), str(s["frames_in"]), str(s["bad_frames"]),
-               str(s["reconnects"]), s["last_error"] or "")
+               str(s["reconnects"]), link_text(s), s["last_error"] or "")
 
 
-_STATUS_HEAD = ("session", "TCP", "data transfer", "last TESTFR con", "rtt", "devices", "objects",
-                "frames", "bad", "reconnects", "last error")
+_STATUS_HEAD = ("session", "TCP", "data transfer", "health", "rtt", "devices", "objects",
+                "frames", "bad", "reconnects", "link", "last error")
 
 
 def _down_rows(down: dict | None):
     # an RTU not reached yet (tried again in the background): one row saying so
     for name, why in (down or {}).items():
-        yield (name, "down", "-", "-", "-", "0", "0", "0", "0", "-", why)
+        yield (name, "down", "-", "-", "-", "0", "0", "0", "0", "-", "-", why)
 
 
 def status_table(status: list[dict], down: dict | None = None) -> Table:

@@ -11,7 +11,6 @@ on screen is refreshed. Whatever goes wrong is said in a status line, never a tr
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 from pathlib import Path
 
@@ -31,7 +30,7 @@ except ModuleNotFoundError as e:                # Textual is the optional extra 
 
 import polars as pl
 
-from iec104 import display
+from iec104 import console, display
 from iec104.errors import CommandNotAllowed
 from iec104.importhooks import Secret
 from iec104.master import Master
@@ -249,6 +248,7 @@ class WatchApp(App):
             self._retry_now.clear()
             try:
                 self.session = await self.master.connect(self.target.host, self.target.port,
+                                                         self.target.standby,
                                                          name=self.target.name, **merged)
             except Exception as e:              # shown on the General page, not a traceback
                 self.down = str(e)
@@ -317,13 +317,11 @@ class WatchApp(App):
         if s is None:
             return
         st = s.status()
-        health = (f"last TESTFR con {dt.datetime.fromtimestamp(st['last_testfr_con']):%H:%M:%S}, "
-                  f"rtt {st['rtt'] * 1000:.2f} ms") if st["last_testfr_con"] else "no TESTFR con yet"
         where = f"{s.host}:{s.port}"
         self._show("#state", f"{s.name if s.name == where else s.name + ' ' + where}   TCP: ", (st["tcp_state"], "bold"),
-                   "   data transfer: ", (st["data_transfer"], "bold"), f"   health: {health}   "
+                   "   data transfer: ", (st["data_transfer"], "bold"), f"   health: {st['health']}   "
                    "parameters: ", (str(len(m)), "bold"), f"   frames {st['frames_in']}, bad "
-                   f"{st['bad_frames']}, reconnects {st['reconnects']}")
+                   f"{st['bad_frames']}, reconnects {st['reconnects']}\n{console.link_text(st)}")
         if page == "general":
             self.query_one("#parameters", FrameTable).formatter = _readable(bool(m.catalog.lists))
             self.query_one("#parameters", FrameTable).update(m.parameters())
@@ -334,8 +332,8 @@ class WatchApp(App):
                 command_rows(m.command_points(), m.points(), s.station))
         elif page == "devices":
             dev = m.devices().select("ca", "objects", "last_gi", "gi_state")
-            self.query_one("#device_table", FrameTable).update(
-                dev.with_columns(display.time_text(pl.col("last_gi"))))
+            self.query_one("#device_table", FrameTable).update(       # the link's, per device
+                dev.with_columns(display.time_text(pl.col("last_gi")), health=pl.lit(st["health"])))
         elif page == "debug_tab":
             self._refresh_frames()
 
