@@ -69,6 +69,7 @@ def test_standby_on_the_command_line_makes_a_group(capsys):
     (["poll", "h1", "h2", "--standby", "h3:2404"], "--standby"),
     (["poll", "h", "--standby", "h3:99999"], "99999"),
     (["watch", "h", "--standby", "h3:x"], "--standby"),
+    (["poll", "h", "--standby", "h3:2404", "--workers", "2"], "--workers"),
 ])
 def test_bad_ca_and_standby_are_one_line_and_exit_code_1(argv, says, capsys, tmp_path):
     assert main(argv) == 1

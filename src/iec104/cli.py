@@ -430,7 +430,7 @@ async def _connect_all(master: Master, targets: list[Target], settings: dict):
 async def _connect_one(master: Master, t: Target, settings: dict):
     _log.debug("%s: connecting to %s:%d, settings %s", Reach.name(t), t.host, t.port,
                {**settings, **t.settings} or "the standard's")
-    standby = {"standby": t.standby} if t.standby else {}     # a Cluster takes none
+    standby = {"standby": t.standby} if t.standby else {}     # a Cluster takes none (cmd_poll)
     s = await master.connect(t.host, t.port, name=t.name, **standby, **{**settings, **t.settings})
     _log.info("%s: connected to %s:%d, data transfer started%s", s.name, t.host, t.port,
               " (general interrogation at start)" if s.settings.gi_on_start else "")
@@ -506,6 +506,8 @@ def _fleet(args):
 
 def cmd_poll(args) -> int:
     targets = _targets(args.targets, args.standby)
+    if args.workers and any(t.standby for t in targets):
+        raise InputError("standby: redundancy groups are not polled with --workers")
     for t in targets:
         _check_settings({**_session_settings(args), **t.settings})
     _check_output(args.export)
