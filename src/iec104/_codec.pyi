@@ -1,5 +1,11 @@
 import numpy as np
+from typing_extensions import disjoint_base
 
+from iec104.types import FRAME_DTYPE as FRAME_DTYPE, POINT_DTYPE as POINT_DTYPE
+
+SMALL: int
+
+@disjoint_base
 class Workspace:
     def __init__(self, points: int = 4096, frames: int = 0) -> None: ...
     @property
@@ -7,6 +13,7 @@ class Workspace:
     @property
     def frames(self) -> np.ndarray: ...
 
+@disjoint_base
 class Decoder:
     workspace: Workspace
     n_points: int

@@ -1,10 +1,12 @@
 from typing import Callable
 
 import numpy as np
+from typing_extensions import disjoint_base
 
 from iec104._codec import Decoder
 from iec104._store import EventRing, LatestTable
 
+@disjoint_base
 class Link:
     config: object
     master: bool
@@ -39,11 +41,13 @@ class Link:
     def counts(self) -> dict[str, int]: ...
     def status(self) -> dict: ...
 
+@disjoint_base
 class RecvBuffer:
     on_read: Callable[[], object] | None
     armed: bool
     def __init__(self, size: int = 65536) -> None: ...
 
+@disjoint_base
 class Timers:
     resolution: float
     handle: object
@@ -53,6 +57,7 @@ class Timers:
     def discard(self, ch: Channel) -> None: ...
     def tick(self, now: float) -> int: ...
 
+@disjoint_base
 class Channel:
     link: Link
     taps: list | None
@@ -65,7 +70,9 @@ class Channel:
     def __init__(self, link: Link, decoder: Decoder, buffer: RecvBuffer,
                  table: LatestTable | None = None, ring: EventRing | None = None, *,
                  broadcast_ca: int = 65535, want: int = ...) -> None: ...
-    def get_buffer(self) -> memoryview: ...
+    def bind(self, clock: Callable[[], float], on_batch: Callable[[int], object]) -> None: ...
+    def get_buffer(self, sizehint: int = -1) -> memoryview: ...
+    def buffer_updated(self, nbytes: int) -> None: ...
     def received(self, nbytes: int, now: float) -> int: ...
     def tick(self, now: float) -> int: ...
     def pending(self) -> int: ...

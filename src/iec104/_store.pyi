@@ -1,5 +1,9 @@
 import numpy as np
+from typing_extensions import disjoint_base
 
+from iec104.types import POINT_DTYPE as POINT_DTYPE
+
+@disjoint_base
 class LatestTable:
     n: int
     refused: int
@@ -14,6 +18,7 @@ class LatestTable:
     def count_by_station(self) -> np.ndarray: ...
     def count_by_device(self) -> dict[tuple[int, int], int]: ...
 
+@disjoint_base
 class EventRing:
     capacity: int
     total: int
