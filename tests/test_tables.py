@@ -103,6 +103,14 @@ def test_link_defaults_are_written_once_in_link_config():
             assert sig.parameters[n].default == getattr(LinkConfig(), n)
 
 
+def test_the_simulator_command_takes_its_windows_from_link_config():
+    from iec104.cli import _parser
+    args = _parser().parse_args(["simulate"])
+    assert (args.k, args.w) == (LinkConfig.k, LinkConfig.w)
+    assert re.findall(r'"--[kw]", .*?default=([\w.]+)', (SRC / "cli.py").read_text()) == \
+        ["LinkConfig.k", "LinkConfig.w"]
+
+
 def test_the_version_is_written_once():
     hits = [p for p in SRC.rglob("*.py") if re.search(r"\b0\.1\.0\b|__version__ =", p.read_text())]
     assert hits == [SRC / "__init__.py"]

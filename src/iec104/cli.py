@@ -16,6 +16,7 @@ from pathlib import Path
 from iec104 import console, display
 from iec104.commands import build_command
 from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error, InputError
+from iec104.link import LinkConfig
 from iec104.master import Master, run
 from iec104.session import SessionSettings
 from iec104.targets import SETTINGS, Target, parse_address, parse_targets, tls_settings
@@ -168,8 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=_float_in(0.0), default=0.0, help="spontaneous changes per second")
     s.add_argument("--with-time", action="store_true", help="spontaneous data with CP56Time2a")
     s.add_argument("--duration", type=SECONDS, help="stop after S seconds (default: Ctrl-C)")
-    s.add_argument("--k", type=_int_in(1, 32767), default=12, help="send window (raise it for load tests)")
-    s.add_argument("--w", type=_int_in(1, 32767), default=8, help="acknowledge after w received frames")
+    s.add_argument("--k", type=_int_in(1, 32767), default=LinkConfig.k, help="send window (raise it for load tests)")
+    s.add_argument("--w", type=_int_in(1, 32767), default=LinkConfig.w, help="acknowledge after w received frames")
     tls_options(s, server=True)
 
     c = sub.add_parser("command", help="send one command; the exit code tells its result")
