@@ -91,3 +91,17 @@ def test_health_in_words():
         == "ok (TESTFR con 1.0 s ago, rtt 1.20 ms)"
     assert health("connected", 100.0, None, None, None, stale_after=35) == "no frame yet"
     assert health("disconnected", 100.0, 99.0, None, None, stale_after=35) == "disconnected"
+
+
+async def test_a_redundancy_group_interrogates_each_listed_ca_once_per_activation():
+    """The group's GI after activation goes to the listed CAs, and is the only one: its
+    members' own GI at start (and the broadcast) would make two."""
+    async with Outstation(stations=2, points=5, standby_ports=[0]) as out, \
+            iec104.Master() as m:
+        seen = _requests(out)
+        rtu = await m.connect("127.0.0.1", out.ports[0], standby=[("127.0.0.1", out.ports[1])],
+                              ca=[1, 2])
+        await wait_for(lambda: rtu.history and rtu.history[-1]["gi_objects"] is not None)
+        assert rtu.history[-1]["gi_objects"] == 10 and rtu.history[-1]["gi_error"] is None
+        await asyncio.sleep(0.1)
+        assert sorted(seen) == [(TypeID.C_IC_NA_1, 1), (TypeID.C_IC_NA_1, 2)]

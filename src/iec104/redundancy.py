@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import time
@@ -74,6 +75,9 @@ class RedundancyGroup:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         for m in members:
+            # the group interrogates after each activation (per CA); a member's own GI at
+            # start would be a second one
+            m.settings = dataclasses.replace(m.settings, gi_on_start=False)
             m.hold_start = True
             m.devices = self.devices             # one device table and command memory
             m.learned_commands = self.learned_commands
@@ -179,10 +183,12 @@ class RedundancyGroup:
             if self.active is None:
                 await self._activate_one("failure")
             rec, active = self.history[-1], self.active
-            if active is not None and rec["gi_objects"] is None and rec["gi_error"] is None:
+            if active is not None and self.settings.gi_on_start and rec["gi_objects"] is None \
+                    and rec["gi_error"] is None:
                 t0 = asyncio.get_running_loop().time()
-                try:
-                    rec["gi_objects"] = await active.interrogate()
+                try:                            # each of the RTU's CAs, or the broadcast
+                    rec["gi_objects"] = sum([await active.interrogate(ca=ca)
+                                             for ca in self.settings.ca or (None,)])
                     rec["gi_time"] = asyncio.get_running_loop().time() - t0
                 except Exception as e:          # the new connection failed too: next round
                     rec["gi_error"] = str(e)
