@@ -53,6 +53,8 @@ def test_optional_dependencies_are_extras_and_dev_has_them_all():
     assert [set(m.group(1).split(",")) for m in own if m] == [set(extras) - {"dev"}]
     assert any(re.fullmatch(r"pytest-asyncio>=1\.4(\.\d+)?", r) for r in dev)   # loop factories
     assert "build" in names(dev)
+    if " -n " in (ROOT / "Makefile").read_text():          # make test runs in processes
+        assert "pytest-xdist" in names(dev)
 
 
 def test_the_sdist_manifest_holds_the_sources_stubs_and_data():
