@@ -35,9 +35,12 @@ build: | $(DEV_STAMP)
 # the whole suite, then its 15 slowest tests (what to look at when it grows slow). Most tests
 # wait on sockets and timers, not the CPU, so 4 processes beat 2 on 2 cores; a file to each
 # (loadfile): module-scoped fixtures (the Ray cluster, the TUI's loop) start once. Tests must
-# take ephemeral ports (0) and tmp_path, never fixed ones.
+# take ephemeral ports (0) and tmp_path, never fixed ones. The interop tests (marker interop,
+# the c104 peer) run after, alone: under parallel load c104 2.2.1's client sometimes misses an
+# ActCon it received and waits out its 10 s (seen at our side: the ActCon was sent).
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest tests -n 4 --dist loadfile --durations=15
+	$(BIN)/python -m pytest tests -n 4 --dist loadfile -m "not interop" --durations=15
+	$(BIN)/python -m pytest tests -m interop --durations=5
 
 run: $(RUN_STAMP)
 	$(BIN)/iec104
