@@ -48,7 +48,7 @@ async def test_a_coalescing_master_naps_and_loses_nothing(monkeypatch):
     assert shared_buffers(asyncio.get_running_loop())[0].on_read is None   # closed: off again
 
 
-@pytest.mark.parametrize("bad", [-0.1, 2.0])
+@pytest.mark.parametrize("bad", [-0.1, 2.0, "5", None, True])
 def test_coalesce_out_of_range_is_a_settings_error(bad):
     with pytest.raises(SettingsError, match="coalesce"):
         iec104.Master(coalesce=bad)

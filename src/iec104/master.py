@@ -62,7 +62,8 @@ class Master:
     """
 
     def __init__(self, *, event_capacity: int = 1_000_000, coalesce: float = 0.0, **defaults):
-        if not 0 <= coalesce <= 1:
+        if isinstance(coalesce, bool) or not isinstance(coalesce, (int, float)) \
+                or not 0 <= coalesce <= 1:
             raise SettingsError(f"coalesce must be 0..1 s, not {coalesce!r}")
         self.coalesce = coalesce
         self.defaults = SessionSettings.of(**defaults)
