@@ -18,6 +18,8 @@ from iec104.types import Cot
 
 from waiting import round_trips, wait_for
 
+pytestmark = pytest.mark.serial        # see the Makefile's test target
+
 POINTS = 200                            # one station
 GI_OBJECTS = 180                        # the GI leaves out the integrated totals (one in ten)
 FAST = dict(backoff_min=0.05, backoff_max=0.2)
