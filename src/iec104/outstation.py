@@ -448,6 +448,14 @@ class Outstation:
         t = conn.transport
         return (t.get_write_buffer_size() if t is not None else 0) + conn.queued_bytes
 
+    def pending(self) -> int:
+        """I-frames not yet delivered: waiting for a group connection to start, queued behind
+        a client's k window, or written and not yet acknowledged. 0: every client has
+        confirmed everything the simulator sent (a barrier for "all is delivered")."""
+        return (sum(len(e[1]) - 1 - e[2] for e in self._held)
+                + sum(c.queued + c.link.status()["unacked_sent"] for c in self._conns
+                      if c.transport is not None))
+
     def _check_backlog(self, conn: _Connection) -> None:
         if conn.transport is not None and self.backlog(conn) > self.max_backlog:
             self._drop(conn, f"slow reader: {self.backlog(conn)} octets waiting "
