@@ -89,7 +89,7 @@ def _initial_value(type_id: int, ioa: int) -> float:
 
 # the Batch bits a connection acts on: requests, acks (room to send), output, events, timer
 _WANT = int(Batch.IFRAMES | Batch.OUTPUT | Batch.EVENTS | Batch.ACKED)
-_IFRAMES, _EVENTS = int(Batch.IFRAMES), int(Batch.EVENTS)
+_IFRAMES, _EVENTS, _OUTPUT = int(Batch.IFRAMES), int(Batch.EVENTS), int(Batch.OUTPUT)
 _CLOSE, _STARTED, _STOPPED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED), int(LinkEvent.STOPPED)
 
 
@@ -193,7 +193,9 @@ class _Connection(LinkProtocol):
         frame = bytearray(i_frame(asdu, 0, 0))
         self.enqueue(frame, np.array([0, len(frame)], np.uint32))
 
-    def flush(self) -> None:
+    def flush(self, flags: int = _OUTPUT) -> None:
+        """Write the link's output and the queued I-frames the k window lets out (``flags``:
+        unused, the link is asked whether it has output)."""
         if self.transport is None:
             return
         link = self.link
@@ -249,7 +251,7 @@ class _Connection(LinkProtocol):
     def _events(self, ev: int) -> bool:
         """Link events; False when the link closes."""
         if ev & _CLOSE:
-            self.out._drop(self, self.link.close_reason, "closed_on_fault")
+            self.out._drop(self, self.link.close_reason or "link fault", "closed_on_fault")
             return False
         if ev & _STARTED and self.out.send_ei:
             for ca in self.out.stations:
@@ -322,19 +324,19 @@ class Outstation:
         self.rng = np.random.default_rng(seed)
         self.image, self.command_points = self._build(stations, points, point_list)
         self.stations = sorted(set(self.image["ca"].tolist()))
-        self.index = {(int(r["ca"]), int(r["ioa"]), family_of(int(r["type_id"]))): i
+        self.index: dict[tuple[int, int, int], int] = {(int(r["ca"]), int(r["ioa"]), family_of(int(r["type_id"]))): i
                       for i, r in enumerate(self.image)}
         self.commands: list[dict] = []
         self.command_queue: asyncio.Queue = asyncio.Queue()
         self.on_command: list = []
-        self.counts = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
         self.clock_offset_ms = 0
         self._cursor = 0
         self._conns: set[_Connection] = set()
         self._servers: dict = {}                # port -> its listener
         self._closed_servers: list = []         # to wait for at close()
-        self._ticker = None
-        self.loop = None
+        self._ticker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- the image ---------------------------------------------------------------------------
 
@@ -374,8 +376,15 @@ class Outstation:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the simulator serves on (set by :meth:`start`)."""
+        if self._loop is None:
+            raise RuntimeError("the simulator is not started: await start() first")
+        return self._loop
+
     async def start(self) -> "Outstation":
-        self.loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         self.ports = [await self._listen(p) for p in self.ports]
         self.port = self.ports[0]
         if self.rate > 0:
@@ -385,6 +394,7 @@ class Outstation:
     async def _listen(self, port: int) -> int:
         factory = lambda: _Connection(self)
         context, tls = _tls.context_of(self.tls, server=True)
+        server: asyncio.Server | _tls.TLSServer
         if context is not None:
             allowed = tls.fingerprints if tls is not None else None
 
@@ -486,10 +496,10 @@ class Outstation:
                 c.enqueue(data if i == len(targets) - 1 else bytearray(data), offsets, droppable)
                 c.flush()
             return
-        c = self._active
-        if c is not None and c.transport is not None:
-            c.enqueue(data, offsets, droppable, group=True)
-            c.flush()
+        active = self._active
+        if active is not None and active.transport is not None:
+            active.enqueue(data, offsets, droppable, group=True)
+            active.flush()
             return
         size = int(offsets[-1]) - int(offsets[0])
         if self._held_bytes + size > self.max_backlog:
@@ -685,7 +695,7 @@ class Outstation:
 
     def _feedback(self, ca, ioa, command_family, value) -> None:
         monitor = MONITOR_FOR.get(command_family)
-        i = self.index.get((ca, ioa, monitor))
+        i = None if monitor is None else self.index.get((ca, ioa, monitor))
         if i is None:
             return
         if monitor == 5:                        # regulating step: 1 lower, 2 higher
