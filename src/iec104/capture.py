@@ -8,7 +8,9 @@ with the capture time of the segment that completed its APDU.
 """
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import polars as pl
 
 from iec104._codec import Decoder
 from iec104.errors import CaptureError
+from iec104.settings import FieldSizes
 from iec104.store import rows_frame
 from iec104.types import FRAME_DTYPE, POINT_DTYPE
 
@@ -27,12 +30,18 @@ __all__ = ["read_capture", "write_points", "CaptureResult", "CaptureError"]
 class CaptureResult:
     points: pl.DataFrame
     frames: pl.DataFrame
-    stats: dict = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
 
 
 # ---- packets ---------------------------------------------------------------------------------
 
-def _packets(buf, path):
+_Packet = tuple[int, int, memoryview]                  # (time_ns, linktype, data)
+_End = tuple[bytes, int]                                # (address, port)
+# (src, dst, sport, dport, seq, flags, payload)
+_Segment = tuple[bytes, bytes, int, int, int, int, memoryview]
+
+
+def _packets(buf: bytes, path: object) -> Iterator[_Packet]:
     """Yield (time_ns, linktype, data memoryview) of every packet."""
     if len(buf) < 24:
         raise CaptureError(f"{path}: too short for a capture file")
@@ -58,11 +67,11 @@ def _packets(buf, path):
         pos += incl
 
 
-def _pcapng(buf, path):
+def _pcapng(buf: bytes, path: object) -> Iterator[_Packet]:
     mv = memoryview(buf)
     n, pos = len(buf), 0
     e = "<"
-    ifaces = []                                     # (linktype, ns per tick)
+    ifaces: list[tuple[int, int]] = []              # (linktype, ns per tick)
     while pos + 12 <= n:
         btype = struct.unpack_from(e + "I", buf, pos)[0]
         if btype == 0x0A0D0D0A:                     # section header: byte order
@@ -99,7 +108,7 @@ def _pcapng(buf, path):
         pos += blen
 
 
-def _tcp(linktype, d):
+def _tcp(linktype: int, d: memoryview) -> _Segment | None:
     """(src, dst, sport, dport, seq, flags, payload) of a TCP packet, or None."""
     off = 0
     if linktype == 1:                               # Ethernet, VLAN tags
@@ -159,7 +168,7 @@ class _Stream:
     at which each stretch of them became readable. Decoded in one call when the capture has
     been read; each APDU takes the time of the segment that completed it."""
 
-    def __init__(self, conn: str, direction: str, sizes: dict):
+    def __init__(self, conn: str, direction: str, sizes: FieldSizes) -> None:
         self.conn, self.direction, self.sizes = conn, direction, sizes
         self.synced = False                     # next_seq set from a first segment
         self.next_seq = 0
@@ -172,7 +181,7 @@ class _Stream:
         self.points = np.zeros(0, POINT_DTYPE)
         self.frame_times = np.zeros(0, np.int64)
 
-    def segment(self, seq: int, t: int, payload) -> None:
+    def segment(self, seq: int, t: int, payload: bytes | memoryview) -> None:
         if not self.synced:
             self.next_seq, self.synced = seq, True
         rel = (seq - self.next_seq) & 0xFFFFFFFF
@@ -198,7 +207,7 @@ class _Stream:
             t, p = self.held.pop(self.next_seq)
             self._take(max(t, now), p)
 
-    def _take(self, t: int, payload) -> None:
+    def _take(self, t: int, payload: bytes | memoryview) -> None:
         if not len(payload):
             return
         self.next_seq = (self.next_seq + len(payload)) & 0xFFFFFFFF
@@ -230,7 +239,7 @@ class _Stream:
         self.buf = bytearray()
 
 
-def read_capture(path, *, port: int | None = None, cot_size: int = 2, ca_size: int = 2,
+def read_capture(path: str | os.PathLike[str], *, port: int | None = None, cot_size: int = 2, ca_size: int = 2,
                  ioa_size: int = 3) -> CaptureResult:
     """Every IEC 104 information object and APDU of a pcap/pcapng file or of a text file of
     hex APDUs (one per line, ``#`` comments).
@@ -240,7 +249,7 @@ def read_capture(path, *, port: int | None = None, cot_size: int = 2, ca_size: i
     connection, or that uses port 2404, when the handshake was not captured).
     """
     path = Path(path)
-    sizes = dict(cot_size=cot_size, ca_size=ca_size, ioa_size=ioa_size)
+    sizes = FieldSizes(cot_size=cot_size, ca_size=ca_size, ioa_size=ioa_size)
     try:
         with open(path, "rb") as f:
             buf = f.read()                          # one read; packets are views into it
@@ -249,8 +258,8 @@ def read_capture(path, *, port: int | None = None, cot_size: int = 2, ca_size: i
     if buf[:4] not in (b"\x0a\x0d\x0d\x0a", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",
                        b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
         return _read_hex(path, sizes)
-    streams: dict[tuple, _Stream] = {}
-    servers: dict[frozenset, tuple] = {}            # connection -> (addr, port) accepting it
+    streams: dict[tuple[bytes, int, bytes, int], _Stream] = {}
+    servers: dict[frozenset[_End], _End] = {}       # connection -> (addr, port) accepting it
     stats = {"packets": 0, "tcp_segments": 0, "bytes": 0}
     for t, linktype, data in _packets(buf, path):
         stats["packets"] += 1
@@ -286,14 +295,14 @@ def read_capture(path, *, port: int | None = None, cot_size: int = 2, ca_size: i
     return _result(iec, stats)
 
 
-def _guess_server(a, b, port):
+def _guess_server(a: _End, b: _End, port: int | None) -> _End:
     for end in (a, b):
         if end[1] in (port, 2404):
             return end
     return min(a, b, key=lambda e: e[1])
 
 
-def _read_hex(path: Path, sizes) -> CaptureResult:
+def _read_hex(path: Path, sizes: FieldSizes) -> CaptureResult:
     s = _Stream("?", "?", sizes)
     s.synced = True
     n = 0
@@ -311,7 +320,7 @@ def _read_hex(path: Path, sizes) -> CaptureResult:
     return _result([s], {"lines": n, "connections": 1, "gaps": 0})
 
 
-def _result(streams: list[_Stream], stats: dict) -> CaptureResult:
+def _result(streams: list[_Stream], stats: dict[str, int]) -> CaptureResult:
     pts, frs = [], []
     for s in streams:
         p, f, ft = s.points, s.frames, s.frame_times
@@ -338,7 +347,7 @@ def _result(streams: list[_Stream], stats: dict) -> CaptureResult:
     return CaptureResult(points, frames, stats)
 
 
-def write_points(result: CaptureResult, path) -> Path:
+def write_points(result: CaptureResult, path: str | Path) -> Path:
     """Write the objects of a capture (.parquet, .csv, .jsonl, .arrow), atomically."""
     from iec104.export import write_table
     return write_table(result.points, path)

@@ -32,11 +32,11 @@ _CP56_FIRST = int(dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 
 _CP56_END = int(dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
 
 
-def _is_bool(x) -> bool:
+def _is_bool(x: object) -> bool:
     return isinstance(x, bool) or type(x).__name__ == "bool_"      # numpy's too
 
 
-def _is_int(x) -> bool:
+def _is_int(x: object) -> bool:
     """An integer that is not a bool (numpy integers count, floats do not)."""
     return isinstance(x, numbers.Integral) and not _is_bool(x)
 
@@ -45,7 +45,7 @@ def _octets(n: int) -> str:
     return f"{n} octet{'s' if n != 1 else ''}"
 
 
-def check_address(ca, ioa, sizes: Mapping[str, Any], *,
+def check_address(ca: Any, ioa: Any, sizes: Mapping[str, Any], *,
                   broadcast: bool = False) -> tuple[int, int]:
     """Refuse a CA or IOA that the ASDU would not carry as given; returns ``(ca, ioa)`` as ints.
 
@@ -82,7 +82,7 @@ def check_address(ca, ioa, sizes: Mapping[str, Any], *,
     return int(ca), int(ioa)
 
 
-def to_ms(time) -> int:
+def to_ms(time: Any) -> int:
     """Milliseconds since the epoch (UTC wall clock) of a datetime (naive: UTC), a number of
     ms (int), or True (now). CP56Time2a carries the years 2000..2099: any other time, and
     anything that is not a time, raises :class:`InvalidRequestError`."""
@@ -102,7 +102,7 @@ def to_ms(time) -> int:
     return ms
 
 
-def _number(value, what: str) -> float:
+def _number(value: Any, what: str) -> float:
     """A finite real number (int, float, numpy scalar; not bool, not str) as float."""
     if _is_bool(value) or not isinstance(value, numbers.Real):
         raise InvalidRequestError(f"{what} value {value!r} is not a number")
@@ -115,14 +115,14 @@ def _number(value, what: str) -> float:
     return f
 
 
-def _integral(value, what: str, lo: int, hi: int) -> float:
+def _integral(value: Any, what: str, lo: int, hi: int) -> float:
     f = _number(value, what)
     if f != int(f) or not lo <= int(value) <= hi:
         raise InvalidRequestError(f"{what} value {value!r} is not an integer in {lo}..{hi}")
     return f
 
 
-def _check_value(t: int, value) -> float:
+def _check_value(t: int, value: Any) -> float:
     """The value of command type ``t`` (45-51, 58-64) as the encoder takes it."""
     base = t - 13 if t >= 58 else t
     name = TypeID(t).name
@@ -157,7 +157,7 @@ def _check_value(t: int, value) -> float:
     return _integral(value, f"bitstring command {name}", 0, 0xFFFFFFFF)
 
 
-def _check_qualifier(t: int, qualifier, select) -> int:
+def _check_qualifier(t: int, qualifier: Any, select: object) -> int:
     """The qualifier octet: QU (0..31) with S/E for 45-47, QL (0..127) with S/E for 48-50,
     none for a bitstring (51)."""
     base = t - 13 if t >= 58 else t
@@ -177,8 +177,8 @@ def _check_qualifier(t: int, qualifier, select) -> int:
     return (int(qualifier) << 2) | se if base <= 47 else int(qualifier) | se
 
 
-def build_command(type, ca: int, ioa: int, value, *, select: bool = False, qualifier: int = 0,
-                  time=None, cot: int = Cot.ACTIVATION,
+def build_command(type: Any, ca: int, ioa: int, value: Any, *, select: bool = False,
+                  qualifier: int = 0, time: Any = None, cot: int = Cot.ACTIVATION,
                   sizes: Mapping[str, Any]) -> tuple[int, bytes]:
     """Validate a command and encode its ASDU; returns ``(type_id, asdu)``.
 
@@ -229,8 +229,8 @@ class Pending:
     ca: int
     ioa: int
     want_term: bool
-    con: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    term: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    con: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    term: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     _refusal: asyncio.TimerHandle | None = None
 
     def confirm(self, cot: int, negative: bool, ca: int) -> None:
@@ -269,7 +269,7 @@ class Pending:
                 fut.exception()
 
 
-def refusal(type_id, ca, ioa, cot, negative) -> CommandError | None:
+def refusal(type_id: int, ca: int, ioa: int, cot: int, negative: bool) -> CommandError | None:
     """The typed error for an answer with P/N set or COT 44-47; None for a positive one."""
     name = TypeID(type_id).name if type_id in TypeID._value2member_map_ else str(type_id)
     if cot in BY_COT:

@@ -5,12 +5,17 @@ import asyncio
 import datetime as dt
 import json
 import sys
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from rich.console import Console
 from rich.live import Live as RichLive
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from iec104.master import Master
 
 out = Console(highlight=False)
 if not out.is_terminal:                 # logs and pipes: wide enough for the tables
@@ -30,7 +35,7 @@ def error(text: str) -> None:
     err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
 
 
-def fmt(v) -> str:
+def fmt(v: object) -> str:
     """A table cell: floats to 6 digits, times to the millisecond."""
     if v is None:
         return ""
@@ -41,7 +46,8 @@ def fmt(v) -> str:
     return str(v)
 
 
-def table_of(df: pl.DataFrame, title: str, *, rows: int = 40, columns=None) -> None:
+def table_of(df: pl.DataFrame, title: str, *, rows: int = 40,
+             columns: Iterable[str] | None = None) -> None:
     cols = [c for c in (columns or _COLUMNS) if c in df.columns]
     t = Table(title=f"{title}: {len(df)} rows" + (f", first {rows}" if len(df) > rows else ""))
     for c in cols:
@@ -51,7 +57,7 @@ def table_of(df: pl.DataFrame, title: str, *, rows: int = 40, columns=None) -> N
     out.print(t)
 
 
-def tls_text(tls: dict | None) -> str:
+def tls_text(tls: dict[str, Any] | None) -> str:
     """A session's TLS (``status()["tls"]``): off, or on with the peer certificate's subject
     and expiry (flagged once past it)."""
     if not tls:
@@ -64,7 +70,7 @@ def tls_text(tls: dict | None) -> str:
     return f"TLS {tls.get('version') or 'on'}: {tls.get('peer_subject') or '(no peer yet)'}{when}"
 
 
-def group_text(status: dict) -> str:
+def group_text(status: dict[str, Any]) -> str:
     """A redundancy group's active address, its switches and the last one's reason; "" for
     a single connection."""
     if "active" not in status:
@@ -77,12 +83,12 @@ def group_text(status: dict) -> str:
     return text
 
 
-def link_text(status: dict) -> str:
+def link_text(status: dict[str, Any]) -> str:
     """TLS and redundancy in one cell."""
     return "; ".join(t for t in (tls_text(status.get("tls")), group_text(status)) if t)
 
 
-def _status_rows(status: list[dict]):
+def _status_rows(status: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
     for s in status:
         yield (s["name"], s["tcp_state"], s["data_transfer"], s["health"],
                f"{s['rtt'] * 1000:.3f} ms" if s["rtt"] is not None else "-",
@@ -94,13 +100,13 @@ _STATUS_HEAD = ("session", "TCP", "data transfer", "health", "rtt", "devices", "
                 "frames", "bad", "reconnects", "link", "last error")
 
 
-def _down_rows(down: dict | None):
+def _down_rows(down: dict[str, str] | None) -> Iterator[tuple[str, ...]]:
     # an RTU not reached yet (tried again in the background): one row saying so
     for name, why in (down or {}).items():
         yield (name, "down", "-", "-", "-", "0", "0", "0", "0", "-", "-", why)
 
 
-def status_table(status: list[dict], down: dict | None = None) -> Table:
+def status_table(status: list[dict[str, Any]], down: dict[str, str] | None = None) -> Table:
     t = Table(title="sessions")
     for h in _STATUS_HEAD:
         t.add_column(h)
@@ -114,11 +120,12 @@ class Live:
     """Status per RTU, refreshed twice a second while polling (JSON lines with --json, plain
     lines when stdout is not a terminal)."""
 
-    def __init__(self, master, *, json_lines: bool = False, down: dict | None = None):
+    def __init__(self, master: Master, *, json_lines: bool = False,
+                 down: dict[str, str] | None = None) -> None:
         self.master = master
         self.down = down if down is not None else {}   # name -> why, kept up to date by the caller
         self.json = json_lines
-        self.live = None
+        self.live: RichLive | None = None
         if not json_lines and out.is_terminal:
             self.live = RichLive(self._render(), console=out, refresh_per_second=2)
             self.live.start()
@@ -132,7 +139,7 @@ class Live:
             t.add_row(*row)
         return t
 
-    def _up(self) -> list[dict]:
+    def _up(self) -> list[dict[str, Any]]:
         # a session being tried again for a target still down is shown once, as down
         return [s for s in self.master.status() if s["name"] not in self.down]
 
@@ -161,7 +168,7 @@ class Live:
             self._json()
 
 
-def point_list_summary(df: pl.DataFrame, path) -> None:
+def point_list_summary(df: pl.DataFrame, path: object) -> None:
     say(f"{path}: {len(df)} points")
     by = df.group_by(["station", "ca"], maintain_order=True).len().sort(["station", "ca"])
     for r in by.iter_rows(named=True):

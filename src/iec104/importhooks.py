@@ -35,7 +35,9 @@ import re
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import polars as pl
 
@@ -53,7 +55,7 @@ class Secret:
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: "str | Secret | None"):
+    def __init__(self, value: "str | Secret | None") -> None:
         self._value = value.reveal() if isinstance(value, Secret) else value
 
     def reveal(self) -> str | None:
@@ -68,7 +70,7 @@ class Secret:
     def __format__(self, spec: str) -> str:
         return format("***", spec)
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a Secret is not serialised")
 
 
@@ -91,13 +93,14 @@ def available_hooks(refresh: bool = False) -> dict[str, str]:
     return dict(_cache)
 
 
-def _resolve(hook: str):
+def _resolve(hook: str) -> "Callable[..., Any] | Path":
     hooks = available_hooks()
     target = hooks.get(hook, hook)
     if ":" in target and not os.path.exists(target):
         mod, _, fn = target.partition(":")
         try:
-            return getattr(importlib.import_module(mod), fn)
+            func: Callable[..., Any] = getattr(importlib.import_module(mod), fn)
+            return func
         except (ImportError, AttributeError) as e:
             raise ImportHookError(f"import hook {hook!r}: cannot load {target} ({e})") from None
     path = Path(target)
@@ -106,7 +109,7 @@ def _resolve(hook: str):
     raise ImportHookError(f"no import hook {hook!r} (installed: {', '.join(sorted(hooks)) or 'none'})")
 
 
-def _match(result, request_id: str, hook: str):
+def _match(result: object, request_id: str, hook: str) -> pl.DataFrame | Path:
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], str):
         if result[0] != request_id:
             raise ImportHookError(f"import hook {hook!r} answered request {result[0]}, "
@@ -122,7 +125,7 @@ def _match(result, request_id: str, hook: str):
                           "rows, a DataFrame or a file path")
 
 
-def _kill(proc) -> None:
+def _kill(proc: asyncio.subprocess.Process) -> None:
     try:
         if sys.platform == "win32":
             proc.kill()
@@ -133,7 +136,7 @@ def _kill(proc) -> None:
 
 
 async def _run_executable(path: Path, args: list[str], secret: Secret, user: str | None,
-                          hook: str):
+                          hook: str) -> pl.DataFrame | Path:
     env = {k: v for k, v in os.environ.items() if k != "IEC104_USER"}
     if user:
         env["IEC104_USER"] = user
@@ -168,7 +171,8 @@ async def _run_executable(path: Path, args: list[str], secret: Secret, user: str
 
 async def run_hook(hook: str, *, element: str = "", device: str | int = "ALL",
                    user: str | None = None, password: "Secret | str | None" = None,
-                   timeout: float = 60.0, request_id: str | None = None):
+                   timeout: float = 60.0,
+                   request_id: str | None = None) -> pl.DataFrame | Path:
     """Run a hook and return its point list (a DataFrame or a file path).
 
     ``password`` is best given as a :class:`Secret`; a string is wrapped at once. A failure is

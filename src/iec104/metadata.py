@@ -21,10 +21,12 @@ import asyncio
 import io
 import math
 import numbers
+import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import polars as pl
 
@@ -52,6 +54,8 @@ ALIASES = {
     "min": ["min", "minimum", "lowlimit", "lolimit"],
     "max": ["max", "maximum", "highlimit", "hilimit"],
 }
+# what read_point_list reads: a file (CSV or workbook) or a DataFrame
+PointListSource = str | os.PathLike[str] | pl.DataFrame
 _KIND = {"digital": 1, "binary": 1, "analog": 13, "analogue": 13, "counter": 15}
 OUT_SCHEMA = pl.Schema({
     "station": pl.UInt32, "ca": pl.UInt16, "ioa": pl.UInt32, "family": pl.UInt8,
@@ -65,7 +69,8 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-./()]+", "", str(name).lower())
 
 
-def _read_raw(source, *, sheet, separator, encoding) -> tuple[pl.DataFrame, str]:
+def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: str | None,
+              encoding: str | None) -> tuple[pl.DataFrame, str]:
     if isinstance(source, pl.DataFrame):
         return source, "<DataFrame>"
     path = Path(source)
@@ -73,7 +78,7 @@ def _read_raw(source, *, sheet, separator, encoding) -> tuple[pl.DataFrame, str]
         raise PointListError("no such file", path=path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods"):
         try:
-            kw = {"sheet_name": sheet} if isinstance(sheet, str) else {"sheet_id": (sheet or 0) + 1 if sheet is not None else 1}
+            kw: dict[str, Any] = {"sheet_name": sheet} if isinstance(sheet, str) else {"sheet_id": (sheet or 0) + 1 if sheet is not None else 1}
             df = pl.read_excel(path, engine="calamine", infer_schema_length=0, **kw)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -104,7 +109,8 @@ def _read_raw(source, *, sheet, separator, encoding) -> tuple[pl.DataFrame, str]
     return df, str(path)
 
 
-def _parse_type(value: str | None, row: int | None, path, column: str | None) -> int | None:
+def _parse_type(value: str | None, row: int | None, path: str,
+                column: str | None) -> int | None:
     if value is None or str(value).strip() == "":
         return None
     v = str(value).strip()
@@ -119,14 +125,14 @@ def _parse_type(value: str | None, row: int | None, path, column: str | None) ->
 _FAMILIES = {t: family_of(t) for t in range(256)}
 
 
-def _type_column(df: pl.DataFrame, col: str, n: int, path, original: dict, *,
+def _type_column(df: pl.DataFrame, col: str, n: int, path: str, original: dict[str, str], *,
                  commands: bool = False) -> pl.Series:
     """A type column as type ids, each distinct spelling parsed once (lists repeat a handful
     of types over many rows); the first row of a bad spelling is the one named."""
     if col not in df.columns:
         return pl.Series([None] * n, dtype=pl.Int64)
     values = df[col]
-    parsed = {}
+    parsed: dict[str | None, int | None] = {}
     for v in values.unique(maintain_order=True).to_list():
         row = int((values == v).arg_true()[0]) + 1 if v is not None else None
         t = parsed[v] = _parse_type(v, row, path, original.get(col))
@@ -136,7 +142,7 @@ def _type_column(df: pl.DataFrame, col: str, n: int, path, original: dict, *,
     return values.replace_strict(parsed, default=None, return_dtype=pl.Int64)
 
 
-def read_point_list(source, *, sheet=None, separator: str | None = None,
+def read_point_list(source: PointListSource, *, sheet: str | int | None = None, separator: str | None = None,
                     encoding: str | None = None, station: int | None = None) -> pl.DataFrame:
     """Read and validate a point list (CSV, XLSX or a DataFrame) into the normalised schema:
     station, ca, ioa, family, type_id, name, description, unit, scale, offset, command_type,
@@ -158,7 +164,8 @@ def read_point_list(source, *, sheet=None, separator: str | None = None,
         df = df.select([pl.col(c).cast(pl.String) for c in df.columns])
     n = len(df)
 
-    def numeric(col, lo=None, hi=None, integer=True):
+    def numeric(col: str, lo: float | None = None, hi: float | None = None,
+                integer: bool = True) -> pl.Series | None:
         if col not in df.columns:
             return None
         s = df[col].str.strip_chars()
@@ -176,6 +183,7 @@ def read_point_list(source, *, sheet=None, separator: str | None = None,
         return parsed
 
     ioa = numeric("ioa", 0, 16_777_215)
+    assert ioa is not None                  # the IOA column was found above
     missing = ioa.is_null()
     if missing.any():
         raise PointListError("IOA is empty", path=path, row=int(missing.arg_true()[0]) + 1,
@@ -185,11 +193,12 @@ def read_point_list(source, *, sheet=None, separator: str | None = None,
     types = _type_column(df, "type", n, path, original)
     cmds = _type_column(df, "command_type", n, path, original, commands=True)
     scale, offset = numeric("scale", integer=False), numeric("offset", integer=False)
-    ranges = [numeric(c, integer=False) for c in ("raw_min", "raw_max", "eng_min", "eng_max")]
-    if all(r is not None for r in ranges):
-        span = ranges[1] - ranges[0]
-        lin_scale = (ranges[3] - ranges[2]) / span
-        lin_offset = ranges[2] - ranges[0] * lin_scale
+    raw_min, raw_max, eng_min, eng_max = [numeric(c, integer=False)
+                                          for c in ("raw_min", "raw_max", "eng_min", "eng_max")]
+    if raw_min is not None and raw_max is not None and eng_min is not None and eng_max is not None:
+        span = raw_max - raw_min
+        lin_scale = (eng_max - eng_min) / span
+        lin_offset = eng_min - raw_min * lin_scale
         scale = lin_scale if scale is None else scale.fill_null(lin_scale)
         offset = lin_offset if offset is None else offset.fill_null(lin_offset)
     out = pl.DataFrame({
@@ -237,11 +246,12 @@ class Catalog:
     """The point lists in force (one for all stations and/or one per station), their import
     status, and the tables joined with live values."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lists: dict[int | None, pl.DataFrame] = {}
         self.status = ImportStatus()
 
-    def load(self, source, *, station: int | None = None, **options) -> pl.DataFrame:
+    def load(self, source: PointListSource, *, station: int | None = None,
+             **options: Any) -> pl.DataFrame:
         """Read, validate and put in force now (all or nothing)."""
         self.status = ImportStatus("in_progress", "reading", str(source)[:200], started=time.time())
         try:
@@ -256,8 +266,9 @@ class Catalog:
                                    finished=time.time())
         return df
 
-    async def import_points(self, source=None, *, station: int | None = None, hook=None,
-                            timeout: float = 60.0, **options) -> pl.DataFrame:
+    async def import_points(self, source: PointListSource | None = None, *,
+                            station: int | None = None, hook: str | None = None,
+                            timeout: float = 60.0, **options: Any) -> pl.DataFrame:
         """Like :meth:`load`, off the event loop; ``hook=`` runs an import hook instead."""
         if hook is not None:
             from iec104.importhooks import Secret, run_hook
@@ -274,7 +285,10 @@ class Catalog:
                 self.status.finished = time.time()
                 raise
             options = {}
-        return await asyncio.to_thread(self.load, source, station=station, **options)
+        # no source and no hook: load fails on None (a TypeError, status "failed") as it did
+        # before annotations; the cast changes nothing at run time
+        return await asyncio.to_thread(self.load, cast(PointListSource, source), station=station,
+                                       **options)
 
     @staticmethod
     def _warnings(df: pl.DataFrame) -> list[str]:
@@ -343,7 +357,7 @@ class Catalog:
             j = pl.concat([j.filter(pl.col("_listed").is_not_null()), fill], how="diagonal_relaxed")
         return j
 
-    def command_points(self, learned: list[dict] | None = None) -> pl.DataFrame:
+    def command_points(self, learned: list[dict[str, Any]] | None = None) -> pl.DataFrame:
         """IOAs that accept commands: from the lists (command_type) and learned from RTUs."""
         meta = self.table()
         listed = meta.filter(pl.col("command_type").is_not_null()).select(
@@ -364,7 +378,7 @@ class Catalog:
             pl.col("source").fill_null("learned"))
 
     def check_command(self, station: int, ca: int, ioa: int, type_id: int, *,
-                      allow_unlisted: bool = False, value=None) -> None:
+                      allow_unlisted: bool = False, value: object = None) -> None:
         """Refuse a command that the list in force does not allow: an IOA outside its command
         table, a type other than the listed command type (:class:`CommandNotAllowed`), and,
         when ``value`` is given, a value outside the row's ``min``/``max``

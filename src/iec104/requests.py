@@ -30,16 +30,18 @@ __all__ = ["Interrogation", "Requests", "BROADCAST_SETTLE"]
 
 log = logging.getLogger("iec104.requests")
 BROADCAST_SETTLE = 0.2   # s without a new station's answer that ends a broadcast request
+_Key = tuple[int, int, int]   # (type, ca, ioa) of a command or system request
 
 
 class Interrogation:
     """A (counter) interrogation: ActCon and ActTerm per common address, objects counted."""
 
-    def __init__(self, type_id: int, ca: int, qualifier: int, expect: set[int], broadcast: int):
+    def __init__(self, type_id: int, ca: int, qualifier: int, expect: set[int],
+                 broadcast: int) -> None:
         self.type_id, self.ca, self.qualifier = type_id, ca, qualifier
         self.broadcast = broadcast
         self.expect = expect                    # broadcast: the devices known when it began
-        self.done = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.confirmed: set[int] = set()
         self.terminated: set[int] = set()
         self.refused: dict[int, Exception] = {}
@@ -122,12 +124,12 @@ class Interrogation:
 class Requests:
     """Every request of one session that awaits an answer, and those in doubt."""
 
-    def __init__(self, name: str, broadcast: int):
+    def __init__(self, name: str, broadcast: int) -> None:
         self.name, self.broadcast = name, broadcast
-        self.pending: dict[tuple, Pending] = {}             # (type, ca, ioa) -> command
-        self.reads: dict[tuple, asyncio.Future] = {}        # (ca, ioa) -> row
-        self.interrogations: dict[tuple, Interrogation] = {}  # (type, ca)
-        self.in_doubt: dict[tuple, str] = {}                # (type, ca, ioa) -> what
+        self.pending: dict[_Key, Pending] = {}              # (type, ca, ioa) -> command
+        self.reads: dict[tuple[int, int], asyncio.Future[np.void]] = {}   # (ca, ioa) -> row
+        self.interrogations: dict[tuple[int, int], Interrogation] = {}  # (type, ca)
+        self.in_doubt: dict[_Key, str] = {}                 # (type, ca, ioa) -> what
         self.late = 0
 
     def __bool__(self) -> bool:
@@ -135,7 +137,7 @@ class Requests:
 
     # ---- commands and system requests --------------------------------------------------------
 
-    def begin(self, key: tuple, what: str, want_term: bool) -> Pending:
+    def begin(self, key: _Key, what: str, want_term: bool) -> Pending:
         """Register a request to (type, ca, ioa); refused while one is open or in doubt."""
         if key in self.in_doubt:
             raise CommandInDoubt(
@@ -149,7 +151,7 @@ class Requests:
         p = self.pending[key] = Pending(t, ca, ioa, want_term)
         return p
 
-    def end(self, key: tuple, p: Pending, *, gave_up: bool, sent: bool, what: str) -> None:
+    def end(self, key: _Key, p: Pending, *, gave_up: bool, sent: bool, what: str) -> None:
         """The caller stopped waiting: done, or gave up (sent: the RTU may act on it)."""
         if self.pending.get(key) is p:
             del self.pending[key]

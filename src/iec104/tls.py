@@ -19,7 +19,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 from iec104.errors import SettingsError
 
@@ -113,7 +113,7 @@ class TLS:
     key: str | Path | None = None
     ca: str | Path | None = None
     crl: str | Path | None = None
-    allowed: tuple | None = None
+    allowed: tuple[Any, ...] | None = None
     min_version: Any = ssl.TLSVersion.TLSv1_2
     max_version: Any = ssl.TLSVersion.TLSv1_3
     server_hostname: str | None = None
@@ -222,11 +222,14 @@ def context_of(tls: "TLS | ssl.SSLContext | None", *, server: bool
     raise SettingsError(f"tls {type(tls).__name__}: expected iec104.TLS or ssl.SSLContext")
 
 
-def ssl_object(transport) -> ssl.SSLObject | None:
-    return transport.get_extra_info("ssl_object") if transport is not None else None
+def ssl_object(transport: asyncio.BaseTransport | None) -> ssl.SSLObject | None:
+    if transport is None:
+        return None
+    obj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+    return obj
 
 
-def check_peer(transport, fingerprints: frozenset[str] | None) -> str | None:
+def check_peer(transport: asyncio.BaseTransport | None, fingerprints: frozenset[str] | None) -> str | None:
     """None if the peer's certificate is allowed, else the reason (one line)."""
     if not fingerprints:
         return None
@@ -240,11 +243,12 @@ def check_peer(transport, fingerprints: frozenset[str] | None) -> str | None:
     return None
 
 
-def _name(rdns) -> str:
+def _name(rdns: Any) -> str:      # a certificate's subject: ((("CN", "x"),), ...) or None
     return ", ".join(f"{k}={v}" for rdn in rdns or () for k, v in rdn)
 
 
-def peer_info(tls: "TLS | ssl.SSLContext | None", transport) -> dict | None:
+def peer_info(tls: "TLS | ssl.SSLContext | None",
+              transport: asyncio.BaseTransport | None) -> dict[str, Any] | None:
     """A session's TLS for its status: None when plain; else ``on`` (True), the version,
     cipher, the peer certificate's subject and expiry (``peer_not_after`` as the certificate
     says it, ``peer_expires`` in seconds since the epoch), each None while not connected."""
@@ -328,8 +332,8 @@ class TLSServer:
         self.loop, self.context, self.make, self.failed = loop, context, make, failed
         self.allowed, self.timeout = allowed, timeout
         self.sockets: list[socket.socket] = []
-        self._tasks: set[asyncio.Task] = set()
-        self._accepting: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting: asyncio.Task[None] | None = None
 
     async def listen(self, host: str, port: int, backlog: int = 4096) -> "TLSServer":
         infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
@@ -358,20 +362,23 @@ class TLSServer:
     async def _handshake(self, conn: socket.socket, peer: str) -> None:
         refused: list[str] = []
 
-        def make():
+        def make() -> asyncio.BaseProtocol:
             proto = self.make()
             if self.allowed:
                 made = proto.connection_made
 
-                def connection_made(transport):
+                def connection_made(transport: asyncio.BaseTransport) -> None:
                     why = check_peer(transport, self.allowed)
                     if why is None:
                         return made(transport)
                     refused.append(why)
-                    proto.connection_lost = lambda exc: None
-                    transport.abort()
+                    # this instance only: the refused connection closes without a word
+                    proto.connection_lost = lambda exc: None  # type: ignore[method-assign]
+                    # a socket's transport (connect_accepted_socket): a stream, it has abort()
+                    cast(asyncio.Transport, transport).abort()
 
-                proto.connection_made = connection_made
+                # this instance only: the allow-list is checked before the protocol sees it
+                proto.connection_made = connection_made  # type: ignore[method-assign]
             return proto
 
         try:

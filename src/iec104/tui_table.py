@@ -9,7 +9,8 @@ frames of the Debug page).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Iterable
+from typing import Any, Callable
 
 import polars as pl
 from rich.segment import Segment
@@ -51,7 +52,7 @@ class FrameTable(ScrollView, can_focus=True):
     class Selected(Message):
         """Enter on a row: ``row`` is the row of the DataFrame, all its columns."""
 
-        def __init__(self, table: "FrameTable", row: dict):
+        def __init__(self, table: "FrameTable", row: dict[str, Any]) -> None:
             super().__init__()
             self.table, self.row = table, row
 
@@ -107,7 +108,7 @@ class FrameTable(ScrollView, can_focus=True):
         self._window = (top, height, rows)
         return top, rows
 
-    def _line(self, cells) -> str:
+    def _line(self, cells: Iterable[str]) -> str:
         return (" " * GAP).join(c.ljust(w) for c, w in zip(cells, self._widths))
 
     def render_line(self, y: int) -> Strip:
