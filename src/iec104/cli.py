@@ -10,8 +10,10 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from iec104 import console, display
 from iec104.commands import build_command
@@ -19,8 +21,16 @@ from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error, InputE
 from iec104.link import LinkConfig
 from iec104.master import Master, run
 from iec104.session import SessionSettings
+from iec104.settings import FieldSizes
 from iec104.targets import SETTINGS, Target, parse_address, parse_targets, tls_settings
 from iec104.types import TypeID
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from iec104.cluster import RTU, Cluster
+    from iec104.redundancy import RedundancyGroup
+    from iec104.session import Session
 
 EXAMPLES = """\
 examples:
@@ -50,11 +60,11 @@ def sample_points() -> Path:
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and the input-error exit code (1), not its own 2."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         raise InputError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _int_in(lo: int, hi: int | None = None):
+def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
     def check(text: str) -> int:
         try:
             v = int(text)
@@ -68,7 +78,7 @@ def _int_in(lo: int, hi: int | None = None):
     return check
 
 
-def _float_in(lo: float = 0.0, *, strict: bool = False):
+def _float_in(lo: float = 0.0, *, strict: bool = False) -> Callable[[str], float]:
     def check(text: str) -> float:
         try:
             v = float(text)
@@ -101,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="log the sessions' life on stderr (connects, interrogations, closes); -vv: debug")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
-    def settings(sp):
+    def settings(sp: argparse.ArgumentParser) -> None:
         g = sp.add_argument_group("session settings (defaults: the standard's)")
         for name, kind, help_ in (
                 ("t0", float, "connect timeout, s"), ("t1", float, "ack timeout, s"),
@@ -116,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--tz", help="time zone of the RTU clocks (default UTC)")
         tls_options(sp)
 
-    def rtu_options(sp):
+    def rtu_options(sp: argparse.ArgumentParser) -> None:
         g = sp.add_argument_group("the RTU")
         g.add_argument("--ca", dest="cas", type=_ca_list, action="append", metavar="CA[,CA...]",
                        help="common address(es) of its stations: the GI at start and on schedule, "
@@ -124,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--standby", action="append", default=[], metavar="HOST:PORT",
                        help="another address of the same RTU: a redundancy group (repeat)")
 
-    def tls_options(sp, server=False):
+    def tls_options(sp: argparse.ArgumentParser, server: bool = False) -> None:
         g = sp.add_argument_group("TLS (IEC 62351-3; mutual authentication)")
         g.add_argument("--tls-cert", help="our certificate chain (PEM; the key too unless --tls-key)")
         g.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
@@ -202,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _session_settings(args) -> dict:
+def _session_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The session settings given on the command line (the others keep their defaults)."""
     # "ca": the session's CAs are --ca of poll/watch (args.cas); command's --ca is its address
     out = {k: getattr(args, k) for k in SETTINGS if k != "ca" and getattr(args, k, None) is not None}
@@ -252,12 +262,12 @@ def _one_target(spec: str, standby: list[str] | None = None) -> Target:
     return targets[0]
 
 
-def _check_settings(settings: dict) -> None:
+def _check_settings(settings: dict[str, Any]) -> None:
     """Session settings checked as connect would check them, before connecting."""
     SessionSettings.of(**settings)
 
 
-def _read_points(path: str | None):
+def _read_points(path: str | None) -> pl.DataFrame | None:
     """A point list read and checked before connecting (PointListError: exit code 1)."""
     if path is None:
         return None
@@ -281,7 +291,7 @@ def _logging(verbose: int) -> None:
         h = logging.NullHandler()
         lib.setLevel(logging.NOTSET)
         lib.propagate = True
-    h._iec104_cli = True
+    setattr(h, "_iec104_cli", True)            # our mark, read back with getattr above
     lib.addHandler(h)
 
 
@@ -295,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.cmd or "demo"
     if cmd == "demo" and not hasattr(args, "export"):
         args.export, args.rows = "out/parameters.parquet", 40
-    handler = globals()[f"cmd_{cmd}"]
+    handler: Callable[[argparse.Namespace], int] = globals()[f"cmd_{cmd}"]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -316,13 +326,19 @@ def main(argv: list[str] | None = None) -> int:
         return FAILED
 
 
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """master.run, with the exit code of ``main`` typed (run itself is not annotated)."""
+    code: int = run(main)
+    return code
+
+
 # ---- demo ------------------------------------------------------------------------------------
 
-def cmd_demo(args) -> int:
-    return run(_demo(args))
+def cmd_demo(args: argparse.Namespace) -> int:
+    return _run(_demo(args))
 
 
-async def _demo(args) -> int:
+async def _demo(args: argparse.Namespace) -> int:
     from iec104.outstation import Outstation
     points = sample_points()
     t0 = time.monotonic()
@@ -345,6 +361,7 @@ async def _demo(args) -> int:
             value = {45: 1, 46: 2, 47: 2, 48: 0.5, 49: 100, 50: 112.5, 51: 1}.get(int(first["type_id"]), 1)
             res = await rtu.command(first["ca"], first["ioa"], int(first["type_id"]), value,
                                     select=True, wait_term=True)
+            assert res.rtt is not None          # command() measures it
             console.say(f"command {first['type']} CA {res.ca} IOA {res.ioa} value {value} "
                         f"(select before operate): ActCon{' and ActTerm' if res.terminated else ''} "
                         f"in {res.rtt * 1000:.1f} ms")
@@ -392,7 +409,7 @@ def _check_output(path: str | None) -> None:
                          f"{', '.join(sorted([*FORMATS, '.xlsx']))}")
 
 
-def _export_table(df, path: str) -> Path:
+def _export_table(df: pl.DataFrame, path: str) -> Path:
     """The parameter table written as master.export does, and .xlsx (Polars' write_excel)
     written the same way: beside, then renamed."""
     from iec104.export import file_mode, write_table
@@ -421,17 +438,26 @@ def _export_table(df, path: str) -> Path:
     return out
 
 
-async def _connect_all(master: Master, targets: list[Target], settings: dict):
+async def _connect_all(master: Master, targets: list[Target],
+                       settings: dict[str, Any]) -> list[Session | RedundancyGroup]:
     sessions = []
     for t in targets:
         sessions.append(await _connect_one(master, t, settings))
     return sessions
 
 
-async def _connect_one(master: Master, t: Target, settings: dict):
+@overload
+async def _connect_one(master: Master, t: Target,
+                       settings: dict[str, Any]) -> Session | RedundancyGroup: ...
+@overload
+async def _connect_one(master: Cluster, t: Target, settings: dict[str, Any]) -> RTU: ...
+
+
+async def _connect_one(master: Master | Cluster, t: Target,
+                       settings: dict[str, Any]) -> Session | RedundancyGroup | RTU:
     _log.debug("%s: connecting to %s:%d, settings %s", Reach.name(t), t.host, t.port,
                {**settings, **t.settings} or "the standard's")
-    standby = {"standby": t.standby} if t.standby else {}     # a Cluster takes none (cmd_poll)
+    standby: dict[str, Any] = {"standby": t.standby} if t.standby else {}  # a Cluster: none
     s = await master.connect(t.host, t.port, name=t.name, **standby, **{**settings, **t.settings})
     _log.info("%s: connected to %s:%d, data transfer started%s", s.name, t.host, t.port,
               " (general interrogation at start)" if s.settings.gi_on_start else "")
@@ -444,10 +470,11 @@ class Reach:
     """Every target of a multi-RTU poll: the ones down at start are shown as down and tried
     again in the background (the session's own back-off), the others polled meanwhile."""
 
-    def __init__(self, master: Master, targets: list[Target], settings: dict):
+    def __init__(self, master: Master | Cluster, targets: list[Target],
+                 settings: dict[str, Any]) -> None:
         self.master, self.targets, self.settings = master, targets, settings
         self.down: dict[str, str] = {}          # name -> why, while not reached
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task[None]] = []
 
     @staticmethod
     def name(t: Target) -> str:
@@ -490,7 +517,7 @@ class Reach:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def _fleet(args):
+def _fleet(args: argparse.Namespace) -> Master | Cluster:
     """The poll's master: one Master, or with --workers a Cluster of Masters on Ray, which
     the poll drives alike (its tables are awaited)."""
     if args.workers is None:
@@ -505,7 +532,7 @@ def _fleet(args):
     return Cluster(workers=args.workers, address=args.ray_address)
 
 
-def cmd_poll(args) -> int:
+def cmd_poll(args: argparse.Namespace) -> int:
     targets = _targets(args.targets, args.standby)
     if args.workers and any(t.standby for t in targets):
         raise InputError("standby: redundancy groups are not polled with --workers")
@@ -513,16 +540,20 @@ def cmd_poll(args) -> int:
         _check_settings({**_session_settings(args), **t.settings})
     _check_output(args.export)
     points = _read_points(args.points)
-    return run(_poll(args, targets, points))
+    return _run(_poll(args, targets, points))
 
 
-async def _poll(args, targets: list[Target], points) -> int:
+async def _poll(args: argparse.Namespace, targets: list[Target],
+                points: pl.DataFrame | None) -> int:
     """Polls every RTU it can reach; the ones down are shown as down and tried again in the
     background. Exit code 0 when every RTU was reached, 1 when one never was (or, at once,
     when none could be reached at start)."""
     from iec104.store import ParquetSink
     stop = _stop_on_signals()
-    async with _fleet(args) as master:
+    # a Master, or a Cluster with --workers: driven alike, the branches on args.workers
+    # calling what only one of them has
+    fleet: Any = _fleet(args)
+    async with fleet as master:
         if args.events and args.workers:
             sink = master.sink(args.events)
         else:
@@ -562,15 +593,16 @@ async def _poll(args, targets: list[Target], points) -> int:
     return OK
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     targets = _targets([args.target])
     for t in targets:
         _check_settings({**_session_settings(args), **t.settings})
     _check_output(args.output)
-    return run(_export(args, targets, _read_points(args.points)))
+    return _run(_export(args, targets, _read_points(args.points)))
 
 
-async def _export(args, targets: list[Target], points) -> int:
+async def _export(args: argparse.Namespace, targets: list[Target],
+                  points: pl.DataFrame | None) -> int:
     async with Master(gi_on_start=False) as master:
         sessions = await _connect_all(master, targets, _session_settings(args))
         for s in sessions:
@@ -584,11 +616,11 @@ async def _export(args, targets: list[Target], points) -> int:
 
 # ---- simulate --------------------------------------------------------------------------------
 
-def cmd_simulate(args) -> int:
-    return run(_simulate(args))
+def cmd_simulate(args: argparse.Namespace) -> int:
+    return _run(_simulate(args))
 
 
-async def _simulate(args) -> int:
+async def _simulate(args: argparse.Namespace) -> int:
     from iec104.outstation import Outstation
     out = Outstation(stations=args.stations, points=args.points, point_list=args.point_list,
                      host=args.host, port=args.port, rate=args.rate, with_time=args.with_time,
@@ -612,13 +644,13 @@ async def _simulate(args) -> int:
 
 # ---- command ---------------------------------------------------------------------------------
 
-def _field_sizes(settings: dict) -> dict:
+def _field_sizes(settings: dict[str, Any]) -> FieldSizes:
     """The COT, CA and IOA sizes the session will use (settings checked as connect would)."""
     s = SessionSettings.of(**settings)
-    return dict(cot_size=s.cot_size, ca_size=s.ca_size, ioa_size=s.ioa_size)
+    return FieldSizes(cot_size=s.cot_size, ca_size=s.ca_size, ioa_size=s.ioa_size)
 
 
-def cmd_command(args) -> int:
+def cmd_command(args: argparse.Namespace) -> int:
     target = _one_target(args.target)
     settings = {**_session_settings(args), **target.settings}
     _check_settings(settings)
@@ -630,16 +662,18 @@ def cmd_command(args) -> int:
     build_command(args.type, args.ca, args.ioa, value, select=args.select,
                   qualifier=args.qualifier, time=True if args.time else None,
                   sizes=_field_sizes(settings))
-    return run(_command(args, target, settings, value))
+    return _run(_command(args, target, settings, value))
 
 
-async def _command(args, target: Target, settings: dict, value) -> int:
+async def _command(args: argparse.Namespace, target: Target, settings: dict[str, Any],
+                   value: float) -> int:
     async with Master(gi_on_start=False, reconnect=False) as master:
         rtu = await master.connect(target.host, target.port, name=target.name, **settings)
         res = await rtu.command(args.ca, args.ioa, args.type, value, select=args.select,
                                 qualifier=args.qualifier, time=True if args.time else None,
                                 timeout=args.timeout)
         name = TypeID(args.type).name if isinstance(args.type, int) else args.type
+        assert res.rtt is not None              # command() measures it
         console.say(f"{name} CA {res.ca} IOA {res.ioa} value {value}: confirmed (ActCon) "
                     f"in {res.rtt * 1000:.1f} ms")
     return OK
@@ -647,7 +681,7 @@ async def _command(args, target: Target, settings: dict, value) -> int:
 
 # ---- import / decode -------------------------------------------------------------------------
 
-def cmd_import(args) -> int:
+def cmd_import(args: argparse.Namespace) -> int:
     from iec104.errors import PointListError
     from iec104.metadata import read_point_list
     sheet = int(args.sheet) if args.sheet and args.sheet.isdigit() else args.sheet
@@ -660,7 +694,7 @@ def cmd_import(args) -> int:
     return OK
 
 
-def cmd_decode(args) -> int:
+def cmd_decode(args: argparse.Namespace) -> int:
     from iec104.capture import read_capture, write_points
     t = time.perf_counter()
     res = read_capture(args.capture, port=args.port)
@@ -672,7 +706,7 @@ def cmd_decode(args) -> int:
     return OK
 
 
-def cmd_watch(args) -> int:
+def cmd_watch(args: argparse.Namespace) -> int:
     try:
         from iec104.tui import run_watch
     except ModuleNotFoundError as e:            # without the tui extra: one line that names it
