@@ -244,3 +244,24 @@ async def test_the_cli_simulator_serves_a_group_on_its_standby_ports():
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+async def test_the_operator_tools_work_on_a_group():
+    """What `iec104 watch --standby` calls: the debug switch reads back, the schedules are
+    set on every connection (the active one runs them) and a bad value changes nothing."""
+    async with iec104.Outstation(stations=1, points=POINTS, standby_ports=[0]) as out, \
+            iec104.Master(**FAST) as master:
+        rtu = await _group(master, out)
+        assert rtu.debug is False
+        rtu.enable_debug()
+        assert rtu.debug is True and all(m.debug for m in rtu.members)
+        with pytest.raises(iec104.SettingsError):
+            rtu.set_schedules(gi_interval=-1)
+        assert rtu.settings.gi_interval is None
+        before = master.store.event_frame().height
+        rtu.set_schedules(gi_interval=0.2)
+        assert rtu.settings.gi_interval == 0.2
+        assert all(m.settings.gi_interval == 0.2 for m in rtu.members)
+        await wait_for(lambda: master.store.event_frame().height >= before + 2 * GI_OBJECTS, 10)
+        rtu.set_schedules(gi_interval=None)
+        assert all(m._sched_task is None for m in rtu.members)

@@ -265,6 +265,17 @@ class RedundancyGroup:
         for m in self.members:
             m.enable_debug(on)
 
+    @property
+    def debug(self) -> bool:
+        return any(m.debug for m in self.members)
+
+    def set_schedules(self, **schedules: float | None) -> None:
+        """:meth:`Session.set_schedules` on every connection (the one with data transfer
+        started runs them); a bad value raises SettingsError and changes none."""
+        for m in self.members:
+            m.set_schedules(**schedules)
+        self.settings = self.members[0].settings
+
     def status(self) -> dict[str, Any]:
         """The active connection's status (see :meth:`Session.status`) with counts over the
         group, which address is active, since when and why, and every connection's state."""

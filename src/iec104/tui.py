@@ -409,10 +409,7 @@ class WatchApp(App[None]):
             table.update(_frames(log))
         state = (("paused", "bold"), " (p: follow the newest)") if self.paused else \
             ("following the newest frames (p: pause)",)
-        # a RedundancyGroup has no debug (AttributeError here, with --standby): a bug found
-        # by the typing, left as it is (no change of behaviour in this edit)
-        debug = s.debug  # type: ignore[union-attr]
-        off = () if debug else (("   debug frames are off: the switch on the Configuration "
+        off = () if s.debug else (("   debug frames are off: the switch on the Configuration "
                                    "page", "yellow"),)
         self._show("#frames_state", f"{table.row_count} frames, ", *state, *off)
 
@@ -520,9 +517,7 @@ class WatchApp(App[None]):
     async def _set_schedules(self, values: dict[str, float | None]) -> None:
         assert self.session is not None         # _prepare_schedules: connected
         try:
-            # a RedundancyGroup has no set_schedules (the error line says so): a bug found by
-            # the typing, left as it is (no change of behaviour in this edit)
-            self.session.set_schedules(**values)  # type: ignore[union-attr]
+            self.session.set_schedules(**values)
             self._say("schedules set", ok=True)
         except Exception as e:
             self._say(f"schedules: {e}")
