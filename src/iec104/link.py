@@ -30,7 +30,7 @@ class LinkConfig:
     w: int = 8
     role: str = "master"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("t0", "t1", "t2", "t3"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 s (got {getattr(self, name)})")

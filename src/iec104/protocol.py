@@ -13,14 +13,15 @@ import time
 import weakref
 
 from iec104._codec import Workspace
-from iec104.link import Batch, RecvBuffer, Timers
+from iec104.link import Batch, Channel, RecvBuffer, Timers
 
 __all__ = ["LinkProtocol", "shared_buffers", "loop_timers", "coalesce", "MAX_BACKLOG"]
 
 log = logging.getLogger("iec104.protocol")
 MAX_BACKLOG = 4 << 20       # octets written but not taken by the peer before we close
 _OUTPUT = int(Batch.OUTPUT)            # an int: IntFlag operations cost us each
-_shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple]" = weakref.WeakKeyDictionary()
+_shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[RecvBuffer, Workspace]]" = \
+    weakref.WeakKeyDictionary()
 _timers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers]" = weakref.WeakKeyDictionary()
 
 
@@ -82,7 +83,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
 
     max_backlog = MAX_BACKLOG
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, channel):
+    def __init__(self, loop: asyncio.AbstractEventLoop, channel: Channel) -> None:
         self.loop = loop
         self.channel = channel
         self.transport: asyncio.Transport | None = None
@@ -92,7 +93,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self.get_buffer = channel.get_buffer                # type: ignore[method-assign]
         self.buffer_updated = channel.buffer_updated        # type: ignore[method-assign]
 
-    def eof_received(self):
+    def eof_received(self) -> bool:
         return False                    # close the transport
 
     # ---- writing and the timer ---------------------------------------------------------------
@@ -102,7 +103,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         if flags & _OUTPUT:
             self.write(self.channel.link.data_to_send())
 
-    def write(self, data) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         t = self.transport
         if t is None or t.is_closing():
             return
@@ -112,7 +113,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         if backlog > self.max_backlog:
             self.abort(f"the peer does not read: {backlog} octets unsent")
 
-    def sent(self, data) -> None:
+    def sent(self, data: bytes | bytearray | memoryview) -> None:
         """Called with every octet string before it is written (counts, hooks)."""
 
     def abort(self, reason: str) -> None:
@@ -134,13 +135,13 @@ class LinkProtocol(asyncio.BufferedProtocol):
         if self.channel is not None:
             loop_timers(self.loop).discard(self.channel)
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         # the peer takes less than we send: stop reading what it sends until it catches up
         self.write_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         self.write_paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.resume_reading_if_allowed()

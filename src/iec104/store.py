@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import AsyncIterator, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import polars as pl
@@ -42,11 +42,12 @@ def rows_frame(rows: np.ndarray) -> pl.DataFrame:
     return points_frame({k: rows[k] for k in rows.dtype.names or ()})
 
 
-def points_frame(cols: dict) -> pl.DataFrame:
+def points_frame(cols: Mapping[str, np.ndarray]) -> pl.DataFrame:
     """A Polars frame of store/event columns: times as UTC datetimes, type names, flags."""
     tf = cols["time_flags"]
     type_id = cols["type_id"]
-    frame = {k: cols[k] for k in ("station", "ca", "ioa") if k in cols}
+    frame: dict[str, np.ndarray | pl.Series] = {k: cols[k] for k in ("station", "ca", "ioa")
+                                                if k in cols}
     if "family" in cols:
         frame["family"] = cols["family"]
     frame.update({
@@ -101,7 +102,7 @@ class Consumer:
         self.log.consumed(self)
 
 
-def _wake(fut: asyncio.Future) -> None:
+def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -119,7 +120,7 @@ class EventLog:
         self.lost = 0                           # rows lost by lossy consumers, all told
         self.on_pause: list[Callable[[], None]] = []
         self.on_resume: list[Callable[[], None]] = []
-        self._waiters: list[tuple[asyncio.Future, float]] = []
+        self._waiters: list[tuple[asyncio.Future[None], float]] = []
 
     @property
     def capacity(self) -> int:
@@ -182,7 +183,7 @@ class EventLog:
 
     async def wait(self, timeout: float | None = None, linger: float = 0.0) -> None:
         """Until rows arrive (then ``linger`` s more), or ``timeout`` s have passed."""
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (fut, linger)
         self._waiters.append(entry)
         self.ring.notify = True                 # the link core says when rows arrive
@@ -221,7 +222,9 @@ class EventStream:
     def __aiter__(self) -> "EventStream":
         return self
 
-    async def __anext__(self):
+    # numpy POINT_DTYPE rows, or a Polars frame with as_polars: Any, since which one is the
+    # caller's as_polars (a union would make every reader narrow what it asked for)
+    async def __anext__(self) -> Any:
         c, lg = self._consumer, self._log
         if c not in lg.consumers:
             raise StopAsyncIteration
@@ -243,7 +246,7 @@ class EventStream:
     async def aclose(self) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self._consumer.close()
         except Exception:
@@ -266,7 +269,7 @@ class Store:
     def __len__(self) -> int:
         return len(self.table)
 
-    def to_numpy(self) -> dict:
+    def to_numpy(self) -> dict[str, np.ndarray]:
         return self.table.columns()
 
     def points(self, *, station: int | None = None) -> pl.DataFrame:
@@ -278,7 +281,7 @@ class Store:
     def counts_by_station(self) -> np.ndarray:
         return self.table.count_by_station()
 
-    def counts_by_device(self) -> dict:
+    def counts_by_device(self) -> dict[tuple[int, int], int]:
         return self.table.count_by_device()
 
     def event_frame(self) -> pl.DataFrame:
@@ -330,7 +333,7 @@ class ParquetSink:
         self._pending_rows = 0
         self._opened = time.monotonic()
         self._consumer: Consumer | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self, store: Store) -> None:
         self._consumer = store.log.consumer(lossless=True)
