@@ -7,13 +7,14 @@ import logging
 from datetime import tzinfo
 from pathlib import Path
 from ssl import SSLContext
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 import polars as pl
 
 from iec104.errors import SettingsError
 from iec104.export import write_table
-from iec104.metadata import Catalog
+from iec104.metadata import Catalog, PointListSource
 from iec104.protocol import coalesce
 from iec104.redundancy import RedundancyGroup
 from iec104.session import Session
@@ -26,9 +27,10 @@ __all__ = ["Master", "run"]
 log = logging.getLogger("iec104.master")
 
 _SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(SessionSettings))
+_T = TypeVar("_T")
 
 
-def run(main, *, debug: bool = False):
+def run(main: Coroutine[Any, Any, _T], *, debug: bool = False) -> _T:
     """Run a coroutine on uvloop when installed (plain asyncio otherwise)."""
     try:
         import uvloop
@@ -61,7 +63,8 @@ class Master:
     ...     df = master.parameters()
     """
 
-    def __init__(self, *, event_capacity: int = 1_000_000, coalesce: float = 0.0, **defaults):
+    def __init__(self, *, event_capacity: int = 1_000_000, coalesce: float = 0.0,
+                 **defaults: Any) -> None:
         if isinstance(coalesce, bool) or not isinstance(coalesce, (int, float)) \
                 or not 0 <= coalesce <= 1:
             raise SettingsError(f"coalesce must be 0..1 s, not {coalesce!r}")
@@ -69,7 +72,8 @@ class Master:
         self.defaults = SessionSettings.of(**defaults)
         self.store = Store(event_capacity=event_capacity)
         self.catalog = Catalog()
-        self.sessions: list[Session | RedundancyGroup] = []
+        # a station whose first connect failed keeps its number: None in its place
+        self.sessions: list[Session | RedundancyGroup | None] = []
         # a lossless consumer of the event log that falls behind pushes back on the RTUs
         self.store.log.on_pause.append(lambda: self._reading(False))
         self.store.log.on_resume.append(lambda: self._reading(True))
@@ -82,7 +86,7 @@ class Master:
     async def __aenter__(self) -> "Master":
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def connect(
@@ -175,7 +179,7 @@ class Master:
             raise
         return s
 
-    def session(self, name_or_station) -> Session | RedundancyGroup:
+    def session(self, name_or_station: str | int) -> Session | RedundancyGroup:
         for s in self.sessions:
             if s is not None and (s.name == name_or_station or s.station == name_or_station):
                 return s
@@ -224,7 +228,7 @@ class Master:
     def devices(self) -> pl.DataFrame:
         """One row per common address seen behind each session."""
         counts = self.store.counts_by_device()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for s in self.sessions:
             if s is None:
                 continue
@@ -240,7 +244,7 @@ class Master:
         return df.with_columns(pl.from_epoch(pl.col("last_gi") * 1000, time_unit="ms")
                                .dt.replace_time_zone("UTC"))
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[dict[str, Any]]:
         """Each session's state and counts (see :meth:`Session.status`), with the event
         log's rows lost by lossy readers (``events_lost``, master-wide)."""
         lost = self.store.log.lost
@@ -252,7 +256,8 @@ class Master:
 
     # ---- point lists -------------------------------------------------------------------------
 
-    def import_points(self, source, *, station: int | None = None, **options) -> pl.DataFrame:
+    def import_points(self, source: PointListSource, *, station: int | None = None,
+                      **options: Any) -> pl.DataFrame:
         """Read a point list (CSV/XLSX path or DataFrame) now; all or nothing."""
         return self.catalog.load(source, station=station, **options)
 
@@ -261,7 +266,8 @@ class Master:
         import went)."""
         return self.catalog.table()
 
-    async def import_points_async(self, source=None, *, station: int | None = None, **options):
+    async def import_points_async(self, source: PointListSource | None = None, *,
+                                  station: int | None = None, **options: Any) -> pl.DataFrame:
         """Import off the event loop (large lists, import hooks); ``catalog.status`` shows
         its progress while it runs."""
         if "password" in options:               # never a plain string in a traceback's frames
@@ -279,7 +285,7 @@ class Master:
         """Write the event log held in memory, atomically."""
         return write_table(self._named(self.store.event_frame()), path)
 
-    def events(self, **options) -> EventStream:
+    def events(self, **options: Any) -> EventStream:
         """Async iterator of batches of every object received (see :meth:`Store.events`);
         its ``lost`` counts what a lossy reader lost."""
         return self.store.events(**options)
