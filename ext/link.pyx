@@ -288,7 +288,7 @@ cdef class Link:
 
     # ---- outputs ---------------------------------------------------------------------------
 
-    def data_to_send(self) -> bytes:
+    cpdef bytes data_to_send(self):
         cdef bytes b = (<char*>self.out)[:self.out_n]
         self.out_n = 0
         return b
@@ -543,12 +543,14 @@ cdef class Channel:
     cdef Py_ssize_t used, n_frames, n_accepted, n_points
     cdef Py_ssize_t slot                 # where in its Timers (-1: in none)
     cdef public list taps                # hooks that see every read's octets (on_receive)
+    cdef public list send_taps           # hooks that see every octet string sent (on_send)
     cdef public bint debug               # the glue logs every frame
     cdef uint16_t* cas                   # common addresses seen with monitor data
     cdef int n_cas, cap_cas
     cdef list _new_cas
-    cdef object _clock, _on_batch
+    cdef object _clock, _on_batch, _write
     cdef readonly uint64_t frames_in, points_in, bad_frames, refused_rows
+    cdef readonly uint64_t bytes_out     # octets the channel wrote itself (see bind_write)
 
     def __cinit__(self, *args, **kwargs):
         self.cas = NULL
@@ -571,14 +573,31 @@ cdef class Channel:
         Python frame at all (uvloop takes them once, when the transport is made)."""
         self._clock, self._on_batch = clock, on_batch
 
+    def bind_write(self, write):
+        """``write(octets)`` (the transport's, None once it is gone): a batch that asks only
+        for its link's output (an S-frame after w I-frames or t2, a TESTFR con) is then
+        written from C, without ``on_batch``, unless the glue taps or logs what it sends
+        (``send_taps``, ``debug``); those octets are counted in ``bytes_out``."""
+        self._write = write
+
+    cdef int _dispatch(self, int flags) except -1:
+        cdef bytes data
+        if flags == B_OUTPUT and self._write is not None and not self.debug and \
+                (self.send_taps is None or not len(self.send_taps)):
+            data = self.link.data_to_send()
+            self.bytes_out += len(data)
+            self._write(data)
+        elif flags and self._on_batch is not None:
+            self._on_batch(flags)
+        return 0
+
     def buffer_updated(self, Py_ssize_t nbytes):
         cdef int flags = self.received(nbytes, self._clock())
         cdef RecvBuffer rb = self.rb
         if rb.on_read is not None and not rb.armed:
             rb.armed = True
             rb.on_read()
-        if flags:
-            self._on_batch(flags)
+        self._dispatch(flags)
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """Where the next read goes: after this connection's partial APDU, and no more
@@ -761,13 +780,11 @@ cdef class Timers:
         """Run the link timers of each channel whose deadline has come, and its glue's
         ``on_batch`` when that asks for something; returns how many channels were due."""
         cdef Channel ch
-        cdef int flags, due = 0
+        cdef int due = 0
         for ch in list(self.channels):          # a callback may add or discard channels
             if ch.slot < 0 or ch.link.deadline() > now:
                 continue
             due += 1
             ch.link.tick(now)
-            flags = ch._link_flags() & ch.want
-            if flags and ch._on_batch is not None:
-                ch._on_batch(flags)
+            ch._dispatch(ch._link_flags() & ch.want)
         return due

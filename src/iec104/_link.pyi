@@ -61,9 +61,11 @@ class Timers:
 class Channel:
     link: Link
     taps: list | None
+    send_taps: list | None
     debug: bool
     decoder: Decoder
     frames_in: int
+    bytes_out: int
     points_in: int
     bad_frames: int
     refused_rows: int
@@ -71,6 +73,7 @@ class Channel:
                  table: LatestTable | None = None, ring: EventRing | None = None, *,
                  broadcast_ca: int = 65535, want: int = ...) -> None: ...
     def bind(self, clock: Callable[[], float], on_batch: Callable[[int], object]) -> None: ...
+    def bind_write(self, write: Callable[[bytes], object] | None) -> None: ...
     def get_buffer(self, sizehint: int = -1) -> memoryview: ...
     def buffer_updated(self, nbytes: int) -> None: ...
     def received(self, nbytes: int, now: float) -> int: ...

@@ -1,0 +1,101 @@
+"""The channel's own write (Channel.bind_write): a batch that asks only for its link's output
+(the S-frame after w I-frames, or after t2 from the loop's Timers) is written from C, never
+through on_batch; anything else, or a glue that taps or logs what it sends, goes to on_batch.
+No sockets, a fake clock."""
+import struct
+
+from iec104._codec import Decoder, Workspace
+from iec104._store import EventRing, LatestTable
+from iec104.link import Batch, Channel, Link, LinkConfig, RecvBuffer, Timers
+
+from scripted_peer import u_frame
+from test_channel import STARTDT_CON, gi_data
+
+SESSION_WANT = ~(Batch.IFRAMES | Batch.ACKED) & 0xFFFF     # what a master's session asks for
+TESTFR_ACT, TESTFR_CON = u_frame(0x43), u_frame(0x83)
+
+
+def channel():
+    """A started master-side channel that has seen CA 1 (no NEW_DEVICE left to report)."""
+    link = Link(LinkConfig())
+    link.connection_made(0.0)
+    link.start(0.0)
+    link.data_to_send()
+    ch = Channel(link, Decoder(workspace=Workspace(256)), RecvBuffer(4096),
+                 LatestTable(), EventRing(1000), want=SESSION_WANT)
+    ch.bind(lambda: 1.0, lambda flags: None)
+    read(ch, STARTDT_CON)
+    link.take_events()
+    return ch
+
+
+def bound(ch):
+    """The glue's bindings, recorded: on_batch's flags and the octets written."""
+    calls, written = [], []
+    ch.bind(lambda: 1.0, calls.append)
+    ch.bind_write(written.append)
+    return calls, written
+
+
+def read(ch, data: bytes) -> None:
+    buf = ch.get_buffer()
+    buf[:len(data)] = data
+    ch.buffer_updated(len(data))
+
+
+def s_frame_nr(octets: bytes) -> int:
+    assert len(octets) == 6 and octets[2] == 0x01, octets.hex()
+    return struct.unpack_from("<H", octets, 4)[0] >> 1
+
+
+def test_the_s_frame_after_w_i_frames_is_written_without_on_batch():
+    ch = channel()
+    calls, written = bound(ch)
+    for ns in range(7):                         # one APDU per read, w = 8: not yet
+        read(ch, gi_data(ns))
+    assert written == [] and calls == [Batch.NEW_DEVICE]     # CA 1: first seen
+    calls.clear()
+    read(ch, gi_data(7))
+    assert [s_frame_nr(w) for w in written] == [8] and calls == []
+    read(ch, b"".join(gi_data(ns) for ns in range(8, 12)))  # a read of w/2 (a GI): acked
+    assert [s_frame_nr(w) for w in written] == [8, 12] and calls == []
+    assert ch.bytes_out == 12 and ch.link.status()["s_out"] == 2
+
+
+def test_t2_s_frame_from_the_timers_is_written_by_the_channel():
+    ch = channel()
+    calls, written = bound(ch)
+    read(ch, gi_data(0))
+    calls.clear()
+    timers = Timers()
+    timers.add(ch)
+    assert timers.tick(1.0 + 9.0) == 0 and written == []    # t2 = 10 s
+    timers.tick(1.0 + 10.1)
+    assert [s_frame_nr(w) for w in written] == [1] and calls == []
+
+
+def test_a_glue_that_taps_or_logs_its_sends_gets_on_batch():
+    for setup in (lambda ch: setattr(ch, "send_taps", [print]),
+                  lambda ch: setattr(ch, "debug", True)):
+        ch = channel()
+        calls, written = bound(ch)
+        setup(ch)
+        read(ch, b"".join(gi_data(ns) for ns in range(8)))
+        assert written == [] and ch.bytes_out == 0
+        assert calls and calls[-1] & Batch.OUTPUT
+        assert s_frame_nr(ch.link.data_to_send()) == 8
+
+
+def test_without_a_write_or_with_more_to_do_on_batch_gets_it():
+    ch = channel()
+    calls, written = bound(ch)
+    read(ch, gi_data(0))
+    ch.bind_write(None)                         # the transport is gone
+    read(ch, b"".join(gi_data(ns) for ns in range(1, 8)))
+    assert written == [] and calls[-1] == Batch.OUTPUT
+    ch.link.data_to_send()
+    ch.bind_write(written.append)
+    read(ch, TESTFR_ACT)                        # its con: output only, written
+    assert written == [TESTFR_CON]
+    read(ch, b"".join(gi_data(ns, ca=2) for ns in range(8, 16)))   # a new CA with the S-frame
+    assert calls[-1] == Batch.OUTPUT | Batch.NEW_DEVICE and written == [TESTFR_CON]
