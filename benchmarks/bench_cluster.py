@@ -4,13 +4,14 @@ scaling ratio), and the cost of ``await cluster.points()`` for 1 M rows across t
 The simulators run in one child process (their own event loop, so the workers' cost is not
 theirs); every worker is a Ray actor with its own Master on uvloop.
 
-- GI: ``rtus`` RTUs of ``points`` objects each (k=1000 on both sides, a load test), the
-  best of ``repeat`` fleet-wide interrogations; objects/s.
+- GI: ``rtus`` RTUs of ``points`` objects each, the best of ``repeat`` fleet-wide
+  interrogations; objects/s. ``--k``/``--w`` on both sides: the standard's 12/8 by default
+  (what a real RTU gives), ``--k 1000 --w 600`` for a load test.
 - trickle: every RTU sends ``rate`` spontaneous changes/s for ``seconds``; objects received
   per second over the window (from the workers' status) against what was offered.
 - points(): the fleet table after a GI of ``big`` rows in all, median of 5 calls.
 
-Run: .venv/bin/python benchmarks/bench_cluster.py [--rtus 8 --points 25000 --rate 20000] [--json out.json]
+Run: .venv/bin/python benchmarks/bench_cluster.py [--rtus 8 --points 25000 --rate 20000] [--k 12 --w 8] [--json out.json]
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ import procs  # noqa: E402
 import iec104  # noqa: E402
 
 
-def _serve(ports, points: int, rate: float, ready, stop) -> None:
+def _serve(ports, points: int, rate: float, k: int, w: int, ready, stop) -> None:
     async def main():
-        outs = [await iec104.Outstation(stations=1, points=points, port=p, rate=rate, k=1000,
-                                        w=600).start() for p in ports]
+        outs = [await iec104.Outstation(stations=1, points=points, port=p, rate=rate, k=k,
+                                        w=w).start() for p in ports]
         ready.set()
         while not stop.is_set():
             await asyncio.sleep(0.1)
@@ -44,12 +45,14 @@ def _serve(ports, points: int, rate: float, ready, stop) -> None:
 class Simulators:
     """``n`` simulated RTUs in a child process."""
 
+    k, w = 12, 8                                        # main() sets --k/--w
+
     def __init__(self, n: int, points: int, rate: float = 0.0):
         self.ports = [procs.free_port() for _ in range(n)]
         ctx = mp.get_context("spawn")                   # no fork of a process Ray runs in
         self.ready, self.stop = ctx.Event(), ctx.Event()
         self.proc = ctx.Process(
-            target=_serve, args=(self.ports, points, rate, self.ready, self.stop))
+            target=_serve, args=(self.ports, points, rate, self.k, self.w, self.ready, self.stop))
 
     def __enter__(self) -> "Simulators":
         self.proc.start()
@@ -62,7 +65,8 @@ class Simulators:
 
 
 async def fleet(cluster, ports) -> None:
-    await asyncio.gather(*(cluster.connect("127.0.0.1", p, name=f"rtu-{i}", k=1000, w=600,
+    await asyncio.gather(*(cluster.connect("127.0.0.1", p, name=f"rtu-{i}", k=Simulators.k,
+                                           w=Simulators.w,
                                            gi_on_start=False) for i, p in enumerate(ports)))
 
 
@@ -112,6 +116,7 @@ async def points_cost(workers: int, rtus: int, rows: int) -> dict:
 
 async def main(args) -> dict:
     out: dict = {"args": vars(args), "gi": [], "trickle": [], "points": []}
+    Simulators.k, Simulators.w = args.k, args.w
     for w in (1, 2):
         out["gi"].append(await gi(w, args.rtus, args.points, args.repeat))
         print("gi", out["gi"][-1], flush=True)
@@ -134,6 +139,8 @@ if __name__ == "__main__":
     p.add_argument("--rate", type=float, default=20_000, help="changes/s per RTU (trickle)")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--big", type=int, default=1_000_000, help="rows of the points() test")
+    p.add_argument("--k", type=int, default=12, help="k of both sides (standard: 12)")
+    p.add_argument("--w", type=int, default=8, help="w of both sides (standard: 8)")
     p.add_argument("--json")
     args = p.parse_args()
     res = asyncio.run(main(args))
