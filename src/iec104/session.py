@@ -14,13 +14,15 @@ import logging
 import random
 import ssl
 import time
-from typing import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar, cast
 
 import numpy as np
+import polars as pl
 
 from iec104._codec import Decoder, decode_frames
 from iec104._encode import encode_asdu
-from iec104.commands import CommandResult, build_command, check_address, to_ms
+from iec104.commands import CommandResult, Pending, build_command, check_address, to_ms
 from iec104.errors import (
     ConfirmationTimeout, ConnectError, ConnectionLostError, InvalidRequestError, NotConnected,
     SettingsError,
@@ -32,9 +34,14 @@ from iec104.settings import SessionSettings
 from iec104 import tls as _tls
 from iec104.types import Cot, FrameFormat, TypeID, broadcast_ca
 
+if TYPE_CHECKING:
+    from iec104.metadata import Catalog, PointListSource
+    from iec104.store import Store
+
 __all__ = ["Session", "SessionSettings"]
 
 log = logging.getLogger("iec104.session")
+_T = TypeVar("_T")
 
 # the Batch bits a master acts on (accepted rows are stored already; the link sends its own
 # queue when acks open the window); plain ints on the hot path: IntFlag ops cost us each
@@ -49,7 +56,7 @@ _CLOSE, _STARTED, _TEST_CONFIRMED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED)
 class _Protocol(LinkProtocol):
     """One TCP connection of a session: every callback goes to the session."""
 
-    def __init__(self, session: "Session"):
+    def __init__(self, session: "Session") -> None:
         store = session._store
         channel = Channel(Link(session.settings.link_config()), session._decoder,
                           shared_buffers(session._loop)[0], store.table, store.log.ring,
@@ -60,12 +67,13 @@ class _Protocol(LinkProtocol):
         self.max_backlog = session.settings.max_backlog
         self.aborted = False
 
-    def connection_made(self, transport):
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tr = cast(asyncio.Transport, transport)     # a stream connection's (TCP or TLS)
+        self.transport = tr
         self.arm()
-        self.s._connected(self, transport)
+        self.s._connected(self, tr)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.stop_timer()
         self.transport = None
         self.s._lost(self, exc)
@@ -73,8 +81,8 @@ class _Protocol(LinkProtocol):
     def on_batch(self, flags: int) -> None:
         self.s._batch(self, flags)
 
-    def sent(self, data) -> None:
-        self.s._sent(data)
+    def sent(self, data: bytes | bytearray | memoryview) -> None:
+        self.s._sent(cast(bytes, data))     # a session writes only its link's output: bytes
 
     def abort(self, reason: str) -> None:
         self.aborted = True
@@ -98,7 +106,8 @@ class Session:
     """
 
     def __init__(self, host: str, port: int, *, name: str, station: int,
-                 settings: SessionSettings, store, catalog=None):
+                 settings: SessionSettings, store: Store, catalog: Catalog | None = None
+                 ) -> None:
         self.host, self.port, self.name, self.station = host, port, name, station
         self.settings = settings
         self._store = store
@@ -111,17 +120,17 @@ class Session:
         store.table.set_cap(station, settings.max_points)
         self._proto: _Protocol | None = None
         self._requests = Requests(name, self.broadcast_ca)
-        self._started: asyncio.Future | None = None
+        self._started: asyncio.Future[None] | None = None
         self._lost_evt = asyncio.Event()
         self._closing = False
         self._now_reconnect = False
         self._attempt_started = False
         self._started_at: float | None = None
-        self._run_task: asyncio.Task | None = None
-        self._sched_task: asyncio.Task | None = None
-        self._bg: set[asyncio.Task] = set()
+        self._run_task: asyncio.Task[None] | None = None
+        self._sched_task: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Task[Any]] = set()
         self.tcp_state = "disconnected"
-        self.devices: dict[int, dict] = {}
+        self.devices: dict[int, dict[str, Any]] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
         self.last_testfr_con: float | None = None
@@ -131,10 +140,11 @@ class Session:
         # no time for us
         self._rx_seen: tuple[int, float | None] | None = None
         self.connected_since: float | None = None
-        self.learned_commands: dict[tuple, dict] = {}
+        # (station, ca, ioa, type) -> the last result (a redundancy group shares its own)
+        self.learned_commands: dict[tuple[int, ...], dict[str, Any]] = {}
         self.debug = False
         self.reading_paused = False
-        self._frame_log: collections.deque | None = None
+        self._frame_log: collections.deque[dict[str, Any]] | None = None
         self.on_send: list[Callable[[bytes], None]] = []
         self.on_receive: list[Callable[[bytes], None]] = []
         # a standby connection of a redundancy group (iec104.redundancy): connected and
@@ -142,7 +152,7 @@ class Session:
         self.hold_start = False
         self.on_link: list[Callable[["Session", str], None]] = []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<Session {self.name} {self.host}:{self.port} station={self.station} "
                 f"{self.tcp_state}/{self.data_transfer}>")
 
@@ -152,7 +162,7 @@ class Session:
         return p.channel.link if p is not None and p.channel is not None else None
 
     @property
-    def frame_log(self) -> collections.deque:
+    def frame_log(self) -> collections.deque[dict[str, Any]]:
         """The last ``settings.debug_frames`` APCI frames, while debugging is on."""
         if self._frame_log is None:
             self._frame_log = collections.deque(maxlen=self.settings.debug_frames)
@@ -227,11 +237,11 @@ class Session:
             self._lost_evt.set()
         await self._started
 
-    async def _wait_stopped(self):
+    async def _wait_stopped(self) -> None:
         while self.data_transfer not in ("stopped", "-"):
             await asyncio.sleep(0.01)
 
-    async def _run(self):
+    async def _run(self) -> None:
         failures = 0
         loop = self._loop
         s = self.settings
@@ -241,7 +251,7 @@ class Session:
             self.last_error = str(e)
             self._fail_start(ConnectError(f"{self.name}: {e}"))
             return
-        kw: dict = {}
+        kw: dict[str, Any] = {}
         factory: Callable[[], _Protocol] = lambda: _Protocol(self)
         if context is not None:
             kw = dict(ssl=context, ssl_handshake_timeout=s.t0,
@@ -285,18 +295,19 @@ class Session:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))   # jitter: no herd
             self._counts["reconnects"] += 1
 
-    def _guarded(self, proto: _Protocol, allowed: frozenset) -> _Protocol:
+    def _guarded(self, proto: _Protocol, allowed: frozenset[str]) -> _Protocol:
         """``proto``, refusing a TLS peer whose certificate is not in ``allowed`` before
         anything is sent (the allow-list is checked after the handshake)."""
         made = proto.connection_made
 
-        def connection_made(transport):
+        def connection_made(transport: asyncio.BaseTransport) -> None:
             why = _tls.check_peer(transport, allowed)
             if why is None:
                 return made(transport)
             proto.transport = None
-            proto.connection_lost = lambda exc: None
-            transport.abort()
+            # the refused connection is not the session's: its loss must not reach _lost
+            proto.connection_lost = lambda exc: None    # type: ignore[method-assign]
+            cast(asyncio.Transport, transport).abort()      # a stream connection's (TLS)
             self._counts["tls_failures"] += 1
             self.last_error = f"connect to {self.host}:{self.port}: {why}"
             log.warning("%s: %s", self.name, self.last_error)
@@ -317,7 +328,7 @@ class Session:
 
     # ---- protocol callbacks ----------------------------------------------------------------
 
-    def _connected(self, proto: _Protocol, transport) -> None:
+    def _connected(self, proto: _Protocol, transport: asyncio.Transport) -> None:
         now = self._loop.time()
         self._proto = proto
         self._attempt_started = False
@@ -335,7 +346,7 @@ class Session:
             link.start(now)
         proto.flush(proto.channel.pending())
 
-    def _lost(self, proto: _Protocol, exc) -> None:
+    def _lost(self, proto: _Protocol, exc: Exception | None) -> None:
         if proto is not self._proto:
             return
         link = proto.channel.link if proto.channel is not None else None
@@ -446,7 +457,7 @@ class Session:
                 self._per_ca(self.interrogate)
         return True
 
-    def _sent(self, data) -> None:
+    def _sent(self, data: bytes) -> None:
         self._counts["bytes_out"] += len(data)
         if self.debug:
             self._log_frames("tx", data, decode_frames(data, **self._sizes))
@@ -470,23 +481,23 @@ class Session:
                     self._background(self.interrogate(ca=ei))
                     break
 
-    def _per_ca(self, request, **kw) -> None:
+    def _per_ca(self, request: Callable[..., Coroutine[Any, Any, object]], **kw: Any) -> None:
         """``request`` in the background for each CA of ``settings.ca`` (None: once, to the
         broadcast address); one that fails is logged, the others go on."""
         for ca in self.settings.ca or (None,):
             self._background(request(ca=ca, **kw))
 
-    def _background(self, coro) -> None:
+    def _background(self, coro: Coroutine[Any, Any, object]) -> None:
         task = self._loop.create_task(coro)
         self._bg.add(task)
 
-        def done(t):
+        def done(t: asyncio.Task[object]) -> None:
             self._bg.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 log.warning("%s: %s", self.name, t.exception())
         task.add_done_callback(done)
 
-    def _device(self, ca: int) -> dict:
+    def _device(self, ca: int) -> dict[str, Any]:
         """The device (common address) ``ca`` behind this session, made when first seen."""
         dev = self.devices.get(ca)
         if dev is None:
@@ -503,7 +514,7 @@ class Session:
             return "-"
         return p.channel.link.data_transfer
 
-    def _send(self, asdu: bytes):
+    def _send(self, asdu: bytes) -> tuple[Link, int]:
         """Queue an ASDU on the link; returns (link, token) to withdraw it."""
         p = self._proto
         if p is None or p.transport is None or self.data_transfer != "started":
@@ -514,7 +525,7 @@ class Session:
         p.flush(p.channel.pending())
         return link, token
 
-    def _withdraw(self, sent) -> bool:
+    def _withdraw(self, sent: tuple[Link, int] | None) -> bool:
         """Take a request back if it has not left; True if it had been sent."""
         if sent is None:
             return False
@@ -524,7 +535,7 @@ class Session:
             return False
         return True
 
-    async def _await(self, fut, what: str, timeout: float | None):
+    async def _await(self, fut: asyncio.Future[_T], what: str, timeout: float | None) -> _T:
         timeout = timeout or self.settings.request_timeout
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
@@ -558,7 +569,8 @@ class Session:
             raise InvalidRequestError(f"qcc {qcc!r}: an octet (0..255)")
         return await self._interrogation(TypeID.C_CI_NA_1, ca, qcc, timeout, "counter interrogation")
 
-    async def _interrogation(self, type_id, ca, qualifier, timeout, what) -> int:
+    async def _interrogation(self, type_id: int, ca: int | None, qualifier: int,
+                             timeout: float | None, what: str) -> int:
         ca = self.broadcast_ca if ca is None else ca
         self._check(ca)
         asdu = encode_asdu(int(type_id), ca, 0, qualifier, 0, cot=Cot.ACTIVATION, **self._sizes)
@@ -604,8 +616,9 @@ class Session:
             if req.interrogations.get(key) is gi:
                 del req.interrogations[key]
 
-    async def command(self, ca: int, ioa: int, type, value, *, select: bool = False,
-                      qualifier: int = 0, time=None, timeout: float | None = None,
+    async def command(self, ca: int, ioa: int, type: int | str, value: float, *,
+                      select: bool = False, qualifier: int = 0,
+                      time: datetime | int | None = None, timeout: float | None = None,
                       wait_term: bool = False, allow_unlisted: bool = False) -> CommandResult:
         """Send a command and return once the RTU confirmed it.
 
@@ -636,15 +649,17 @@ class Session:
                                                               "value": float(value)}
         return result
 
-    async def _confirm(self, type, ca, ioa, value, select, qualifier, time_, timeout, wait_term):
+    async def _confirm(self, type: int | str, ca: int, ioa: int, value: float, select: bool,
+                       qualifier: int, time_: datetime | int | None, timeout: float | None,
+                       wait_term: bool) -> tuple[int, bool]:
         t, asdu = build_command(type, ca, ioa, value, select=select, qualifier=qualifier,
                                 time=time_, sizes=self._sizes)
         what = f"{TypeID(t).name} {'select' if select else 'execute'} CA {ca} IOA {ioa}"
         p = await self._request(t, ca, ioa, asdu, what, timeout, wait_term)
         return t, p.term.done() and not p.term.cancelled() and p.term.exception() is None
 
-    async def _request(self, t: int, ca: int, ioa: int, asdu: bytes, what: str, timeout,
-                       wait_term: bool = False):
+    async def _request(self, t: int, ca: int, ioa: int, asdu: bytes, what: str,
+                       timeout: float | None, wait_term: bool = False) -> Pending:
         key = (t, ca, ioa)
         req = self._requests
         p = req.begin(key, what, wait_term)
@@ -669,7 +684,7 @@ class Session:
         """Read one object (C_RD_NA_1, COT 5); returns its POINT_DTYPE row."""
         self._check(ca, ioa, broadcast=False)
         asdu = encode_asdu(TypeID.C_RD_NA_1, ca, ioa, cot=Cot.REQUEST, **self._sizes)
-        fut = self._loop.create_future()
+        fut: asyncio.Future[np.void] = self._loop.create_future()
         reads = self._requests.reads
         reads[(ca, ioa)] = fut
         sent = None
@@ -683,7 +698,7 @@ class Session:
             if reads.get((ca, ioa)) is fut:
                 del reads[(ca, ioa)]
 
-    async def clock_sync(self, ca: int | None = None, time=True, *,
+    async def clock_sync(self, ca: int | None = None, time: datetime | int = True, *,
                          timeout: float | None = None) -> None:
         """Clock synchronization (C_CS_NA_1) with ``time`` (datetime or ms; True: now, UTC);
         ``ca=None``: the broadcast address."""
@@ -729,17 +744,20 @@ class Session:
 
     # ---- point list --------------------------------------------------------------------------
 
-    def import_points(self, source, **options):
+    def import_points(self, source: PointListSource, **options: Any) -> pl.DataFrame:
         """Put a point list in force for this session's station (see Master.import_points)."""
+        assert self._catalog is not None, "a session made by Master.connect has its catalog"
         return self._catalog.load(source, station=self.station, **options)
 
-    async def import_points_async(self, source=None, **options):
+    async def import_points_async(self, source: PointListSource | None = None,
+                                  **options: Any) -> pl.DataFrame:
         """Import off the event loop, for this session's station."""
+        assert self._catalog is not None, "a session made by Master.connect has its catalog"
         return await self._catalog.import_points(source, station=self.station, **options)
 
     # ---- schedules -------------------------------------------------------------------------
 
-    def set_schedules(self, **schedules) -> None:
+    def set_schedules(self, **schedules: Any) -> None:
         """Change the interrogation and clock sync schedules now: ``gi_interval``,
         ``gi_group``, ``ci_interval``, ``clock_sync_interval``, as in
         :class:`SessionSettings` (None: off; ``gi_group`` None: the station). Each interval
@@ -760,12 +778,15 @@ class Session:
             self._sched_task = self._loop.create_task(self._schedules(),
                                                       name=f"iec104 {self.name} schedules")
 
-    async def _schedules(self):
+    async def _schedules(self) -> None:
         s = self.settings
-        jobs = [(s.gi_interval, lambda: self._per_ca(self.interrogate, group=s.gi_group)),
-                (s.ci_interval, lambda: self._per_ca(self.counter_interrogation)),
-                (s.clock_sync_interval, lambda: self._per_ca(self.clock_sync))]
-        jobs = [[interval, fn, self._loop.time() + interval] for interval, fn in jobs if interval]
+        every: list[tuple[float | None, Callable[[], None]]] = [
+            (s.gi_interval, lambda: self._per_ca(self.interrogate, group=s.gi_group)),
+            (s.ci_interval, lambda: self._per_ca(self.counter_interrogation)),
+            (s.clock_sync_interval, lambda: self._per_ca(self.clock_sync))]
+        # [interval, request, next due] of each schedule that is on
+        jobs: list[list[Any]] = [[interval, fn, self._loop.time() + interval]
+                                 for interval, fn in every if interval]
         while True:
             job = min(jobs, key=lambda j: j[2])
             await asyncio.sleep(max(0.0, job[2] - self._loop.time()))
@@ -791,7 +812,7 @@ class Session:
         if self._proto is not None:
             self._proto.channel.debug = on
 
-    def _log_frames(self, direction: str, raw, frames: np.ndarray) -> None:
+    def _log_frames(self, direction: str, raw: bytes | memoryview, frames: np.ndarray) -> None:
         t = time.time()
         log_ = self.frame_log
         for f in frames:
@@ -806,7 +827,7 @@ class Session:
     def _channel_count(self, name: str) -> int:
         p = self._proto
         ch = p.channel if p is not None else None
-        now = getattr(ch, name) if ch is not None else 0
+        now: int = getattr(ch, name) if ch is not None else 0
         return self._counts[name + "_done"] + now
 
     @property
@@ -814,7 +835,7 @@ class Session:
         return self._channel_count("refused_rows")
 
     @property
-    def counts(self) -> collections.Counter:
+    def counts(self) -> collections.Counter[str]:
         """The session's counters (a snapshot), over every connection it made."""
         c = collections.Counter({k: v for k, v in self._counts.items() if not k.endswith("_done")})
         for name, public in (("frames_in", "frames_in"), ("points_in", "points"),
@@ -838,7 +859,7 @@ class Session:
         times = [t for t in (seen[1], self.last_testfr_con) if t is not None]
         return max(times) if times else None
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """TCP state, data transfer state, connection health and counts, for operators."""
         link = self._link
         last_in = self.last_frame_in()
