@@ -221,12 +221,10 @@ class RedundancyGroup:
     test = _on_active(Session.test)
 
     def import_points(self, source: Any, **options: Any) -> Any:
-        # Session.import_points is not annotated yet (session.py, typed separately)
-        return self.members[0].import_points(source, **options)  # type: ignore[no-untyped-call]
+        return self.members[0].import_points(source, **options)
 
     async def import_points_async(self, source: Any = None, **options: Any) -> Any:
-        return await self.members[0].import_points_async(  # type: ignore[no-untyped-call]
-            source, **options)                  # not annotated yet either (session.py)
+        return await self.members[0].import_points_async(source, **options)
 
     # ---- what operators look at ------------------------------------------------------------
 
