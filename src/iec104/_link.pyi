@@ -1,4 +1,4 @@
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from typing_extensions import disjoint_base
@@ -39,7 +39,7 @@ class Link:
     def data_transfer(self) -> str: ...
     @property
     def counts(self) -> dict[str, int]: ...
-    def status(self) -> dict: ...
+    def status(self) -> dict[str, Any]: ...
 
 @disjoint_base
 class RecvBuffer:
@@ -60,7 +60,7 @@ class Timers:
 @disjoint_base
 class Channel:
     link: Link
-    taps: list | None
+    taps: list[Callable[[bytes], None]] | None
     send_taps: list | None
     debug: bool
     decoder: Decoder

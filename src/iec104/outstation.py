@@ -50,7 +50,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import ssl
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import polars as pl
@@ -60,8 +63,12 @@ from iec104._encode import encode_asdu, encode_points, i_frame, stamp
 from iec104.link import Batch, Channel, Link, LinkConfig, LinkEvent
 from iec104.protocol import MAX_BACKLOG, LinkProtocol, shared_buffers
 from iec104 import tls as _tls
+from iec104.settings import FieldSizes
 from iec104.types import (CP56_VARIANT, NO_TIME, POINT_DTYPE, Cot, FrameStatus, TimeFlag,
                           TypeID, broadcast_ca, family_of)
+
+if TYPE_CHECKING:
+    from iec104.metadata import PointListSource
 
 __all__ = ["Outstation", "GENERATED_TYPES"]
 
@@ -93,32 +100,33 @@ _IFRAMES, _EVENTS, _OUTPUT = int(Batch.IFRAMES), int(Batch.EVENTS), int(Batch.OU
 _CLOSE, _STARTED, _STOPPED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED), int(LinkEvent.STOPPED)
 
 
-class _GroupEntry(list):
+class _GroupEntry(list[Any]):
     """A queue entry ([data, offsets, first]) of a redundancy group's stream."""
 
 
 class _Connection(LinkProtocol):
     """One client: its channel (link core and decoder) and queue of frames to send."""
 
-    def __init__(self, out: "Outstation"):
+    def __init__(self, out: "Outstation") -> None:
         rb, ws = shared_buffers(out.loop)
         super().__init__(out.loop, Channel(Link(out.link_config), Decoder(workspace=ws, **out.sizes),
                                            rb, broadcast_ca=out.broadcast, want=_WANT))
         self.out = out
-        self.queue: collections.deque = collections.deque()    # [data, offsets, first]
+        self.queue: collections.deque[list[Any]] = collections.deque()  # [data, offsets, first]
         self.queued = 0
-        self.selected: dict[tuple, tuple] = {}  # (ca, ioa) -> (deadline, type, value, qualifier)
+        # (ca, ioa) -> (deadline, type, value, qualifier)
+        self.selected: dict[tuple[int, int], tuple[float, int, float, int]] = {}
         self.peer = "?"
         self.dropped = 0
         self.max_backlog = out.max_backlog
         self.queued_bytes = 0
         self.enqueued = 0                       # I-frames queued since the connection began
         self.frames_sent = 0                    # I-frames written since the connection began
-        self.running: dict[tuple, int] = {}     # (type, ca) -> I-frame count at its ActTerm
+        self.running: dict[tuple[int, int], int] = {}   # (type, ca) -> I-frames at its ActTerm
         self.port = 0                           # the local port: which address of a group
         # a group's active connection: the last k I-frames written, [(entry, first, n)], so
         # that those not acknowledged when it fails are sent again on the next one
-        self.written: collections.deque = collections.deque()
+        self.written: collections.deque[tuple[list[Any], int, int]] = collections.deque()
         self.written_n = 0
 
     @property
@@ -127,9 +135,10 @@ class _Connection(LinkProtocol):
 
     # ---- asyncio callbacks -------------------------------------------------------------------
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         out = self.out
-        self.transport = transport
+        # a stream connection's transport (TCP or TLS): the write buffer limits below
+        self.transport = transport = cast(asyncio.Transport, transport)
         self.peer = "%s:%s" % transport.get_extra_info("peername")[:2]
         self.port = transport.get_extra_info("sockname")[1]
         transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
@@ -138,7 +147,7 @@ class _Connection(LinkProtocol):
         self.link.connection_made(self.loop.time())
         self.arm()
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.out._leave_group(self)
         self.out._conns.discard(self)
         self.stop_timer()
@@ -165,13 +174,14 @@ class _Connection(LinkProtocol):
         # LinkProtocol.write: the transport's buffer passed max_backlog
         self.out._drop(self, reason, "closed_slow_reader")
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         super().resume_writing()
         self.flush()
 
     # ---- sending -----------------------------------------------------------------------------
 
-    def enqueue(self, data, offsets, droppable: bool = False, group: bool = False) -> None:
+    def enqueue(self, data: bytearray, offsets: np.ndarray, droppable: bool = False,
+                group: bool = False) -> None:
         """Queue I-frames; ``droppable`` (spontaneous data) ones are dropped rather than
         passing the backlog limit, the others close a client that lets them pile up;
         ``group``: the redundancy group's stream (moves to the next connection on failure)."""
@@ -223,17 +233,17 @@ class _Connection(LinkProtocol):
                 self._written(entry, first, n)
             self.write(memoryview(data)[offsets[first]:offsets[first + n]])
 
-    def _written(self, entry, first: int, n: int) -> None:
+    def _written(self, entry: list[Any], first: int, n: int) -> None:
         self.written.append((entry, first, n))
         self.written_n += n
         while self.written_n - self.written[0][2] >= self.out.link_config.k:
             self.written_n -= self.written.popleft()[2]
 
-    def undelivered(self) -> list:
+    def undelivered(self) -> list[_GroupEntry]:
         """The group's frames this connection has not delivered, in order, as queue entries:
         those written but not acknowledged, then those behind the k window."""
         unacked = self.link.status()["unacked_sent"]
-        back = []
+        back: list[_GroupEntry] = []
         for entry, first, n in reversed(self.written):
             if unacked <= 0:
                 break
@@ -299,26 +309,27 @@ class Outstation:
     ...     print(out.port)
     """
 
-    def __init__(self, *, stations: int = 2, points: int = 100, point_list=None,
+    def __init__(self, *, stations: int = 2, points: int = 100,
+                 point_list: PointListSource | None = None,
                  host: str = "127.0.0.1", port: int = 0, rate: float = 0.0,
                  with_time: bool = False, k: int = LinkConfig.k, w: int = LinkConfig.w,
                  t1: float = LinkConfig.t1, t2: float = LinkConfig.t2,
                  t3: float = LinkConfig.t3, send_ei: bool = False,
                  select_timeout: float = 10.0, seed: int = 0, cot_size: int = 2,
                  ca_size: int = 2, ioa_size: int = 3, tick: float = 0.01,
-                 max_backlog: int = MAX_BACKLOG, tls=None, tls_handshake_timeout: float = 10.0,
-                 standby_ports=()):
+                 max_backlog: int = MAX_BACKLOG, tls: _tls.TLS | ssl.SSLContext | None = None,
+                 tls_handshake_timeout: float = 10.0, standby_ports: Sequence[int] = ()) -> None:
         self.host, self.port = host, port
         self.ports = [port, *standby_ports]
         self.group = bool(standby_ports)
         self._active: _Connection | None = None     # a group's started connection
-        self._held: collections.deque = collections.deque()   # the group's stream, waiting
+        self._held: collections.deque[_GroupEntry] = collections.deque()  # the group's stream
         self._held_bytes = 0
         self.tls, self.tls_handshake_timeout = tls, tls_handshake_timeout
         self.rate, self.with_time, self.send_ei = rate, with_time, send_ei
         self.select_timeout, self.tick = select_timeout, tick
         self.link_config = LinkConfig(t1=t1, t2=t2, t3=t3, k=k, w=w, role="outstation")
-        self.sizes = dict(cot_size=cot_size, ca_size=ca_size, ioa_size=ioa_size)
+        self.sizes = FieldSizes(cot_size=cot_size, ca_size=ca_size, ioa_size=ioa_size)
         self.broadcast = broadcast_ca(ca_size)
         self.max_backlog = max_backlog
         self.rng = np.random.default_rng(seed)
@@ -326,21 +337,22 @@ class Outstation:
         self.stations = sorted(set(self.image["ca"].tolist()))
         self.index: dict[tuple[int, int, int], int] = {(int(r["ca"]), int(r["ioa"]), family_of(int(r["type_id"]))): i
                       for i, r in enumerate(self.image)}
-        self.commands: list[dict] = []
-        self.command_queue: asyncio.Queue = asyncio.Queue()
-        self.on_command: list = []
+        self.commands: list[dict[str, Any]] = []
+        self.command_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.on_command: list[Callable[[dict[str, Any]], object]] = []
         self.counts: collections.Counter[str] = collections.Counter()
         self.clock_offset_ms = 0
         self._cursor = 0
         self._conns: set[_Connection] = set()
-        self._servers: dict = {}                # port -> its listener
-        self._closed_servers: list = []         # to wait for at close()
-        self._ticker: asyncio.Task | None = None
+        self._servers: dict[int, asyncio.Server | _tls.TLSServer] = {}  # port -> its listener
+        self._closed_servers: list[asyncio.Server | _tls.TLSServer] = []  # to wait for at close()
+        self._ticker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- the image ---------------------------------------------------------------------------
 
-    def _build(self, stations, points, point_list):
+    def _build(self, stations: int, points: int, point_list: PointListSource | None
+               ) -> tuple[np.ndarray, dict[tuple[int, int, int], bool]]:
         if point_list is None:
             n = stations * points
             img = np.zeros(n, POINT_DTYPE)
@@ -371,7 +383,7 @@ class Outstation:
 
     def image_of(self, ca: int) -> np.ndarray:
         """The current image of a station (a copy), in IOA order."""
-        rows = self.image[self.image["ca"] == ca]
+        rows: np.ndarray = self.image[self.image["ca"] == ca]
         return rows[np.argsort(rows["ioa"], kind="stable")]
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -442,10 +454,10 @@ class Outstation:
     async def __aenter__(self) -> "Outstation":
         return await self.start()
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, int]:
         return {"connections_open": len(self._conns), **self.counts,
                 "commands": len(self.commands)}
 
@@ -462,9 +474,10 @@ class Outstation:
         """I-frames not yet delivered: waiting for a group connection to start, queued behind
         a client's k window, or written and not yet acknowledged. 0: every client has
         confirmed everything the simulator sent (a barrier for "all is delivered")."""
-        return (sum(len(e[1]) - 1 - e[2] for e in self._held)
-                + sum(c.queued + c.link.status()["unacked_sent"] for c in self._conns
-                      if c.transport is not None))
+        held: int = sum(len(e[1]) - 1 - e[2] for e in self._held)      # [data, offsets, first]
+        sent: int = sum(c.queued + c.link.status()["unacked_sent"] for c in self._conns
+                        if c.transport is not None)
+        return held + sent
 
     def _check_backlog(self, conn: _Connection) -> None:
         if conn.transport is not None and self.backlog(conn) > self.max_backlog:
@@ -488,7 +501,7 @@ class Outstation:
 
     # ---- a redundancy group's stream ---------------------------------------------------------
 
-    def _publish(self, data, offsets, droppable: bool) -> None:
+    def _publish(self, data: bytearray, offsets: np.ndarray, droppable: bool) -> None:
         """Spontaneous data or feedback: to every started client, or to the group."""
         if not self.group:
             targets = [c for c in self._conns if c.link.data_transfer == "started"]
@@ -535,7 +548,8 @@ class Outstation:
 
     # ---- requests ----------------------------------------------------------------------------
 
-    def _asdu(self, type_id, ca, ioa, value, cot, quality=0, negative=False, time_ms=None):
+    def _asdu(self, type_id: int, ca: int, ioa: int, value: float, cot: int, quality: int = 0,
+              negative: bool = False, time_ms: int | None = None) -> bytes:
         return encode_asdu(int(type_id), ca, ioa, value, quality, cot=int(cot), time_ms=time_ms,
                            negative=negative, **self.sizes)
 
@@ -545,7 +559,7 @@ class Outstation:
         asdu[2] = (asdu[2] & 0x80) | (0x40 if negative else 0) | cot
         return bytes(asdu)
 
-    def _request(self, conn: _Connection, f, raw: bytes, rows: np.ndarray) -> None:
+    def _request(self, conn: _Connection, f: np.void, raw: bytes, rows: np.ndarray) -> None:
         t, ca, cot, status = int(f["type_id"]), int(f["ca"]), int(f["cot"]), int(f["status"])
         self.counts["requests"] += 1
         if status == FrameStatus.SHORT_ASDU:
@@ -598,7 +612,8 @@ class Outstation:
         asdu[at:at + self.sizes["ca_size"]] = ca.to_bytes(self.sizes["ca_size"], "little")
         return bytes(asdu)
 
-    def _interrogation(self, conn, raw, ca, qualifier, *, counters: bool) -> None:
+    def _interrogation(self, conn: _Connection, raw: bytes, ca: int, qualifier: int, *,
+                       counters: bool) -> None:
         # the image is sorted by station, family and IOA: a station is one slice, and its
         # rows with their plain types are already in the (type, IOA) order of the ASDUs
         lo, hi = np.searchsorted(self.image["ca"], (ca, ca + 1))
@@ -624,7 +639,7 @@ class Outstation:
             conn.enqueue(data, offsets)
         conn.enqueue_asdu(self._for_station(raw, ca, Cot.ACTIVATION_TERMINATION))
 
-    def _read(self, conn, raw, ca, ioa) -> None:
+    def _read(self, conn: _Connection, raw: bytes, ca: int, ioa: int) -> None:
         hits = np.flatnonzero((self.image["ca"] == ca) & (self.image["ioa"] == ioa))
         if not len(hits):
             conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_IOA, True))
@@ -634,7 +649,7 @@ class Outstation:
         data, offsets = encode_points(row, cot=Cot.REQUEST, **self.sizes)
         conn.enqueue(data, offsets)
 
-    def _clock_sync(self, conn, raw, cot, row) -> None:
+    def _clock_sync(self, conn: _Connection, raw: bytes, cot: int, row: np.void) -> None:
         ms, flags = int(row["time"]), int(row["time_flags"])
         if cot != Cot.ACTIVATION:
             conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CAUSE, True))
@@ -646,13 +661,14 @@ class Outstation:
             self.clock_offset_ms = ms - int(time.time() * 1000)
             conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON))
 
-    def _command(self, conn, raw, t, ca, cot, row) -> None:
+    def _command(self, conn: _Connection, raw: bytes, t: int, ca: int, cot: int,
+                 row: np.void) -> None:
         fam = family_of(t)
         ioa = int(row["ioa"])
         select = fam != 51 and bool(int(row["quality"]) & 0x80)
         qualifier = int(row["quality"]) & 0x7F          # QU / QL, without S/E
         value = float(row["value"])
-        record = {"time": time.time(), "connection": conn.peer, "type_id": t,
+        record: dict[str, Any] = {"time": time.time(), "connection": conn.peer, "type_id": t,
                   "type": TypeID(t).name, "ca": ca, "ioa": ioa, "value": value,
                   "qualifier": int(row["quality"]), "select": select, "cot": cot}
         key = (ca, ioa, fam)
@@ -693,7 +709,7 @@ class Outstation:
         conn.enqueue_asdu(term)
         self._feedback(ca, ioa, fam, value)
 
-    def _feedback(self, ca, ioa, command_family, value) -> None:
+    def _feedback(self, ca: int, ioa: int, command_family: int, value: float) -> None:
         monitor = MONITOR_FOR.get(command_family)
         i = None if monitor is None else self.index.get((ca, ioa, monitor))
         if i is None:
