@@ -548,7 +548,7 @@ cdef class Channel:
     cdef uint16_t* cas                   # common addresses seen with monitor data
     cdef int n_cas, cap_cas
     cdef list _new_cas
-    cdef object _clock, _on_batch, _write
+    cdef object _clock, _on_batch, _write, _is_closing
     cdef readonly uint64_t frames_in, points_in, bad_frames, refused_rows
     cdef readonly uint64_t bytes_out     # octets the channel wrote itself (see bind_write)
 
@@ -573,20 +573,23 @@ cdef class Channel:
         Python frame at all (uvloop takes them once, when the transport is made)."""
         self._clock, self._on_batch = clock, on_batch
 
-    def bind_write(self, write):
-        """``write(octets)`` (the transport's, None once it is gone): a batch that asks only
-        for its link's output (an S-frame after w I-frames or t2, a TESTFR con) is then
-        written from C, without ``on_batch``, unless the glue taps or logs what it sends
-        (``send_taps``, ``debug``); those octets are counted in ``bytes_out``."""
-        self._write = write
+    def bind_write(self, write, is_closing=None):
+        """The transport's ``write`` and ``is_closing`` (None once it is gone): a batch that
+        asks only for its link's output (an S-frame after w I-frames or t2, a TESTFR con) is
+        then written from C, without ``on_batch``, unless the glue taps or logs what it
+        sends (``send_taps``, ``debug``); those octets are counted in ``bytes_out``. Nothing
+        is written to a transport that is closing (as LinkProtocol.write). No backlog check
+        is needed: these frames come only after reads, which stop while writing is paused."""
+        self._write, self._is_closing = write, is_closing
 
     cdef int _dispatch(self, int flags) except -1:
         cdef bytes data
         if flags == B_OUTPUT and self._write is not None and not self.debug and \
                 (self.send_taps is None or not len(self.send_taps)):
             data = self.link.data_to_send()
-            self.bytes_out += len(data)
-            self._write(data)
+            if self._is_closing is None or not self._is_closing():
+                self.bytes_out += len(data)
+                self._write(data)
         elif flags and self._on_batch is not None:
             self._on_batch(flags)
         return 0

@@ -1,8 +1,12 @@
 """The channel's own write (Channel.bind_write): a batch that asks only for its link's output
 (the S-frame after w I-frames, or after t2 from the loop's Timers) is written from C, never
 through on_batch; anything else, or a glue that taps or logs what it sends, goes to on_batch.
-No sockets, a fake clock."""
+No sockets, a fake clock, but for the last test (a session on 127.0.0.1)."""
 import struct
+
+import iec104
+from iec104.outstation import Outstation
+from waiting import wait_for
 
 from iec104._codec import Decoder, Workspace
 from iec104._store import EventRing, LatestTable
@@ -99,3 +103,30 @@ def test_without_a_write_or_with_more_to_do_on_batch_gets_it():
     assert written == [TESTFR_CON]
     read(ch, b"".join(gi_data(ns, ca=2) for ns in range(8, 16)))   # a new CA with the S-frame
     assert calls[-1] == Batch.OUTPUT | Batch.NEW_DEVICE and written == [TESTFR_CON]
+
+
+def test_nothing_is_written_to_a_transport_that_is_closing():
+    """The timers run until the glue hears connection_lost: an S-frame due meanwhile is
+    dropped, as LinkProtocol.write drops it, not written into an aborted transport."""
+    ch = channel()
+    calls, written = [], []
+    ch.bind(lambda: 1.0, calls.append)
+    ch.bind_write(written.append, lambda: True)
+    for ns in range(8):
+        read(ch, gi_data(ns))
+    assert written == [] and ch.bytes_out == 0 and not ch.link.has_output
+
+
+async def test_a_session_counts_what_its_channel_writes_and_hooks_see_every_s_frame():
+    async with Outstation(stations=1, points=50, rate=400) as out, iec104.Master() as master:
+        quiet = await master.connect("127.0.0.1", out.port, gi_on_start=False)
+        hooked = await master.connect("127.0.0.1", out.port, gi_on_start=False)
+        seen = []
+        hooked.on_send.append(seen.append)
+        await wait_for(lambda: min(s.status()["link"]["s_out"] for s in (quiet, hooked)) >= 3, 10)
+        st = quiet.status()
+        # STARTDT act (a U-frame, from Python) and every S-frame (from the channel): 6 each
+        assert st["bytes_out"] == 6 * (st["link"]["u_out"] + st["link"]["s_out"])
+        assert quiet.counts["bytes_out"] == st["bytes_out"]
+        s_frames = [d for d in seen if len(d) == 6 and d[2] == 0x01]
+        assert len(s_frames) == hooked.status()["link"]["s_out"] > 0

@@ -62,6 +62,7 @@ class _Protocol(LinkProtocol):
                           shared_buffers(session._loop)[0], store.table, store.log.ring,
                           broadcast_ca=session.broadcast_ca, want=_WANT)
         channel.taps, channel.debug = session.on_receive, session.debug    # Batch.FRAMES
+        channel.send_taps = session.on_send     # with hooks, S-frames go through on_batch too
         super().__init__(session._loop, channel)
         self.s = session
         self.max_backlog = session.settings.max_backlog
@@ -70,6 +71,7 @@ class _Protocol(LinkProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)     # a stream connection's (TCP or TLS)
         self.transport = tr
+        self.channel.bind_write(tr.write, tr.is_closing)    # S-frames from C (bind_write)
         self.arm()
         self.s._connected(self, tr)
 
@@ -387,7 +389,8 @@ class Session:
         ch = proto.channel
         if ch is None:
             return
-        for name in ("frames_in", "points_in", "bad_frames", "refused_rows"):
+        ch.bind_write(None)
+        for name in ("frames_in", "points_in", "bad_frames", "refused_rows", "bytes_out"):
             self._counts[name + "_done"] += getattr(ch, name)
 
     def _batch(self, proto: _Protocol, flags: int) -> None:
@@ -841,6 +844,7 @@ class Session:
         for name, public in (("frames_in", "frames_in"), ("points_in", "points"),
                              ("bad_frames", "bad_frames"), ("refused_rows", "refused_rows")):
             c[public] = self._channel_count(name)
+        c["bytes_out"] += self._channel_count("bytes_out")     # those the channel wrote
         return c
 
     def last_frame_in(self) -> float | None:
@@ -879,7 +883,7 @@ class Session:
             "reconnects": self._counts["reconnects"], "link_closes": self._counts["link_closes"],
             "requests": self._counts["requests"], "withdrawn": self._counts["withdrawn"],
             "late_answers": self._requests.late, "in_doubt": len(self._requests.in_doubt),
-            "bytes_out": self._counts["bytes_out"],
+            "bytes_out": self._counts["bytes_out"] + self._channel_count("bytes_out"),
             "link": link.status() if link is not None and self._proto is not None
             and self._proto.transport is not None else {},
             "tls": _tls.peer_info(self.settings.tls,
