@@ -61,7 +61,7 @@ class Timers:
 class Channel:
     link: Link
     taps: list[Callable[[bytes], None]] | None
-    send_taps: list | None
+    send_taps: list[Callable[[bytes], None]] | None
     debug: bool
     decoder: Decoder
     frames_in: int

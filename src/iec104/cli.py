@@ -10,7 +10,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, overload
@@ -326,16 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         return FAILED
 
 
-def _run(main: Coroutine[Any, Any, int]) -> int:
-    """master.run, with the exit code of ``main`` typed (run itself is not annotated)."""
-    code: int = run(main)
-    return code
-
-
 # ---- demo ------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return _run(_demo(args))
+    return run(_demo(args))
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -540,7 +534,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
         _check_settings({**_session_settings(args), **t.settings})
     _check_output(args.export)
     points = _read_points(args.points)
-    return _run(_poll(args, targets, points))
+    return run(_poll(args, targets, points))
 
 
 async def _poll(args: argparse.Namespace, targets: list[Target],
@@ -598,7 +592,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for t in targets:
         _check_settings({**_session_settings(args), **t.settings})
     _check_output(args.output)
-    return _run(_export(args, targets, _read_points(args.points)))
+    return run(_export(args, targets, _read_points(args.points)))
 
 
 async def _export(args: argparse.Namespace, targets: list[Target],
@@ -617,7 +611,7 @@ async def _export(args: argparse.Namespace, targets: list[Target],
 # ---- simulate --------------------------------------------------------------------------------
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    return _run(_simulate(args))
+    return run(_simulate(args))
 
 
 async def _simulate(args: argparse.Namespace) -> int:
@@ -662,7 +656,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     build_command(args.type, args.ca, args.ioa, value, select=args.select,
                   qualifier=args.qualifier, time=True if args.time else None,
                   sizes=_field_sizes(settings))
-    return _run(_command(args, target, settings, value))
+    return run(_command(args, target, settings, value))
 
 
 async def _command(args: argparse.Namespace, target: Target, settings: dict[str, Any],
