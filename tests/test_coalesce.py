@@ -52,3 +52,21 @@ async def test_a_coalescing_master_naps_and_loses_nothing(monkeypatch):
 def test_coalesce_out_of_range_is_a_settings_error(bad):
     with pytest.raises(SettingsError, match="coalesce"):
         iec104.Master(coalesce=bad)
+
+
+async def test_closing_one_master_leaves_the_other_masters_coalescing():
+    loop = asyncio.get_running_loop()
+    rb = shared_buffers(loop)[0]
+    async with Outstation(stations=1, points=5) as out:
+        a = iec104.Master(gi_on_start=False, coalesce=0.002)
+        b = iec104.Master(gi_on_start=False, coalesce=0.004)
+        plain = iec104.Master(gi_on_start=False)
+        for m in (a, b, plain):
+            await m.connect("127.0.0.1", out.port)
+        assert rb.on_read is not None
+        await b.close()
+        assert rb.on_read is not None           # a still asks for it
+        await plain.close()
+        assert rb.on_read is not None           # a master without coalescing changes nothing
+        await a.close()
+        assert rb.on_read is None               # the last one let go: off

@@ -15,7 +15,7 @@ import polars as pl
 from iec104.errors import SettingsError
 from iec104.export import write_table
 from iec104.metadata import Catalog, PointListSource
-from iec104.protocol import coalesce
+from iec104.protocol import hold_coalesce, release_coalesce
 from iec104.redundancy import RedundancyGroup
 from iec104.session import Session
 from iec104.settings import DEFAULT, Default, SessionSettings
@@ -164,7 +164,7 @@ class Master:
         given = {key: value for key, value in locals().items() if key in _SETTING_NAMES}
         settings = self.defaults.overridden(given)
         if self.coalesce:
-            coalesce(asyncio.get_running_loop(), self.coalesce)
+            hold_coalesce(asyncio.get_running_loop(), self, self.coalesce)
         name = name or f"{host}:{port}"
         addresses = [(host, port), *standby]
         members = [Session(h, p, name=f"{name} via {h}:{p}" if standby else name,
@@ -190,8 +190,7 @@ class Master:
         await asyncio.gather(*(s.close() for s in self.sessions if s is not None),
                              return_exceptions=True)
         self.store.close()
-        if self.coalesce:
-            coalesce(asyncio.get_running_loop(), 0)
+        release_coalesce(asyncio.get_running_loop(), self)
 
     # ---- tables ------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ import weakref
 from iec104._codec import Workspace
 from iec104.link import Batch, Channel, RecvBuffer, Timers
 
-__all__ = ["LinkProtocol", "shared_buffers", "loop_timers", "coalesce", "MAX_BACKLOG"]
+__all__ = ["LinkProtocol", "shared_buffers", "loop_timers", "coalesce", "hold_coalesce",
+           "release_coalesce", "MAX_BACKLOG"]
 
 log = logging.getLogger("iec104.protocol")
 MAX_BACKLOG = 4 << 20       # octets written but not taken by the peer before we close
@@ -70,6 +71,25 @@ def coalesce(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         rb.armed = False
 
     rb.on_read = lambda: loop.call_soon(nap)
+
+
+_holds: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, float]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def hold_coalesce(loop: asyncio.AbstractEventLoop, owner: object, seconds: float) -> None:
+    """``owner`` (a Master) wants :func:`coalesce` on ``loop``: the loop naps the longest
+    that its owners ask for, until the last of them lets go (:func:`release_coalesce`), so
+    that closing one Master does not turn it off under another."""
+    holds = _holds.setdefault(loop, {})
+    holds[id(owner)] = seconds
+    coalesce(loop, max(holds.values()))
+
+
+def release_coalesce(loop: asyncio.AbstractEventLoop, owner: object) -> None:
+    holds = _holds.setdefault(loop, {})
+    if holds.pop(id(owner), None) is not None:
+        coalesce(loop, max(holds.values(), default=0.0))
 
 
 class LinkProtocol(asyncio.BufferedProtocol):
