@@ -23,6 +23,11 @@ pytestmark = pytest.mark.serial        # see the Makefile's test target
 POINTS = 200                            # one station
 GI_OBJECTS = 180                        # the GI leaves out the integrated totals (one in ten)
 FAST = dict(backoff_min=0.05, backoff_max=0.2)
+# the masters of the tests that wait for the stream delivered (_stream_delivered): t2 0.5 s,
+# so that the last I-frames of the stream (fewer than w = 8) are acknowledged within 0.5 s,
+# not the default 10 s, and "all delivered" (Outstation.pending() == 0, which counts the
+# frames not acknowledged yet) is reached without waiting out t2
+ACK_SOON = dict(t2=0.5)
 
 
 def _free_port() -> int:
@@ -73,7 +78,7 @@ async def _group(master, out, **kw):
 
 async def test_killed_socket_mid_stream_switches_runs_a_gi_and_loses_nothing():
     async with iec104.Outstation(stations=1, points=POINTS, rate=2000, standby_ports=[0]) as out, \
-            iec104.Master(**FAST) as master:
+            iec104.Master(**FAST, **ACK_SOON) as master:
         made = _record_changes(out)
         rtu = await _group(master, out)
         assert rtu.status()["active"] == f"127.0.0.1:{out.ports[0]}"
@@ -188,7 +193,7 @@ async def test_a_command_in_flight_at_the_failure_fails_and_runs_at_most_once():
 
 async def test_the_simulator_queues_the_group_stream_until_a_connection_starts():
     async with iec104.Outstation(stations=1, points=POINTS, rate=2000, standby_ports=[0]) as out, \
-            iec104.Master(reconnect=False) as master:
+            iec104.Master(reconnect=False, **ACK_SOON) as master:
         made = _record_changes(out)
         a = await master.connect("127.0.0.1", out.ports[0], gi_on_start=False)
         await wait_for(lambda: sum(_received(master).values()) > 100, 10)
