@@ -81,3 +81,23 @@ def test_a_refusal_by_cause_is_its_typed_command_error():
         assert issubclass(cls, iec104.CommandError)
     assert errors.BY_COT[44] is iec104.UnknownTypeError
     assert errors.BY_COT[45] is iec104.UnknownCauseError
+
+
+def _instances():
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        if issubclass(cls, errors.CommandError):
+            yield cls(f"{name} refused", type_id=45, ca=1, ioa=100, cot=47)
+        elif cls is errors.PointListError:
+            yield cls("no such column", path="points.csv", row=3, column="ioa")
+        else:
+            yield cls(f"{name} happened")
+
+
+@pytest.mark.parametrize("error", list(_instances()), ids=lambda e: type(e).__name__)
+def test_every_error_survives_pickling_with_its_attributes(error):
+    """Errors cross processes (Ray workers, multiprocessing): the same type, text, fields."""
+    import pickle
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error) and str(back) == str(error)
+    assert vars(back) == vars(error)

@@ -32,17 +32,15 @@ T = TypeVar("T")
 
 
 class Raised:
-    """A library error carried back to the driver: CommandError and its kind take keyword-only
-    arguments, which plain pickling of an exception does not replay."""
+    """A library error carried back to the driver as a value, so that the caller gets it as
+    it was raised (an exception out of an actor reaches it wrapped in a RayTaskError); the
+    errors pickle with their fields (IEC104Error.__reduce__)."""
 
     def __init__(self, error: BaseException):
-        self.kind, self.args, self.attrs = type(error), error.args, dict(vars(error))
+        self._error = error
 
     def error(self) -> BaseException:
-        e = self.kind.__new__(self.kind, *self.args)
-        e.args = self.args
-        e.__dict__.update(self.attrs)
-        return e
+        return self._error
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

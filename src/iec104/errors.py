@@ -31,6 +31,7 @@ import them from here (``iec104.metadata.PointListError`` and the like still wor
 from __future__ import annotations
 
 from os import PathLike
+from typing import Any
 
 __all__ = [
     "IEC104Error", "SettingsError", "InvalidRequestError", "CommandNotAllowed",
@@ -43,6 +44,18 @@ __all__ = [
 
 class IEC104Error(Exception):
     """Base of every error raised by iec104."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled as its args and fields, not by calling __init__ again (the keyword-only
+        # fields of CommandError and PointListError): errors cross Ray workers
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[IEC104Error], args: tuple[Any, ...], state: dict[str, Any]) -> IEC104Error:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InputError(IEC104Error, ValueError):
