@@ -780,8 +780,9 @@ cdef class Timers:
         ch.slot = -1
 
     def tick(self, double now) -> int:
-        """Run the link timers of each channel whose deadline has come, and its glue's
-        ``on_batch`` when that asks for something; returns how many channels were due."""
+        """Run the link timers of each channel whose deadline has come, then what that asks
+        for (an S-frame after t2: the channel's own write, see ``Channel.bind_write``; the
+        rest: its glue's ``on_batch``); returns how many channels were due."""
         cdef Channel ch
         cdef int due = 0
         for ch in list(self.channels):          # a callback may add or discard channels
