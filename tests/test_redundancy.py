@@ -18,7 +18,6 @@ from iec104.types import Cot
 
 from waiting import round_trips, wait_for
 
-pytestmark = pytest.mark.serial        # see the Makefile's test target
 
 POINTS = 200                            # one station
 GI_OBJECTS = 180                        # the GI leaves out the integrated totals (one in ten)
