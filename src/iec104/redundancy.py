@@ -202,8 +202,9 @@ class RedundancyGroup:
         """The active connection; while the group switches, waits for it up to t1."""
         if self.active is None:
             try:
-                await asyncio.wait_for(self._has_active.wait(), self.settings.t1)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.settings.t1):   # (wait_for: EventLog.wait)
+                    await self._has_active.wait()
+            except TimeoutError:
                 pass
         if self.active is None:
             raise NotConnected(f"{self.name}: no connection of the group is in data transfer")

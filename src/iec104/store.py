@@ -188,11 +188,11 @@ class EventLog:
         self._waiters.append(entry)
         self.ring.notify = True                 # the link core says when rows arrive
         try:
-            if timeout is None:
+            # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that comes
+            # together with the result, and the reader would never end
+            async with asyncio.timeout(timeout):
                 await fut
-            else:
-                await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             if entry in self._waiters:          # timed out or cancelled: not kept for ever

@@ -274,9 +274,9 @@ class WatchApp(App[None]):
                 again = f"trying again in {delay:g} s, r: now" if cfg.reconnect else "r: try again"
                 self._show("#state", (str(e), "red"), f" ({again})")
                 try:
-                    await asyncio.wait_for(self._retry_now.wait(),
-                                           delay if cfg.reconnect else None)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(delay if cfg.reconnect else None):
+                        await self._retry_now.wait()    # (wait_for: see EventLog.wait)
+                except TimeoutError:
                     delay = min(cfg.backoff_max, delay * 2)
         self.down = None
         if self.is_running:
