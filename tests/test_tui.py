@@ -454,3 +454,12 @@ async def test_a_redundancy_group_shows_its_active_address_and_health():
             state = text(app, "#state")
             assert f"TLS off; active 127.0.0.1:{first}, 0 switches" in state
             assert "no TESTFR con yet" not in state
+            # the Debug page and the switch work on a group (AttributeError before)
+            await page(app, pilot, "debug_tab")
+            assert "debug frames are off" in text(app, "#frames_state")
+            app.query_one("#debug", Switch).value = True
+            await settle(pilot, lambda: app.session.debug)
+            await app.session.interrogate()
+            app.refresh_pages()
+            await settle(pilot, lambda: app.query_one("#frames", FrameTable).row_count > 0)
+            assert "frames, following the newest" in text(app, "#frames_state") and app.is_running
