@@ -188,10 +188,13 @@ class EventLog:
         self._waiters.append(entry)
         self.ring.notify = True                 # the link core says when rows arrive
         try:
-            # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that comes
-            # together with the result, and the reader would never end
-            async with asyncio.timeout(timeout):
+            if timeout is None:                 # a reader's usual wait: nothing more to set up
                 await fut
+            else:
+                # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that comes
+                # together with the result, and the reader would never end
+                async with asyncio.timeout(timeout):
+                    await fut
         except TimeoutError:
             pass
         finally:
