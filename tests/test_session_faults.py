@@ -5,6 +5,10 @@ import pytest
 
 import iec104
 from iec104.errors import ConfirmationTimeout, ConnectError
+from iec104.outstation import Outstation
+from iec104.session import Session
+from iec104.settings import SessionSettings
+from iec104.store import Store
 
 from scripted_peer import ScriptedPeer, asdu, float_objects, i_frame, s_frame
 from waiting import round_trips, wait_for
@@ -109,3 +113,30 @@ async def test_sequence_numbers_wrap_at_32768():
         peer.send(data)
         await wait_for(lambda: len(master.points()) == 1 and master.points()["updates"][0] == 32770, 20)
         await wait_for(lambda: any(f["nr"] == 2 for f, _ in peer.received(fmt=1)), 5)
+
+
+async def test_a_cancel_that_comes_with_the_connection_stops_the_session():
+    """Close() cancels the reconnect loop; on Python 3.11 asyncio.wait_for drops a cancel
+    that arrives just as the connection is made, and the loop then waited on a link that
+    close() never saw (close hung, the socket stayed open)."""
+    loop = asyncio.get_running_loop()
+    if not hasattr(loop, "__dict__"):
+        pytest.skip("the loop's create_connection cannot be wrapped (uvloop)")
+    async with Outstation(stations=1, points=5) as out:
+        session = Session("127.0.0.1", out.port, name="rtu", station=0,
+                          settings=SessionSettings(), store=Store())
+        real = loop.create_connection
+
+        async def connect(*args, **kwargs):
+            made = await real(*args, **kwargs)
+            session._run_task.cancel()          # the cancel and the connection, together
+            return made
+        loop.create_connection = connect
+        starting = asyncio.ensure_future(session.start())
+        try:
+            await wait_for(lambda: session._run_task is not None and session._run_task.done(), 2)
+            assert session._run_task.cancelled()
+        finally:
+            del loop.create_connection
+            starting.cancel()
+            await session.close()

@@ -266,16 +266,18 @@ class Session:
             self._lost_evt.clear()
             self._started_at = None
             try:
-                await asyncio.wait_for(
-                    loop.create_connection(factory, self.host, self.port, **kw),
-                    timeout=s.t0)
-            except (OSError, asyncio.TimeoutError) as e:
-                reason = "t0 expired" if isinstance(e, asyncio.TimeoutError) else str(e) or type(e).__name__
+                # asyncio.timeout, not wait_for: on 3.11 wait_for drops a close()'s cancel
+                # that comes with the connection, and this loop would wait on a link that
+                # close() never saw
+                async with asyncio.timeout(s.t0):
+                    await loop.create_connection(factory, self.host, self.port, **kw)
+            except (OSError, TimeoutError) as e:
+                reason = "t0 expired" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
                 if context is not None and (isinstance(e, (ssl.SSLError, ConnectionResetError))
                                             or "handshake" in reason.lower()):
                     reason = _tls.describe(e)
                     self._counts["tls_failures"] += 1
-                elif context is not None and isinstance(e, asyncio.TimeoutError):
+                elif context is not None and isinstance(e, TimeoutError):
                     reason = "t0 expired (TCP connect or TLS handshake)"
                 self.tcp_state = "disconnected"
                 self.last_error = f"connect to {self.host}:{self.port}: {reason}"
