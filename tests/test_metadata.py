@@ -239,3 +239,10 @@ def test_entry_point_hooks_are_listed_and_refreshed(monkeypatch):
 def test_secret_never_shows():
     s = Secret("pw")
     assert "pw" not in repr(s) and "pw" not in str(s) and "pw" not in f"{s}"
+
+
+async def test_an_import_without_a_list_or_hook_says_so_in_one_line():
+    catalog = Catalog()
+    with pytest.raises(PointListError, match="no point list: give a file, a DataFrame or hook="):
+        await catalog.import_points()
+    assert catalog.status.state != "in_progress"

@@ -26,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import polars as pl
 
@@ -285,10 +285,9 @@ class Catalog:
                 self.status.finished = time.time()
                 raise
             options = {}
-        # no source and no hook: load fails on None (a TypeError, status "failed") as it did
-        # before annotations; the cast changes nothing at run time
-        return await asyncio.to_thread(self.load, cast(PointListSource, source), station=station,
-                                       **options)
+        if source is None:
+            raise PointListError("no point list: give a file, a DataFrame or hook=")
+        return await asyncio.to_thread(self.load, source, station=station, **options)
 
     @staticmethod
     def _warnings(df: pl.DataFrame) -> list[str]:
