@@ -459,7 +459,7 @@ async def test_a_redundancy_group_shows_its_active_address_and_health():
             assert "debug frames are off" in text(app, "#frames_state")
             app.query_one("#debug", Switch).value = True
             await settle(pilot, lambda: app.session.debug)
-            await app.session.interrogate()
+            await app.session.test()                # TESTFR act and con, logged
             app.refresh_pages()
             await settle(pilot, lambda: app.query_one("#frames", FrameTable).row_count > 0)
             assert "frames, following the newest" in text(app, "#frames_state") and app.is_running
