@@ -504,9 +504,12 @@ cdef class RecvBuffer:
     cdef Py_ssize_t size
     cdef object view
     # read coalescing (iec104.protocol.coalesce): called after the first read of a loop
-    # iteration while ``armed`` is false; the glue naps once the iteration's reads are done
+    # iteration while ``armed`` is false; the glue naps once the iteration's reads are done,
+    # unless a read was ``urgent``: it carried answers to a request (COT > 3: interrogation
+    # data, ActCon/ActTerm, read and counter answers) or a control type, which must not
+    # wait a nap per window (a GI at k = 12) or per confirmation
     cdef public object on_read
-    cdef public bint armed
+    cdef public bint armed, urgent
 
     def __init__(self, Py_ssize_t size=1 << 16):
         self.size = max(size, 2 * APDU_MAX)
@@ -671,6 +674,8 @@ cdef class Channel:
             flags |= B_ACKED
         if nf and (self.debug or (self.taps is not None and len(self.taps))):
             flags |= B_FRAMES
+        if flags & (B_REQUEST_DATA | B_CONTROL):
+            rb.urgent = True
         rest = n - self.used
         if link.closed or rest <= 0:
             self.carry_n = 0

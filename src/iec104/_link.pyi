@@ -45,6 +45,7 @@ class Link:
 class RecvBuffer:
     on_read: Callable[[], object] | None
     armed: bool
+    urgent: bool
     def __init__(self, size: int = 65536) -> None: ...
 
 @disjoint_base

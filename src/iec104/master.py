@@ -50,8 +50,9 @@ class Master:
         Read coalescing of the event loop, s (0: off): after a loop iteration that read
         data, the loop naps this long so that one wake-up serves every RTU that sent
         meanwhile. For thousands of RTUs sending small APDUs it divides the loop's wake-ups
-        by the RTUs per nap; data and timers on the loop wait up to that long more
-        (see :func:`iec104.protocol.coalesce`). A few ms suits polling; off by default.
+        by the RTUs per nap; spontaneous data and timers on the loop wait up to that long
+        more; answers to requests (a GI, confirmations) do not (see
+        :func:`iec104.protocol.coalesce`). A few ms suits polling; off by default.
     **defaults
         Session settings applied to every :meth:`connect` (see :class:`SessionSettings`).
 

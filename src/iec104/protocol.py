@@ -58,17 +58,21 @@ def coalesce(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
     With RTUs that each send a small APDU now and then, every APDU otherwise costs the loop a
     wake-up of its own (a context switch and an epoll call, most of the CPU per APDU); a nap
     of a few milliseconds shares one wake-up among every connection that sent meanwhile. The
-    price: data and timers on this loop wait up to ``seconds`` more, and a bulk transfer at
-    a small k (a GI at k = 12) waits that much per window.
+    price: spontaneous data and timers on this loop wait up to ``seconds`` more. An
+    iteration that read answers to a request (``RecvBuffer.urgent``: interrogation data,
+    confirmations, read and counter answers) does not nap: a GI at k = 12 would otherwise
+    wait a nap per window (0.07 M objects/s with 5 ms instead of 2.8) and a select its
+    ActCon's nap before the execute.
     """
     rb, _ = shared_buffers(loop)
     if seconds <= 0:
-        rb.on_read, rb.armed = None, False
+        rb.on_read, rb.armed, rb.urgent = None, False, False
         return
 
     def nap() -> None:
-        time.sleep(seconds)
-        rb.armed = False
+        if not rb.urgent:
+            time.sleep(seconds)
+        rb.armed = rb.urgent = False
 
     rb.on_read = lambda: loop.call_soon(nap)
 
