@@ -29,8 +29,10 @@ import procs  # noqa: E402
 import iec104  # noqa: E402
 
 
-async def ours(port: int, stations: int, points: int, repeat: int, tls=None) -> dict:
-    async with iec104.Master(gi_on_start=False, k=12, w=8, tls=tls) as master:   # the standard's
+async def ours(port: int, stations: int, points: int, repeat: int, tls=None,
+               coalesce: float = 0.0) -> dict:
+    async with iec104.Master(gi_on_start=False, k=12, w=8, tls=tls,       # the standard's
+                             coalesce=coalesce) as master:
         rtu = await master.connect("127.0.0.1", port, name="bench")
         cas = range(1, stations + 1)
         # one station after the other, as the c104 side does: lib60870 stalls when asked for
@@ -105,7 +107,7 @@ def c104_master(port: int, stations: int, points: int, timeout: float = 120,
     return {"objects": count[0], "seconds": dt, "master_cpu": cpu, "complete": finished}
 
 
-def scenario(name, start_outstation, stations, points, repeat):
+def scenario(name, start_outstation, stations, points, repeat, coalesce=0.0):
     rows = []
     for master in ("iec104", "c104"):
         port = procs.free_port()
@@ -114,12 +116,14 @@ def scenario(name, start_outstation, stations, points, repeat):
             time.sleep(0.5)
             out0 = procs.cpu_seconds(proc.pid)
             if master == "iec104":
-                r = iec104.run(ours(port, stations, points, repeat))
+                r = iec104.run(ours(port, stations, points, repeat, coalesce=coalesce))
             else:
                 r = c104_master(port, stations, points)
             r["outstation_cpu"] = procs.cpu_seconds(proc.pid) - out0
         finally:
             procs.stop(proc)
+        if master == "iec104" and coalesce:
+            master += f" coalesce {coalesce * 1e3:g} ms"
         r.update(outstation=name, master=master, objects_per_s=r["objects"] / r["seconds"])
         rows.append(r)
         print(f"  {name:10} {master:7} {r['objects']:8d} objects in {r['seconds']:7.3f} s = "
@@ -178,6 +182,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tls", action="store_true", help="our master and simulator over TLS 1.3 "
                     "beside plain TCP (instead of the comparison with c104)")
+    ap.add_argument("--coalesce", type=float, default=0.0, help="read coalescing of our "
+                    "master, ms (Master(coalesce=...): it must not slow a GI)")
     ap.add_argument("--json")
     a = ap.parse_args()
     standard = a.k == 12
@@ -195,10 +201,11 @@ def main():
     if "simulator" in which:
         rows += scenario("simulator", lambda port: procs.start_simulator(
             port, stations=a.stations, points=a.points, k=a.k, w=8, point_list=floats),
-            a.stations, a.points, a.repeat)
+            a.stations, a.points, a.repeat, a.coalesce / 1e3)
     if "c104" in which:
         rows += scenario("c104", lambda port: procs.start_c104_outstation(
-            port, stations=a.stations, points=a.points, k=a.k), a.stations, a.points, a.repeat)
+            port, stations=a.stations, points=a.points, k=a.k), a.stations, a.points, a.repeat,
+            a.coalesce / 1e3)
     for r in rows:
         r.update(outstation_k=a.k, outstation_w=8, master_k=12, master_w=8, standard_k_w=standard)
     for r in rows:
