@@ -33,8 +33,10 @@ build: | $(DEV_STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace -j 2
 
 # the whole suite, then its 15 slowest tests (what to look at when it grows slow). Most tests
-# wait on sockets and timers, not the CPU, so 4 processes beat 2 on 2 cores; a file to each
-# (loadfile): module-scoped fixtures (the Ray cluster, the TUI's loop) start once. Tests must
+# wait on sockets and timers, not the CPU, so 4 processes beat 2 on 2 cores; a test to each
+# (loadgroup, with the scheduler of tests/conftest.py): the tests of a file spread over the
+# workers, except the files in ONE_WORKER (the Ray cluster's, the TUI's), whose module-scoped
+# fixtures start once (a file to a worker, loadfile, left the longest files as the tail). Tests must
 # take ephemeral ports (0) and tmp_path, never fixed ones. The interop tests (marker interop,
 # the c104 peer) run after, alone: under parallel load c104 2.2.1's client sometimes misses an
 # ActCon it received and waits out its 10 s (seen at our side: the ActCon was sent). Marker
@@ -46,9 +48,11 @@ build: | $(DEV_STAMP)
 # pytest: with it set (as in some CI images and shells) every worker rewrote the asserts of
 # every test module again, 2 s of CPU each per run; the .pyc files go to __pycache__ (ignored).
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
+# the second part collects only the files that hold such tests (not the 1,600 others)
+INTEROP_FILES = $(shell grep -lE 'pytest\.mark\.(interop|serial)' tests/test_*.py)
 test: $(DEV_STAMP)
-	$(PYTEST) tests -n 4 --dist loadfile --no-loadscope-reorder -m "not interop and not serial" --durations=15
-	$(PYTEST) tests -m "interop or serial" --durations=5
+	$(PYTEST) tests -n 4 --dist loadgroup --no-loadscope-reorder -m "not interop and not serial" --durations=15
+	$(PYTEST) $(INTEROP_FILES) -m "interop or serial" --durations=5
 
 run: $(RUN_STAMP)
 	$(BIN)/iec104

@@ -39,3 +39,29 @@ LONGEST_FIRST = [
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+# make test hands out single tests (--dist loadgroup), so the files' tests spread over the
+# workers, except for these files: each runs whole on one worker, its module-scoped fixture
+# started once (the only module-scoped fixtures of the suite). xdist's own grouping (marker
+# xdist_group, which renames the test ids) does nothing under pytest 9 (xdist 3.8 sets
+# item._nodeid, which pytest 9 no longer reads), hence this scheduler.
+ONE_WORKER = {
+    "test_cluster.py",      # the Ray cluster (7 s to start); the tests run in order, the kill last
+    "test_tui.py",          # the app and simulator the pages' tests share
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ByTest(LoadGroupScheduling):
+        def _split_scope(self, nodeid):
+            file = nodeid.split("::", 1)[0]
+            if file.rsplit("/", 1)[-1] in ONE_WORKER:
+                return file
+            return super()._split_scope(nodeid)     # the test, or its xdist_group
+
+    return ByTest(config, log)
