@@ -1,18 +1,19 @@
 """Read coalescing (``Master(coalesce=...)``): the loop naps after an iteration that read,
 so that one wake-up serves many RTUs; nothing is lost or reordered by it."""
 import asyncio
-import contextlib
-import threading
 
 import numpy as np
 import pytest
 
 import iec104
 import iec104.protocol as protocol
+from iec104.cli import main
+from iec104.cluster_worker import Worker
 from iec104.errors import SettingsError
 from iec104.outstation import Outstation
 from iec104.protocol import shared_buffers
 
+from test_cli import Sim          # an Outstation in a thread: the master's naps do not sleep it
 from waiting import wait_for
 
 
@@ -74,28 +75,6 @@ async def test_closing_one_master_leaves_the_other_masters_coalescing():
         assert rb.on_read is None               # the last one let go: off
 
 
-@contextlib.asynccontextmanager
-async def outstation_in_thread(**options):
-    """An Outstation on its own loop in a thread: the master's naps do not sleep it."""
-    ready, box = threading.Event(), {}
-
-    def run():
-        async def main():
-            async with Outstation(**options) as out:
-                box.update(out=out, loop=asyncio.get_running_loop(), stop=asyncio.Event())
-                ready.set()
-                await box["stop"].wait()
-        asyncio.run(main())
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(ready.wait, 10)
-    try:
-        yield box["out"]
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        await asyncio.to_thread(thread.join, 10)
-
-
 async def test_a_coalescing_master_does_not_nap_while_requests_are_answered(monkeypatch):
     # a GI at k = 12 arrives window by window: a nap after each read would make it wait the
     # nap once per window (0.07 M objects/s with 5 ms instead of 2.8), and an ActCon would
@@ -103,17 +82,44 @@ async def test_a_coalescing_master_does_not_nap_while_requests_are_answered(monk
     naps = []
     sleep = protocol.time.sleep
     monkeypatch.setattr(protocol.time, "sleep", lambda s: (naps.append(s), sleep(s)))
-    async with outstation_in_thread(stations=1, points=3000, k=12) as out, \
-            iec104.Master(gi_on_start=False, coalesce=0.02, k=12, w=8) as m:
-        rtu = await m.connect("127.0.0.1", out.port)
-        await wait_for(lambda: rtu.status()["data_transfer"] == "started", 5)
-        naps.clear()
-        n = await rtu.interrogate(ca=1, timeout=30)
-        in_gi = naps[:]
-        assert n > 1000 and rtu.status()["points"] >= n      # many windows of k = 12
-        await rtu.command(1, 1, "C_SE_NC_1", 1.5, select=True, timeout=10)   # IOA 1: a float
-        in_command = naps[len(in_gi):]
-        async with outstation_in_thread(stations=1, points=50, rate=200) as chatty:
-            await m.connect("127.0.0.1", chatty.port)           # spontaneous data: naps
+    with Sim(stations=1, points=3000, k=12) as sim, Sim(stations=1, points=50, rate=200) as chatty:
+        async with iec104.Master(gi_on_start=False, coalesce=0.02, k=12, w=8) as m:
+            rtu = await m.connect("127.0.0.1", sim.out.port)
+            await wait_for(lambda: rtu.status()["data_transfer"] == "started", 5)
+            naps.clear()
+            n = await rtu.interrogate(ca=1, timeout=30)
+            in_gi = naps[:]
+            assert n > 1000 and rtu.status()["points"] >= n     # many windows of k = 12
+            await rtu.command(1, 1, "C_SE_NC_1", 1.5, select=True, timeout=10)  # IOA 1: a float
+            in_command = naps[len(in_gi):]
+            await m.connect("127.0.0.1", chatty.out.port)      # spontaneous data: naps
             await wait_for(lambda: len(naps) > len(in_gi) + len(in_command) + 3, 5)
     assert in_gi == [] and in_command == []
+    assert set(naps) == {0.02}
+
+
+def test_poll_coalesce_naps_the_loop_and_a_bad_value_is_an_input_error(monkeypatch, capsys):
+    naps = []
+    sleep = protocol.time.sleep
+    monkeypatch.setattr(protocol.time, "sleep", lambda s: (naps.append(s), sleep(s)))
+    with Sim(stations=1, points=30, rate=500) as sim:
+        assert main(["poll", f"127.0.0.1:{sim.out.port}", "--duration", "1",
+                     "--coalesce", "5"]) == 0
+    assert len(naps) > 3 and set(naps) == {0.005}
+    capsys.readouterr()
+    for bad in ("2000", "-1", "nan"):
+        assert main(["poll", "127.0.0.1:1", "--duration", "1", "--coalesce", bad]) == 1
+        assert "--coalesce" in capsys.readouterr().err
+
+
+def test_a_cluster_worker_master_coalesces():
+    worker = Worker(0, {"gi_on_start": False}, 1000, 0.005)    # the actor's class, without Ray
+    try:
+        assert worker.master.coalesce == 0.005
+    finally:
+        asyncio.run(worker.close())
+        worker.loop.call_soon_threadsafe(worker.loop.stop)
+    pytest.importorskip("ray")
+    from iec104.cluster import Cluster
+    with pytest.raises(SettingsError, match="coalesce"):
+        Cluster(workers=1, coalesce=5)                        # ms for s: refused at once

@@ -78,7 +78,8 @@ def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return check
 
 
-def _float_in(lo: float = 0.0, *, strict: bool = False) -> Callable[[str], float]:
+def _float_in(lo: float = 0.0, hi: float | None = None, *,
+              strict: bool = False) -> Callable[[str], float]:
     def check(text: str) -> float:
         try:
             v = float(text)
@@ -86,6 +87,8 @@ def _float_in(lo: float = 0.0, *, strict: bool = False) -> Callable[[str], float
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         if not math.isfinite(v) or v < lo or (strict and v == lo):
             raise argparse.ArgumentTypeError(f"{text} must be a number {'>' if strict else '>='} {lo:g}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{text} must be a number <= {hi:g}")
         return v
     check.__name__ = "number"
     return check
@@ -159,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--workers", type=_int_in(1, 4096),
                     help="poll on N Ray workers (iec104.cluster; needs the 'cluster' extra)")
     pp.add_argument("--ray-address", help="with --workers: join this Ray cluster (default: a local one)")
+    pp.add_argument("--coalesce", type=_float_in(0.0, 1000.0), default=0.0, metavar="MS",
+                    help="read coalescing: nap MS ms after reading spontaneous data, so that "
+                    "one wake-up serves every RTU that sent meanwhile (fleets of many RTUs; "
+                    "spontaneous data waits up to MS more; GI and commands do not); 0: off")
     settings(pp)
     rtu_options(pp)
 
@@ -517,13 +524,13 @@ def _fleet(args: argparse.Namespace) -> Master | Cluster:
     if args.workers is None:
         if args.ray_address:
             raise InputError("--ray-address: only with --workers")
-        return Master()
+        return Master(coalesce=args.coalesce / 1e3)
     try:
         from iec104.cluster import Cluster
     except ModuleNotFoundError as e:
         raise InputError(f"--workers needs the 'cluster' extra ({e}): "
                          "pip install 'iec104[cluster]'") from None
-    return Cluster(workers=args.workers, address=args.ray_address)
+    return Cluster(workers=args.workers, address=args.ray_address, coalesce=args.coalesce / 1e3)
 
 
 def cmd_poll(args: argparse.Namespace) -> int:

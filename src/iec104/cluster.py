@@ -42,7 +42,7 @@ from iec104.cluster_worker import Raised, Worker
 from iec104.export import RotatingWriter
 from iec104.errors import ConnectionLostError, IEC104Error, InvalidRequestError, NotConnected
 from iec104.metadata import read_point_list
-from iec104.settings import SessionSettings
+from iec104.settings import SessionSettings, check_coalesce
 
 __all__ = ["Cluster", "RTU", "EventSink"]
 
@@ -88,16 +88,19 @@ class Cluster:
         Seconds between the status polls that also notice a restarted worker.
     event_capacity : int
         Each worker's event log (see :class:`iec104.Master`).
+    coalesce : float
+        Each worker's read coalescing, s (see :class:`iec104.Master`; 0: off).
     **settings
         Session settings for every :meth:`connect` (see :class:`iec104.SessionSettings`).
     """
 
     def __init__(self, workers: int = 2, address: str | None = None, *,
                  cpus_per_worker: float = 1.0, max_restarts: int = -1, heartbeat: float = 0.5,
-                 event_capacity: int = 1_000_000, **settings: Any):
+                 event_capacity: int = 1_000_000, coalesce: float = 0.0, **settings: Any):
         if workers < 1:
             raise InvalidRequestError(f"workers={workers}: at least 1")
         SessionSettings.of(**settings)          # a bad setting fails here, not on a worker
+        self._coalesce = check_coalesce(coalesce)
         self.settings = settings
         self.address, self.heartbeat = address, heartbeat
         self._options = dict(num_cpus=cpus_per_worker, max_restarts=max_restarts,
@@ -130,7 +133,7 @@ class Cluster:
                      else None)
             self._started_ray = True
         remote = ray.remote(Worker).options(**self._options)
-        self.actors = [remote.remote(i, self.settings, self._event_capacity)
+        self.actors = [remote.remote(i, self.settings, self._event_capacity, self._coalesce)
                        for i in range(self._count)]
         for i, hello in enumerate(await asyncio.gather(*(a.hello.remote() for a in self.actors))):
             self._seen(i, hello)

@@ -54,22 +54,23 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class Worker:
     """The actor's class (made a Ray actor by the Cluster, ``ray.remote(Worker)``)."""
 
-    def __init__(self, index: int, defaults: dict[str, Any], event_capacity: int):
+    def __init__(self, index: int, defaults: dict[str, Any], event_capacity: int,
+                 coalesce: float = 0.0):
         self.index = index
         self.incarnation = uuid.uuid4().hex     # new on every (re)start: how the driver tells
         self.loop = _new_loop()
         threading.Thread(target=self.loop.run_forever, name=f"iec104-worker-{index}",
                          daemon=True).start()
         self.master: Master = asyncio.run_coroutine_threadsafe(
-            self._master(defaults, event_capacity), self.loop).result()
+            self._master(defaults, event_capacity, coalesce), self.loop).result()
         self.sessions: dict[int, Session | RedundancyGroup] = {}  # the fleet's station -> its session here
         self.lists: list[tuple[int | None, pl.DataFrame]] = []
         self.version = 0
         self.streams: dict[str, EventStream] = {}
 
     @staticmethod
-    async def _master(defaults: dict[str, Any], event_capacity: int) -> Master:
-        return Master(event_capacity=event_capacity, **defaults)
+    async def _master(defaults: dict[str, Any], event_capacity: int, coalesce: float) -> Master:
+        return Master(event_capacity=event_capacity, coalesce=coalesce, **defaults)
 
     async def _run(self, coro: Coroutine[Any, Any, T]) -> T | Raised:
         """Run on the Master's loop; a library error comes back as a value (see Raised)."""

@@ -12,13 +12,12 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from iec104.errors import SettingsError
 from iec104.export import write_table
 from iec104.metadata import Catalog, PointListSource
 from iec104.protocol import hold_coalesce, release_coalesce
 from iec104.redundancy import RedundancyGroup
 from iec104.session import Session
-from iec104.settings import DEFAULT, Default, SessionSettings
+from iec104.settings import DEFAULT, Default, SessionSettings, check_coalesce
 from iec104.store import EventStream, Store
 from iec104.tls import TLS
 
@@ -66,10 +65,7 @@ class Master:
 
     def __init__(self, *, event_capacity: int = 1_000_000, coalesce: float = 0.0,
                  **defaults: Any) -> None:
-        if isinstance(coalesce, bool) or not isinstance(coalesce, (int, float)) \
-                or not 0 <= coalesce <= 1:
-            raise SettingsError(f"coalesce must be 0..1 s, not {coalesce!r}")
-        self.coalesce = coalesce
+        self.coalesce = check_coalesce(coalesce)
         self.defaults = SessionSettings.of(**defaults)
         self.store = Store(event_capacity=event_capacity)
         self.catalog = Catalog()

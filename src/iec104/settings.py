@@ -15,7 +15,7 @@ from iec104.link import LinkConfig
 from iec104.tls import TLS
 from iec104.types import broadcast_ca
 
-__all__ = ["SessionSettings", "FieldSizes", "DEFAULT", "Default"]
+__all__ = ["SessionSettings", "FieldSizes", "DEFAULT", "Default", "check_coalesce"]
 
 
 class Default(enum.Enum):
@@ -203,3 +203,10 @@ def _check_tz(tz: object) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise SettingsError(f"tz {tz!r}: not a known time zone (an IANA name such as "
                             "'Europe/Berlin', or None for UTC)") from None
+
+
+def check_coalesce(value: object) -> float:
+    """A Master's read coalescing (``coalesce``, s): 0 (off) to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise SettingsError(f"coalesce must be 0..1 s, not {value!r}")
+    return float(value)
