@@ -275,7 +275,8 @@ async def ours(sims: Simulators, n: int, a) -> dict:
         lat, window = [], [False]
 
         async def consume():
-            async for batch in master.events():
+            async for batch in master.events(**({} if a.linger is None else
+                                                {"linger": a.linger / 1e3})):
                 if window[0]:
                     t = batch["time"]
                     ok = t != iec104.NO_TIME
@@ -319,12 +320,14 @@ async def ours(sims: Simulators, n: int, a) -> dict:
         r = window_figures(s1["i_frames"] - s0["i_frames"], s1["points"] - s0["points"], m,
                            sim0, sim1, lat, frames=s1["frames"] - s0["frames"])
         r.update(master="iec104" + (" TLS 1.3" if tls else "")
-                 + (f" coalesce {a.coalesce * 1e3:g} ms" if a.coalesce else ""), tls=bool(tls),
+                 + (f" coalesce {a.coalesce * 1e3:g} ms" if a.coalesce else "")
+                 + (f" linger {a.linger:g} ms" if a.consumer and a.linger is not None else ""),
+                 tls=bool(tls),
                  coalesce_s=a.coalesce, sessions=n, ports=len(set(sims.ports[:n])), tick_s=a.tick,
                  offered_batches_per_s=n / a.tick,
                  start_all_s=t_start, start_and_gi_s=t_gi, gi_objects=gi_objects,
                  rss_idle_per_session_kib=rss_idle / 1024, idle_cpu_share=idle_share,
-                 events_consumer=a.consumer,
+                 events_consumer=a.consumer, reader_linger_ms=a.linger,
                  latency_from="events() reader" if a.consumer else "event log, after the window",
                  sent_objects=sent, received_objects=final["points"] - base["points"],
                  sent_frames=sim_end["frames_out"] - sim_base["frames_out"],
@@ -563,6 +566,8 @@ def main():
                     "uvloop client that only splits, counts and acknowledges the APDUs")
     ap.add_argument("--no-consumer", dest="consumer", action="store_false",
                     help="no events() consumer in our master (the latency is then taken from the event log after the window)")
+    ap.add_argument("--linger", type=float, help="the reader's events(linger=...), ms "
+                    "(default: the library's, 5 ms)")
     ap.add_argument("--k", type=int, default=12, help="k of both sides (standard: 12)")
     ap.add_argument("--w", type=int, default=8, help="w of both sides (standard: 8)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",

@@ -661,7 +661,7 @@ cdef class Channel:
                 self.ring.append_c(ws.p, npts)
                 if self.ring.hold >= 0 and self.ring.total - self.ring.hold >= self.ring.high:
                     flags |= B_PAUSE
-                if self.ring.notify:
+                if self.ring.notify and now >= self.ring.wake_at:
                     flags |= B_WAKE
             for i in range(npts):
                 p = ws.p + i

@@ -196,3 +196,17 @@ def test_timers_run_the_deadlines_that_have_come_and_only_those():
     calls.clear()
     timers.tick(1000.0)                             # b and c idle past t3: TESTFR act
     assert sorted(n for n, _ in calls) == ["b", "c"]
+
+
+def test_a_waiting_reader_is_woken_by_the_first_read_at_or_after_its_wake_time():
+    # a reader's linger rides on the reads: the link core asks for the wake-up only once the
+    # loop time reaches wake_at (no timer of the reader's own while data keeps coming)
+    ring = EventRing(100)
+    ch = channel(ring=ring)
+    ring.notify, ring.wake_at = True, 5.0
+    assert not feed(ch, gi_data(0), now=4.9) & Batch.WAKE and ring.total == 1   # stored
+    assert feed(ch, gi_data(1), now=5.0) & Batch.WAKE
+    ring.wake_at = 0.0
+    assert feed(ch, gi_data(2), now=5.1) & Batch.WAKE
+    ring.notify = False
+    assert not feed(ch, gi_data(3), now=9.0) & Batch.WAKE

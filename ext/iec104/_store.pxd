@@ -56,7 +56,8 @@ cdef class EventRing:
     cdef public int64_t hold               # oldest row a lossless reader still needs (-1: none)
     cdef public int64_t high               # backlog of `hold` at which sessions pause
     cdef public uint64_t grown             # times the ring grew to keep a lossless reader whole
-    cdef public bint notify                # a reader waits: tell Python when rows arrive
+    cdef public bint notify                # a reader waits: tell Python when rows arrive,
+    cdef public double wake_at             # at the first read from this loop time on
     cdef _bind(self)
     cdef int _grow_for(self, int64_t n) except -1
     cdef int append_c(self, const point_t* pv, int64_t n) except -1

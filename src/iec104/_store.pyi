@@ -26,6 +26,7 @@ class EventRing:
     high: int
     grown: int
     notify: bool
+    wake_at: float
     def __init__(self, capacity: int) -> None: ...
     @property
     def ring(self) -> np.ndarray: ...
