@@ -110,7 +110,7 @@ async def test_system_requests_are_confirmed_by_c104(c104_out):
 
 
 async def test_testfr_keeps_an_idle_link_up(c104_out):
-    async with iec104.Master(gi_on_start=False, t1=2, t2=0.5, t3=0.3) as master:
+    async with iec104.Master(gi_on_start=False, t1=2, t2=0.5, t3=0.1) as master:   # TESTFR after 0.1 s idle
         rtu = await master.connect("127.0.0.1", c104_out.port)
         await wait_for(lambda: rtu.last_testfr_con is not None, 5)
         first = rtu.last_testfr_con

@@ -539,8 +539,8 @@ async def test_c104_command_and_gi_while_muted_are_refused():
             finally:
                 client.stop()
             # the command is never confirmed (the simulator closes at once, closes() below):
-            # c104 waits out its command timeout, 0.5 s, before transmit returns False
-            client, conn = _c104_client(out.port, unmute=False, command_timeout_ms=500)
+            # c104 waits out its command timeout, 0.2 s, before transmit returns False
+            client, conn = _c104_client(out.port, unmute=False, command_timeout_ms=200)
             try:                                    # ... then a command on a fresh connection
                 sc = conn.add_station(common_address=1).add_point(
                     io_address=2, type=c104.Type.C_SC_NA_1)
