@@ -98,6 +98,9 @@ _STATUS_NAMES = {ST_BAD_START: "BAD_START", ST_BAD_LENGTH: "BAD_LENGTH",
                  ST_BAD_CONTROL: "BAD_CONTROL"}
 
 
+cdef class Timers
+
+
 cdef class Link:
     """State of one IEC 104 connection's APCI layer (either role); see the module docstring.
 
@@ -130,10 +133,13 @@ cdef class Link:
     cdef public object last_testfr_con
     cdef public object rtt
     cdef uint64_t n_i_in, n_s_in, n_u_in, n_i_out, n_s_out, n_u_out, n_t1, n_seq, n_withdrawn
+    cdef Timers timers                  # the loop's Timers that run this link (None: none)
+    cdef Py_ssize_t tslot               # its place there
 
     def __cinit__(self, config):
         self.sent = NULL
         self.out = NULL
+        self.tslot = -1
 
     def __init__(self, config):
         self.config = config
@@ -158,6 +164,7 @@ cdef class Link:
 
     def connection_made(self, double now):
         self.t3_at = now + self.t3
+        self._sooner(self.t3_at)
 
     def connection_lost(self):
         self.closed = True
@@ -344,6 +351,7 @@ cdef class Link:
             self.n_i_in += 1
             if self.unacked_rx == 0:
                 self.t2_at = now + self.t2
+                self._sooner(self.t2_at)
             self.unacked_rx += 1
             if self.unacked_rx >= self.w or (self.master and self.state == DT_STOPPING):
                 # stopping: the outstation confirms STOPDT only once all it sent is acked
@@ -417,6 +425,8 @@ cdef class Link:
     cdef inline void _push_sent(self, double now):
         self.sent[(self.sent_head + self.sent_n) % self.k] = now
         self.sent_n += 1
+        if self.sent_n == 1:                    # t1 starts
+            self._sooner(now + self.t1)
 
     cdef int _flush_queue(self, double now) except -1:
         if self.state != DT_STARTED or not self._queue:
@@ -484,6 +494,13 @@ cdef class Link:
             self.u_pending = fn
             self.u_at = now
             self.u_ns = mono_ns()
+            self._sooner(now + self.t1)
+
+    cdef inline void _sooner(self, double d) noexcept:
+        # the Timers keep a lower bound of every link's deadline (a later one is found when
+        # it is reached): only a deadline that moved earlier is told
+        if self.timers is not None and d < self.timers.due[self.tslot]:
+            self.timers.due[self.tslot] = d
 
     cdef void _fail(self, str reason):
         if not self.closed:
@@ -544,7 +561,6 @@ cdef class Channel:
     cdef int want
     cdef int broadcast_ca
     cdef Py_ssize_t used, n_frames, n_accepted, n_points
-    cdef Py_ssize_t slot                 # where in its Timers (-1: in none)
     cdef public list taps                # hooks that see every read's octets (on_receive)
     cdef public list send_taps           # hooks that see every octet string sent (on_send)
     cdef public bint debug               # the glue logs every frame
@@ -563,7 +579,6 @@ cdef class Channel:
         self.link, self.decoder, self.rb = link, decoder, buffer
         self.table, self.ring = table, ring
         self.broadcast_ca, self.want = broadcast_ca, want
-        self.slot = -1
         self._new_cas = []
 
     def __dealloc__(self):
@@ -759,41 +774,79 @@ cdef class Timers:
     """
 
     cdef list channels
+    cdef double* due                      # by slot: a lower bound of each link's deadline
+    cdef Py_ssize_t cap
     cdef readonly double resolution
     cdef public object handle             # the glue's loop timer (None: not running)
+
+    def __cinit__(self, *args, **kwargs):
+        self.due = NULL
 
     def __init__(self, double resolution=0.05):
         self.channels = []
         self.resolution = resolution
 
+    def __dealloc__(self):
+        free(self.due)
+
     def __len__(self):
         return len(self.channels)
 
     def add(self, Channel ch):
-        if ch.slot < 0:
-            ch.slot = len(self.channels)
-            self.channels.append(ch)
+        cdef Link link = ch.link
+        cdef Py_ssize_t n = len(self.channels)
+        cdef double* grown
+        if link.tslot >= 0:
+            return
+        if n == self.cap:
+            self.cap = max(64, 2 * self.cap)
+            grown = <double*>realloc(self.due, self.cap * sizeof(double))
+            if grown == NULL:
+                raise MemoryError()
+            self.due = grown
+        self.channels.append(ch)
+        link.timers, link.tslot = self, n
+        self.due[n] = link.deadline()
 
     def discard(self, Channel ch):
+        cdef Link link = ch.link
         cdef Channel last
-        if ch.slot < 0:
+        cdef Py_ssize_t slot = link.tslot
+        if slot < 0 or link.timers is not self:
             return
         last = self.channels.pop()
         if last is not ch:
-            self.channels[ch.slot] = last
-            last.slot = ch.slot
-        ch.slot = -1
+            self.channels[slot] = last
+            last.link.tslot = slot
+            self.due[slot] = self.due[len(self.channels)]
+        link.timers, link.tslot = None, -1
 
     def tick(self, double now) -> int:
         """Run the link timers of each channel whose deadline has come, then what that asks
         for (an S-frame after t2: the channel's own write, see ``Channel.bind_write``; the
-        rest: its glue's ``on_batch``); returns how many channels were due."""
+        rest: its glue's ``on_batch``); returns how many channels were due. Only the links
+        whose lower bound has come are looked at: with 10,000 RTUs a look at every link
+        took 0.3-0.7 ms per tick, 20 times a second."""
         cdef Channel ch
+        cdef Link link
         cdef int due = 0
-        for ch in list(self.channels):          # a callback may add or discard channels
-            if ch.slot < 0 or ch.link.deadline() > now:
+        cdef Py_ssize_t i = 0
+        cdef double d
+        while i < len(self.channels):           # a callback may add or discard channels
+            if self.due[i] > now:
+                i += 1
+                continue
+            ch = <Channel>self.channels[i]
+            link = ch.link
+            d = link.deadline()
+            if d > now:                         # it moved later meanwhile: now we know
+                self.due[i] = d
+                i += 1
                 continue
             due += 1
-            ch.link.tick(now)
+            link.tick(now)
+            self.due[i] = link.deadline()
             ch._dispatch(ch._link_flags() & ch.want)
+            if link.tslot == i:                 # (else discarded: the last one is in its place)
+                i += 1
         return due

@@ -198,6 +198,35 @@ def test_timers_run_the_deadlines_that_have_come_and_only_those():
     assert sorted(n for n, _ in calls) == ["b", "c"]
 
 
+def test_timers_see_a_deadline_that_moved_earlier_or_later_between_ticks():
+    """The Timers keep a lower bound of each link's deadline (no look at every link per
+    tick): what moves a deadline earlier tells them (t1 of a sent I-frame or U act, t2 of a
+    received I-frame); a deadline that moved later is found when the old one comes."""
+    timers, calls = Timers(), []
+    links = {}
+    for name in ("idle", "sent", "test", "recv", "last"):
+        ch = channel()
+        ch.bind(lambda: 0.0, lambda flags, name=name: calls.append(name))
+        timers.add(ch)
+        links[name] = ch
+    # all at t3 = 20 s (connected at 0); then, at 1.0:
+    links["sent"].link.send_asdu(b"\x2d\x01\x06\x00\x01\x00\x01\x00\x00\x01", 1.0)  # t1: 16 s
+    links["test"].link.test(1.0)                                 # TESTFR act: its con by 16 s
+    feed(links["recv"], gi_data(0), now=1.0)                     # t2: an ack owed by 11 s
+    timers.discard(links["idle"])                                # "last" takes its place
+    for ch in links.values():
+        ch.link.data_to_send()
+    assert timers.tick(10.9) == 0 and calls == []
+    assert timers.tick(11.0) == 1 and calls == ["recv"]          # the S-frame
+    assert links["recv"].link.data_to_send()[2] == 0x01
+    assert timers.tick(16.0) == 2 and links["sent"].link.closed and links["test"].link.closed
+    calls.clear()
+    feed(links["last"], u_frame(0x43), now=15.0)                 # TESTFR act in: t3 now 35 s
+    links["last"].link.data_to_send()                            # (our con)
+    assert timers.tick(20.0) == 0 and calls == []                # the old deadline: not due
+    assert timers.tick(21.0) == 1 and calls == ["recv"]          # its t3 (a frame in at 1.0)
+    assert timers.tick(35.0) == 1 and calls == ["recv", "last"]  # TESTFR act at the new one
+
 def test_a_waiting_reader_is_woken_by_the_first_read_at_or_after_its_wake_time():
     # a reader's linger rides on the reads: the link core asks for the wake-up only once the
     # loop time reaches wake_at (no timer of the reader's own while data keeps coming)
