@@ -32,6 +32,7 @@ Run: .venv/bin/python benchmarks/bench_trickle.py [--sizes 100,1000,10000] [--co
 import argparse
 import asyncio
 import atexit
+import gc
 import json
 import resource
 import shutil
@@ -267,6 +268,8 @@ async def ours(sims: Simulators, n: int, a) -> dict:
                 return await s.interrogate(ca=1, timeout=120)
         gi_objects = sum(await asyncio.gather(*(gi(s) for s in sessions)))
         t_gi = time.perf_counter() - t0
+        if a.gc_freeze:         # as iec104 poll does: the sessions out of the full collections
+            gc.freeze()
         await asyncio.sleep(1.0)
         rss_idle = (procs.rss_bytes() - rss0) / n
         cpu0, w0 = time.process_time(), time.perf_counter()
@@ -321,13 +324,14 @@ async def ours(sims: Simulators, n: int, a) -> dict:
                            sim0, sim1, lat, frames=s1["frames"] - s0["frames"])
         r.update(master="iec104" + (" TLS 1.3" if tls else "")
                  + (f" coalesce {a.coalesce * 1e3:g} ms" if a.coalesce else "")
-                 + (f" linger {a.linger:g} ms" if a.consumer and a.linger is not None else ""),
+                 + (f" linger {a.linger:g} ms" if a.consumer and a.linger is not None else "")
+                 + (" gc frozen" if a.gc_freeze else ""),
                  tls=bool(tls),
                  coalesce_s=a.coalesce, sessions=n, ports=len(set(sims.ports[:n])), tick_s=a.tick,
                  offered_batches_per_s=n / a.tick,
                  start_all_s=t_start, start_and_gi_s=t_gi, gi_objects=gi_objects,
                  rss_idle_per_session_kib=rss_idle / 1024, idle_cpu_share=idle_share,
-                 events_consumer=a.consumer, reader_linger_ms=a.linger,
+                 events_consumer=a.consumer, reader_linger_ms=a.linger, gc_frozen=a.gc_freeze,
                  latency_from="events() reader" if a.consumer else "event log, after the window",
                  sent_objects=sent, received_objects=final["points"] - base["points"],
                  sent_frames=sim_end["frames_out"] - sim_base["frames_out"],
@@ -337,6 +341,8 @@ async def ours(sims: Simulators, n: int, a) -> dict:
                  drain_s=t_drain, loss_by_port=loss_by_port[:20],
                  phases_s={"start": t_start, "gi": t_gi - t_start, "total": time.perf_counter() - t0})
         r["lost_objects"] = r["sent_objects"] - r["received_objects"]
+        if a.gc_freeze:
+            gc.unfreeze()
         return r
 
 
@@ -568,6 +574,8 @@ def main():
                     help="no events() consumer in our master (the latency is then taken from the event log after the window)")
     ap.add_argument("--linger", type=float, help="the reader's events(linger=...), ms "
                     "(default: the library's, 5 ms)")
+    ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once our master's "
+                    "sessions are connected and interrogated (what iec104 poll does)")
     ap.add_argument("--k", type=int, default=12, help="k of both sides (standard: 12)")
     ap.add_argument("--w", type=int, default=8, help="w of both sides (standard: 8)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
