@@ -1,5 +1,7 @@
-"""--ca and --standby on poll/watch, and ca / standby in target files: the GI per listed CA at
-the simulator, a redundancy group polled, each bad input one line and exit code 1."""
+"""--ca and --standby on poll/watch (--ca on export), and ca / standby in target files: the GI
+per listed CA at the simulator, a redundancy group polled, each bad input one line and exit
+code 1, no option taken for the start of another."""
+import polars as pl
 import pytest
 
 from iec104.cli import _parser, _session_settings, main
@@ -85,3 +87,25 @@ def test_a_bad_ca_or_standby_in_a_target_file(tmp_path, capsys):
         assert main(["poll", str(toml)]) == 1
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err, err
+
+
+def test_export_interrogates_the_stations_of_ca_or_of_the_target_file(tmp_path):
+    # an RTU that does not answer a broadcast GI is exported by its stations' addresses
+    with Sim(stations=3, points=4) as sim:
+        target = f"127.0.0.1:{sim.out.port}"
+        assert main(["export", target, "--ca", "2", "-o", str(tmp_path / "a.csv")]) == 0
+        toml = tmp_path / "rtus.toml"
+        toml.write_text(f'[[rtu]]\nhost = "127.0.0.1"\nport = {sim.out.port}\nca = [1, 3]\n')
+        assert main(["export", str(toml), "-o", str(tmp_path / "b.csv")]) == 0
+    assert set(pl.read_csv(tmp_path / "a.csv")["ca"]) == {2}
+    assert set(pl.read_csv(tmp_path / "b.csv")["ca"]) == {1, 3}
+
+
+def test_an_option_is_never_taken_for_the_start_of_another(capsys):
+    # argparse took `export --ca 1` for --ca-size 1 (the frames then decoded with a 1-octet
+    # CA), --cot 1 for --cot-size 1
+    for argv in (["export", "127.0.0.1", "--cot", "1", "-o", "x.csv"],
+                 ["poll", "127.0.0.1", "--gi", "5"], ["simulate", "--point", "p.csv"]):
+        assert main(argv) == 1
+        assert "unrecognized arguments" in capsys.readouterr().err
+    assert _parser().parse_args(["poll", "h", "--ca", "1"]).cas == [[1]]   # its own --ca

@@ -59,7 +59,13 @@ def sample_points() -> Path:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and the input-error exit code (1), not its own 2."""
+    """argparse with one-line errors and the input-error exit code (1), not its own 2, and
+    no abbreviations: `export --ca 1` was taken for --ca-size 1 (the frames then decoded
+    with a 1-octet CA); the subcommands' parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise InputError(f"{self.prog}: {message} (see {self.prog} --help)")
@@ -130,13 +136,14 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--tz", help="time zone of the RTU clocks (default UTC)")
         tls_options(sp)
 
-    def rtu_options(sp: argparse.ArgumentParser) -> None:
+    def rtu_options(sp: argparse.ArgumentParser, standby: bool = True) -> None:
         g = sp.add_argument_group("the RTU")
         g.add_argument("--ca", dest="cas", type=_ca_list, action="append", metavar="CA[,CA...]",
                        help="common address(es) of its stations: the GI at start and on schedule, "
                        "and the clock sync go to each (repeat or a comma list; default: broadcast)")
-        g.add_argument("--standby", action="append", default=[], metavar="HOST:PORT",
-                       help="another address of the same RTU: a redundancy group (repeat)")
+        if standby:
+            g.add_argument("--standby", action="append", default=[], metavar="HOST:PORT",
+                           help="another address of the same RTU: a redundancy group (repeat)")
 
     def tls_options(sp: argparse.ArgumentParser, server: bool = False) -> None:
         g = sp.add_argument_group("TLS (IEC 62351-3; mutual authentication)")
@@ -212,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--points", help="point list joined with the values")
     settings(e)
+    rtu_options(e, standby=False)
 
     dc = sub.add_parser("decode", help="decode a pcap/pcapng capture or a file of hex APDUs")
     dc.add_argument("capture")
@@ -614,8 +622,10 @@ async def _export(args: argparse.Namespace, targets: list[Target],
     async with Master(gi_on_start=False) as master:
         sessions = await _connect_all(master, targets, _session_settings(args))
         for s in sessions:
-            n = await s.interrogate()
-            _log.info("%s: general interrogation: %d objects", s.name, n)
+            for ca in s.settings.ca or (None,):     # its stations (--ca, the target's ca)
+                n = await s.interrogate(ca=ca)
+                _log.info("%s: general interrogation of CA %s: %d objects", s.name,
+                          "broadcast" if ca is None else ca, n)
         if points is not None:
             master.import_points(points)
         console.say(f"wrote {len(master)} parameters to {_export_table(master.parameters(), args.output)}")
