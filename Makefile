@@ -32,26 +32,30 @@ dev: $(DEV_STAMP)
 build: | $(DEV_STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace -j 2
 
-# the whole suite, then its 15 slowest tests (what to look at when it grows slow). Most tests
-# wait on sockets and timers, not the CPU, so 4 processes beat 2 on 2 cores; a test to each
-# (loadgroup, with the scheduler of tests/conftest.py): the tests of a file spread over the
-# workers, except the files in ONE_WORKER (the Ray cluster's, the TUI's), whose module-scoped
-# fixtures start once (a file to a worker, loadfile, left the longest files as the tail). Tests must
-# take ephemeral ports (0) and tmp_path, never fixed ones. The interop tests (marker interop,
-# the c104 peer) run after, alone: under parallel load c104 2.2.1's client sometimes misses an
-# ActCon it received and waits out its 10 s (seen at our side: the ActCon was sent). Marker
-# serial: a test that must run there too (none now: the redundancy tests, which lost objects
-# across a killed socket under load, run in the parallel part again since the cause was found
-# in the test's barrier, Outstation.pending(); 6 runs of 16 beside 3 busy loops, 0 failures).
-# Files start longest first (tests/conftest.py, LONGEST_FIRST; --no-loadscope-reorder keeps
-# that order instead of xdist's by number of tests). PYTHONDONTWRITEBYTECODE is cleared for
-# pytest: with it set (as in some CI images and shells) every worker rewrote the asserts of
-# every test module again, 2 s of CPU each per run; the .pyc files go to __pycache__ (ignored).
+# the whole suite, then its 15 slowest tests (what to look at when it grows slow). Many tests
+# wait on sockets and timers, not the CPU, so 4 processes beat 2 on 2 cores (5 or 6 were no
+# faster, measured 2026-12: the suite needs about 50 s of CPU, 2 s of it each worker's start,
+# and the 2 cores are its bound); TEST_WORKERS=n to try. A test to each worker (loadgroup, with
+# the scheduler of tests/conftest.py): a file's tests spread over the workers, except the files
+# in ONE_WORKER (the Ray cluster's, the TUI's), whose module-scoped fixtures start once (with a
+# file to a worker, loadfile, the workers ended up to 3.6 s apart). Tests must take ephemeral
+# ports (0) and tmp_path, never fixed ones. The interop tests (marker interop, the c104 peer)
+# run after, alone, only the files that hold them collected: under parallel load c104 2.2.1's
+# client sometimes misses an ActCon it received and waits out its 10 s (seen at our side: the
+# ActCon was sent; measured 2026-12: with 2 interop workers 4 runs of 10 failed so, and beside
+# the parallel part, even at nice 19, 3 of 3). Marker serial: a test that must run there too
+# (none now: the redundancy tests, which lost objects across a killed socket under load, run
+# in the parallel part again since the cause was found in the test's barrier,
+# Outstation.pending(); 6 runs of 16 beside 3 busy loops, 0 failures). Files start longest
+# first (tests/conftest.py, LONGEST_FIRST; --no-loadscope-reorder keeps that order instead of
+# xdist's by number of tests). PYTHONDONTWRITEBYTECODE is cleared for pytest: with it set (as
+# in some CI images and shells) every worker rewrote the asserts of every test module again,
+# 2 s of CPU each per run; the .pyc files go to __pycache__ (ignored).
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
-# the second part collects only the files that hold such tests (not the 1,600 others)
+TEST_WORKERS ?= 4
 INTEROP_FILES = $(shell grep -lE 'pytest\.mark\.(interop|serial)' tests/test_*.py)
 test: $(DEV_STAMP)
-	$(PYTEST) tests -n 4 --dist loadgroup --no-loadscope-reorder -m "not interop and not serial" --durations=15
+	$(PYTEST) tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not interop and not serial" --durations=15
 	$(PYTEST) $(INTEROP_FILES) -m "interop or serial" --durations=5
 
 run: $(RUN_STAMP)

@@ -16,17 +16,19 @@ def pytest_asyncio_loop_factories(config, item):
     return factories
 
 
-# The files that take longest, longest first (seconds of one run with make test's 4 workers,
-# measured 2026-12): make test hands out whole files (--dist loadfile, --no-loadscope-reorder
-# keeps this order), and a long file started last is the suite's tail (test_tui, last in
-# alphabetical order, started after 20 s and ran 15 s more). Files not listed follow in
-# their own order; within a file the order is unchanged.
+# The files that take longest, longest first (the sum of their tests' durations in one run of
+# make test's parallel part, 4 workers, 2 cores, measured 2026-12). make test hands out single
+# tests (--dist loadgroup, below), in this order (--no-loadscope-reorder keeps it): the two
+# files that run whole on one worker (ONE_WORKER) first, so that their 15-18 s chains start at
+# once, then the long files' tests, then the short ones, which fill the workers' ends (with
+# whole files, loadfile, the workers ended up to 3.6 s apart; with single tests, within 2 s).
+# Files not listed follow in their own order; within a file the order is unchanged.
 LONGEST_FIRST = [
-    "test_cluster.py",              # 16 s: Ray's start
-    "test_tui.py",                  # 15 s of CPU: Textual
-    "test_session_safety.py",       # 10 s
-    "test_redundancy.py",           # 9 s, timers
-    "test_cli.py",                  # 8 s, subprocesses
+    "test_cluster.py",              # 15-17 s, one worker: Ray's start (6-9 s of it)
+    "test_tui.py",                  # 16-18 s, one worker: 12 s of it CPU (Textual)
+    "test_session_safety.py",       # 11-13 s
+    "test_redundancy.py",           # 13 s, timers
+    "test_cli.py",                  # 7-8 s, subprocesses
     "test_outstation_safety.py",
     "test_tls.py",
     "test_outstation.py",
@@ -41,11 +43,12 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
-# make test hands out single tests (--dist loadgroup), so the files' tests spread over the
+# make test hands out single tests (--dist loadgroup), so that a file's tests spread over the
 # workers, except for these files: each runs whole on one worker, its module-scoped fixture
-# started once (the only module-scoped fixtures of the suite). xdist's own grouping (marker
-# xdist_group, which renames the test ids) does nothing under pytest 9 (xdist 3.8 sets
-# item._nodeid, which pytest 9 no longer reads), hence this scheduler.
+# started once (they hold the suite's only module-scoped fixtures). xdist's own grouping (the
+# marker xdist_group, which renames the test ids) does nothing under pytest 9 (xdist 3.8 sets
+# item._nodeid, which pytest 9 no longer reads: the Ray cluster started on all 4 workers),
+# hence this scheduler; a test marked xdist_group is still grouped if xdist gets fixed.
 ONE_WORKER = {
     "test_cluster.py",      # the Ray cluster (7 s to start); the tests run in order, the kill last
     "test_tui.py",          # the app and simulator the pages' tests share
