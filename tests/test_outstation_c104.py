@@ -7,24 +7,9 @@ import pytest
 
 from iec104.outstation import Outstation
 
+from c104_peer import run_c104
+
 pytestmark = pytest.mark.interop
-
-
-def run_c104(port, body):
-    client = c104.Client(tick_rate_ms=50)
-    conn = client.add_connection(ip="127.0.0.1", port=port, init=c104.Init.NONE)
-    try:
-        client.start()
-        conn.connect()
-        deadline = time.monotonic() + 10
-        while conn.state != c104.ConnectionState.OPEN and time.monotonic() < deadline:
-            if conn.state == c104.ConnectionState.OPEN_MUTED:
-                conn.unmute()                   # STARTDT act
-            time.sleep(0.01)
-        assert conn.state == c104.ConnectionState.OPEN
-        return body(client, conn)
-    finally:
-        client.stop()
 
 
 async def in_thread(fn):
@@ -35,7 +20,7 @@ async def test_c104_gi_receives_every_point_with_types_and_values():
     async with Outstation(stations=2, points=60) as out:
         seen = {}
 
-        def body(client, conn):
+        def body(conn, wire):
             points = {}
             for ca in (1, 2):
                 st = conn.add_station(common_address=ca)
@@ -43,9 +28,10 @@ async def test_c104_gi_receives_every_point_with_types_and_values():
                     points[(ca, int(row["ioa"]))] = st.add_point(
                         io_address=int(row["ioa"]), type=c104.Type(int(row["type_id"])))
             for ca in (1, 2):
-                assert conn.interrogation(common_address=ca, cause=c104.Cot.ACTIVATION,
-                                          qualifier=c104.Qoi.STATION)
-                assert conn.counter_interrogation(common_address=ca)   # integrated totals
+                assert wire.answered(conn.interrogation(
+                    common_address=ca, cause=c104.Cot.ACTIVATION, qualifier=c104.Qoi.STATION),
+                    100, ca)
+                assert wire.answered(conn.counter_interrogation(common_address=ca), 101, ca)
             deadline = time.monotonic() + 10         # the data follows the ActCon
             while any(p.processed_at is None for p in points.values()) and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -76,15 +62,15 @@ async def test_c104_commands_direct_and_sbo_are_confirmed_and_recorded():
     async with Outstation(stations=1, points=20) as out:
         results = {}
 
-        def body(client, conn):
+        def body(conn, wire):
             st = conn.add_station(common_address=1)
             sc = st.add_point(io_address=2, type=c104.Type.C_SC_NA_1)        # IOA 2: single point
             sc.value = True
-            results["direct"] = sc.transmit(cause=c104.Cot.ACTIVATION)
+            results["direct"] = wire.answered(sc.transmit(cause=c104.Cot.ACTIVATION), 45, 1, 2)
             se = st.add_point(io_address=1, type=c104.Type.C_SE_NC_1,       # IOA 1: float
                               command_mode=c104.CommandMode.SELECT_AND_EXECUTE)
             se.value = 7.25
-            results["sbo"] = se.transmit(cause=c104.Cot.ACTIVATION)
+            results["sbo"] = wire.answered(se.transmit(cause=c104.Cot.ACTIVATION), 50, 1, 1)
             bad = st.add_point(io_address=9999, type=c104.Type.C_SC_NA_1)
             bad.value = True
             results["unknown"] = bad.transmit(cause=c104.Cot.ACTIVATION)

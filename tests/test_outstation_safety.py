@@ -503,33 +503,13 @@ async def test_a_too_short_asdu_is_a_logged_close_without_a_traceback(size, capl
 # (lib60870 numbers and encodes its frames itself), a 1-octet common address (c104 does not
 # expose the CA field size), and it reads everything it receives (no slow reader).
 
-def _c104_client(port, *, unmute=True, command_timeout_ms=10000):
-    """A started c104 client connection, or with ``unmute=False`` a muted one: c104 sends
-    STARTDT act by itself at times even with Init.NONE, so then it is muted again (STOPDT)."""
-    import c104
-    client = c104.Client(tick_rate_ms=50, command_timeout_ms=command_timeout_ms)
-    conn = client.add_connection(ip="127.0.0.1", port=port, init=c104.Init.NONE)
-    client.start()
-    conn.connect()
-    want = c104.ConnectionState.OPEN if unmute else c104.ConnectionState.OPEN_MUTED
-    deadline, steady = time.monotonic() + 4, 0
-    while steady < (1 if unmute else 4) and time.monotonic() < deadline:
-        if unmute and conn.state == c104.ConnectionState.OPEN_MUTED:
-            conn.unmute()
-        elif not unmute and conn.state == c104.ConnectionState.OPEN:
-            conn.mute()
-        steady = steady + 1 if conn.state == want else 0   # muted: for 0.2 s in a row
-        time.sleep(0.05)
-    assert conn.state == want
-    return client, conn
-
-
 @pytest.mark.interop
 async def test_c104_command_and_gi_while_muted_are_refused():
     import c104
+    from c104_peer import c104_client
     async with Outstation(stations=1, points=20) as out:
         def body():
-            client, conn = _c104_client(out.port, unmute=False)   # no STARTDT act
+            client, conn, _ = c104_client(out.port, unmute=False)   # no STARTDT act
             try:
                 # lib60870 sends I-frames on a muted connection: GI first (no waiting) ...
                 conn.interrogation(common_address=1, wait_for_response=False)
@@ -540,7 +520,7 @@ async def test_c104_command_and_gi_while_muted_are_refused():
                 client.stop()
             # the command is never confirmed (the simulator closes at once, closes() below):
             # c104 waits out its command timeout, 0.2 s, before transmit returns False
-            client, conn = _c104_client(out.port, unmute=False, command_timeout_ms=200)
+            client, conn, _ = c104_client(out.port, unmute=False, command_timeout_ms=200)
             try:                                    # ... then a command on a fresh connection
                 sc = conn.add_station(common_address=1).add_point(
                     io_address=2, type=c104.Type.C_SC_NA_1)
@@ -557,39 +537,36 @@ async def test_c104_command_and_gi_while_muted_are_refused():
 @pytest.mark.interop
 async def test_c104_gi_has_no_counters_and_counter_interrogation_has_them():
     import c104
+    from c104_peer import run_c104
     async with Outstation(stations=1, points=30) as out:
         seen = {}
 
-        def body():
-            client, conn = _c104_client(out.port)
-            try:
-                st = conn.add_station(common_address=1)
-                pts = {int(r["ioa"]): st.add_point(io_address=int(r["ioa"]),
-                                                   type=c104.Type(int(r["type_id"])))
-                       for r in out.image_of(1)}
-                created = {i: p.processed_at for i, p in pts.items()}   # c104 sets it on add
+        def body(conn, wire):
+            st = conn.add_station(common_address=1)
+            pts = {int(r["ioa"]): st.add_point(io_address=int(r["ioa"]),
+                                               type=c104.Type(int(r["type_id"])))
+                   for r in out.image_of(1)}
+            created = {i: p.processed_at for i, p in pts.items()}   # c104 sets it on add
 
-                def received(ioas):
-                    return {i: pts[i].processed_at != created[i] for i in ioas}
-                counters = [i for i, p in pts.items() if p.type == c104.Type.M_IT_NA_1]
-                others = [i for i in pts if i not in counters]
-                assert conn.interrogation(common_address=1)
-                deadline = time.monotonic() + 4
-                while not all(received(others).values()) and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                time.sleep(0.1)
-                seen["after_gi"] = received(pts)
-                assert conn.counter_interrogation(common_address=1)
-                deadline = time.monotonic() + 4
-                while not all(received(counters).values()) and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                seen["after_ci"] = received(counters)
-                seen["values"] = {i: int(getattr(pts[i].value, "counter", pts[i].value))
-                                  for i in counters}
-                seen["counters"] = counters
-            finally:
-                client.stop()
-        await asyncio.get_running_loop().run_in_executor(None, body)
+            def received(ioas):
+                return {i: pts[i].processed_at != created[i] for i in ioas}
+            counters = [i for i, p in pts.items() if p.type == c104.Type.M_IT_NA_1]
+            others = [i for i in pts if i not in counters]
+            assert wire.answered(conn.interrogation(common_address=1), 100, 1)
+            deadline = time.monotonic() + 4
+            while not all(received(others).values()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)
+            seen["after_gi"] = received(pts)
+            assert wire.answered(conn.counter_interrogation(common_address=1), 101, 1)
+            deadline = time.monotonic() + 4
+            while not all(received(counters).values()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen["after_ci"] = received(counters)
+            seen["values"] = {i: int(getattr(pts[i].value, "counter", pts[i].value))
+                              for i in counters}
+            seen["counters"] = counters
+        await asyncio.get_running_loop().run_in_executor(None, lambda: run_c104(out.port, body))
     counters = seen["counters"]
     assert counters and not any(seen["after_gi"][i] for i in counters)
     assert all(v for i, v in seen["after_gi"].items() if i not in counters)
@@ -599,21 +576,18 @@ async def test_c104_gi_has_no_counters_and_counter_interrogation_has_them():
 
 @pytest.mark.interop
 async def test_c104_master_is_answered_while_a_raw_client_bursts_interrogations():
+    from c104_peer import run_c104
     async with Outstation(stations=4, points=5000) as out:
         burst = await Raw.connect(out.port)
         data = b"".join(burst.frame(burst.asdu(100, 1, 0, 20)) for _ in range(2000))
         loop = asyncio.get_running_loop()
 
-        def body():
-            client, conn = _c104_client(out.port)
-            try:
-                assert conn.test(common_address=1)
-                loop.call_soon_threadsafe(burst.w.write, data)
-                time.sleep(0.05)                    # the burst is in the simulator's loop
-                t0 = time.monotonic()
-                ok = conn.test(common_address=1)    # C_TS_TA_1, waits for its ActCon
-                return ok, time.monotonic() - t0
-            finally:
-                client.stop()
-        ok, rtt = await loop.run_in_executor(None, body)
+        def body(conn, wire):
+            assert wire.answered(conn.test(common_address=1), 107, 1)
+            loop.call_soon_threadsafe(burst.w.write, data)
+            time.sleep(0.05)                        # the burst is in the simulator's loop
+            t0 = time.monotonic()
+            ok = wire.answered(conn.test(common_address=1), 107, 1)   # C_TS_TA_1: its ActCon
+            return ok, time.monotonic() - t0
+        ok, rtt = await loop.run_in_executor(None, lambda: run_c104(out.port, body))
         assert ok and rtt < 1.0
