@@ -134,16 +134,17 @@ def c104_client(port, *, unmute=True, command_timeout_ms=3000):
     return client, conn, wire
 
 
-def run_c104(port, body):
-    """``body(conn, wire)`` on a started c104 client connection; run again, once, on a fresh
-    one when c104 missed an answer it received (Wire.answered), since then it gave up a
-    request that our side did answer."""
-    for attempt in (1, 2):
+def run_c104(port, body, attempts=3):
+    """``body(conn, wire)`` on a started c104 client connection; run again on a fresh one
+    (``attempts`` in all) when c104 missed an answer it received (Wire.answered), since then
+    it gave up a request that our side did answer."""
+    for attempt in range(1, attempts + 1):
         client, conn, wire = c104_client(port)
         try:
             return body(conn, wire)
         except MissedAnswer:
-            if attempt == 2:
+            if attempt == attempts:
                 raise
         finally:
             client.stop()
+    raise AssertionError("attempts must be >= 1")
