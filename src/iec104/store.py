@@ -105,8 +105,9 @@ class Consumer:
 class _Waiter:
     """A reader's wait for rows. With ``linger``, its first rows set ``due`` (their time +
     linger) and the first read from then on wakes it, which costs the loop no wake-up of
-    its own while data keeps coming (a timer per batch did: with 100 RTUs at 1,000 APDUs/s,
-    40% of the master's CPU); ``timer``, at twice the linger, wakes it if no rows follow."""
+    its own while data keeps coming (a timer per batch was one: 100 RTUs at 1,000 APDUs/s
+    cost 53 us of master CPU per APDU with it, 43-46 without); ``timer``, at twice the
+    linger, wakes it if no rows follow."""
 
     __slots__ = ("fut", "linger", "due", "timer")
 
