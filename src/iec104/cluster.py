@@ -125,7 +125,9 @@ class Cluster:
     async def __aenter__(self) -> "Cluster":
         if not ray.is_initialized():
             local = self.address is None
-            # quiet (the poll's output stays the same); a local instance on loopback only
+            # quiet (the poll's output stays the same); a local instance asked for loopback,
+            # which Ray 2.x does not keep to: it resolves 127.0.0.1 to the machine's address,
+            # and its GCS and raylet listen on every interface (no option confines them)
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING,
                      _node_ip_address="127.0.0.1" if local else None,
