@@ -1,6 +1,9 @@
 """The session table of poll and watch (issue 14): TLS on/off with the peer certificate's
 subject and expiry, and a redundancy group's active address and switches."""
+import asyncio
 import datetime as dt
+
+import pytest
 
 import iec104
 from iec104 import console
@@ -42,3 +45,61 @@ async def test_a_redundancy_group_shows_its_active_address_and_the_switch():
         text = console.group_text(rtu.status())
         assert text.startswith(f"active {HOST}:{second}, 1 switch, last ")
         assert f" from {HOST}:{first}: " in text
+
+
+class _Fleet:
+    """A Master as the poll's live display sees it: ``n`` sessions' status, some unwell."""
+
+    def __init__(self, n, unwell=(), slow=0.0):
+        self.n, self.unwell, self.slow, self.calls = n, set(unwell), slow, 0
+
+    def __len__(self):
+        return self.n * 10
+
+    def status(self):
+        import time
+        self.calls += 1
+        time.sleep(self.slow)
+        return [{"name": f"rtu{i}", "tcp_state": "connected",
+                 "data_transfer": "stopped" if i in self.unwell else "started",
+                 "health": "no frame for 40 s" if i in self.unwell else "ok (frame 0.1 s ago)",
+                 "rtt": None, "devices": 1, "points": 10, "frames_in": 5, "bad_frames": 0,
+                 "reconnects": 0, "tls": None, "last_error": None} for i in range(self.n)]
+
+
+async def test_the_live_table_of_a_fleet_lists_the_unwell_first_and_sums_up_the_rest():
+    # 10,000 rows twice a second were the poll's own CPU (a status() of 10,000 sessions
+    # alone takes ~0.2 s) and no operator reads them: the ones that need a look, then a sum
+    live = console.Live(_Fleet(1000, unwell={500, 900}), down={"rtu-x": "refused"})
+    try:
+        t = live._render()
+    finally:
+        live.stop()
+    names = list(t.columns[0].cells)
+    assert len(names) == console.LIVE_ROWS + 1
+    assert names[:3] == ["rtu-x", "rtu500", "rtu900"]          # down, then unwell
+    assert names[-1] == f"... {1001 - console.LIVE_ROWS} more"
+    assert "1001 RTUs: 998 started, 998 healthy, 1 down" in str(t.title)
+    small = console.Live(_Fleet(3))
+    try:
+        assert [*small._render().columns[0].cells] == ["rtu0", "rtu1", "rtu2"]   # all, as before
+    finally:
+        small.stop()
+
+
+async def test_the_live_display_waits_longer_when_a_refresh_is_slow(monkeypatch):
+    # at most about a tenth of the loop for the display, however many RTUs
+    waits = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(s):
+        waits.append(s)
+        if len(waits) >= 3:
+            raise asyncio.CancelledError
+        await real_sleep(0)
+    monkeypatch.setattr(console.asyncio, "sleep", sleep)
+    fleet = _Fleet(5, slow=0.2)
+    live = console.Live(fleet, json_lines=True)
+    with pytest.raises(asyncio.CancelledError):
+        await live.task
+    assert waits[0] == 1.0 and waits[1] >= 9 * 0.2 and fleet.calls == 2
