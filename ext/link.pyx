@@ -597,7 +597,8 @@ cdef class Channel:
         then written from C, without ``on_batch``, unless the glue taps or logs what it
         sends (``send_taps``, ``debug``); those octets are counted in ``bytes_out``. Nothing
         is written to a transport that is closing (as LinkProtocol.write). No backlog check
-        is needed: these frames come only after reads, which stop while writing is paused."""
+        is needed: these frames follow reads, which stop while writing is paused, or a timer
+        (an S-frame per t2, a TESTFR act per t3, and t1 closes a link whose con is not read)."""
         self._write, self._is_closing = write, is_closing
 
     cdef int _dispatch(self, int flags) except -1:
