@@ -54,7 +54,7 @@ def test_default_job_runs_end_to_end_and_writes_the_table(tmp_path):
 
 def test_simulate_then_poll_with_export_and_events(tmp_path, capsys):
     with Sim(stations=2, points=30, rate=500) as sim:
-        code = main(["poll", f"127.0.0.1:{sim.out.port}", "--duration", "1", "--export",
+        code = main(["poll", f"127.0.0.1:{sim.out.port}", "--duration", "0.5", "--export",
                      str(tmp_path / "snap.parquet"), "--events", str(tmp_path / "ev")])
     assert code == 0
     snap = pl.read_parquet(tmp_path / "snap.parquet")
@@ -147,7 +147,7 @@ def _free_port() -> int:
 def test_poll_of_two_rtus_with_one_down_polls_the_other_and_shows_it_down(tmp_path, capsys):
     down = _free_port()
     with Sim(stations=1, points=30) as sim:
-        code = main(["poll", f"127.0.0.1:{sim.out.port}", f"127.0.0.1:{down}", "--duration", "1",
+        code = main(["poll", f"127.0.0.1:{sim.out.port}", f"127.0.0.1:{down}", "--duration", "0.5",
                      "--t0", "1", "--export", str(tmp_path / "snap.parquet")])
         counters = int(np.isin(sim.out.image["type_id"], (15, 16, 37)).sum())
     assert code == 1                                 # not every RTU was reached

@@ -158,7 +158,7 @@ async def test_poll_with_workers_writes_what_poll_without_writes(fleet, tmp_path
     # on this loop and this Ray (the CPU the fleet leaves free): the poll's own coroutine
     for extra in ([], ["--workers", "1"]):
         out = tmp_path / f"p{len(extra)}.parquet"
-        args = cli._parser().parse_args(["poll", str(rtus), "--duration", "1",
+        args = cli._parser().parse_args(["poll", str(rtus), "--duration", "0.5",
                                          "--export", str(out), *extra])
         assert await asyncio.wait_for(cli._poll(args, cli._targets(args.targets), None), 60) == 0
         lines.append([ln for ln in capsys.readouterr().out.splitlines() if "wrote" in ln])

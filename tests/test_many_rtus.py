@@ -106,7 +106,7 @@ def test_poll_coalesce_naps_the_loop_and_a_bad_value_is_an_input_error(monkeypat
     sleep = protocol.time.sleep
     monkeypatch.setattr(protocol.time, "sleep", lambda s: (naps.append(s), sleep(s)))
     with Sim(stations=1, points=30, rate=500) as sim:
-        assert main(["poll", f"127.0.0.1:{sim.out.port}", "--duration", "1",
+        assert main(["poll", f"127.0.0.1:{sim.out.port}", "--duration", "0.5",
                      "--coalesce", "5"]) == 0
     assert len(naps) > 3 and set(naps) == {0.005}
     capsys.readouterr()
