@@ -6,12 +6,22 @@ import asyncio
 import pytest
 
 import iec104
+import iec104.requests
 from iec104.errors import SettingsError
 from iec104.outstation import Outstation
 from iec104.session import health
 from iec104.types import TypeID
 
 from waiting import wait_for
+
+
+@pytest.fixture(autouse=True)
+def _quick_broadcast_settle(monkeypatch):
+    """A first broadcast GI ends BROADCAST_SETTLE (0.2 s) after the last ActTerm, for
+    stations that would answer one after another. The simulator confirms every station
+    before it terminates the first, so the settle decides nothing here: 0.02 s, not 0.2 s
+    per GI."""
+    monkeypatch.setattr(iec104.requests, "BROADCAST_SETTLE", 0.02)
 
 
 def _requests(out: Outstation) -> list[tuple[int, int]]:
@@ -68,9 +78,10 @@ async def test_a_ca_outside_ca_size_is_a_settings_error(kw, says):
 
 async def test_a_busy_link_on_which_testfr_is_never_sent_reads_healthy():
     async with Outstation(stations=1, points=50, rate=400) as out, iec104.Master() as m:
-        rtu = await m.connect("127.0.0.1", out.port, t1=0.4, t2=0.2, t3=0.5)
+        # a frame every ~10 ms (rate 400, the simulator's 10 ms tick): t3 0.3 s is 30 of them
+        rtu = await m.connect("127.0.0.1", out.port, t1=0.4, t2=0.2, t3=0.3)
         rtu.status()
-        await asyncio.sleep(1.2)                # beyond t3 + t1: idle, it would have tested
+        await asyncio.sleep(0.8)                # beyond t3 + t1: idle, it would have tested
         st = rtu.status()
         assert st["last_testfr_con"] is None    # busy: t3 never ran out
         assert st["health"].startswith("ok (frame "), st["health"]
@@ -79,7 +90,7 @@ async def test_a_busy_link_on_which_testfr_is_never_sent_reads_healthy():
 
 async def test_an_idle_link_reads_healthy_from_its_testfr_con():
     async with Outstation(stations=1, points=5) as out, iec104.Master(gi_on_start=False) as m:
-        rtu = await m.connect("127.0.0.1", out.port, t1=0.4, t2=0.2, t3=0.3)
+        rtu = await m.connect("127.0.0.1", out.port, t1=0.4, t2=0.2, t3=0.1)
         await wait_for(lambda: rtu.last_testfr_con is not None)
         assert rtu.status()["health"].startswith("ok (TESTFR con ")
 

@@ -62,7 +62,7 @@ async def test_unknown_type_is_counted_and_the_link_stays_up():
 
 async def test_no_startdt_con_fails_the_connect_after_t1():
     async with ScriptedPeer(auto_start=False) as peer:
-        async with iec104.Master(t1=0.3, t2=0.2, reconnect=False) as master:
+        async with iec104.Master(t1=0.2, t2=0.1, reconnect=False) as master:
             with pytest.raises(ConnectError):
                 await asyncio.wait_for(master.connect("127.0.0.1", peer.port), 5)
 
@@ -77,7 +77,7 @@ async def test_refused_connection_is_a_connect_error():
 
 async def test_half_open_peer_is_detected_by_testfr_and_t1():
     async with ScriptedPeer(auto_test=False) as peer, \
-            iec104.Master(t1=0.4, t2=0.2, t3=0.2, backoff_min=5, backoff_max=5) as master:
+            iec104.Master(t1=0.3, t2=0.1, t3=0.1, backoff_min=5, backoff_max=5) as master:
         rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
         await asyncio.wait_for(peer.conn["closed"].wait(), 5)
         assert peer.received(fmt=2)[-1][0]["u_function"] == 0x43   # TESTFR act went unanswered
@@ -87,7 +87,7 @@ async def test_half_open_peer_is_detected_by_testfr_and_t1():
 async def test_full_window_makes_commands_wait_then_time_out_cleanly():
     async with ScriptedPeer() as peer, iec104.Master(k=2, w=1, t1=30) as master:
         rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
-        tasks = [asyncio.ensure_future(rtu.command(1, 100 + i, "C_SC_NA_1", 1, timeout=0.5))
+        tasks = [asyncio.ensure_future(rtu.command(1, 100 + i, "C_SC_NA_1", 1, timeout=0.25))
                  for i in range(4)]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, ConfirmationTimeout) for r in results)

@@ -11,6 +11,7 @@ import pytest
 
 import iec104
 from iec104 import Outstation
+from iec104 import requests as _requests
 from iec104.errors import (
     CommandInDoubt, ConfirmationTimeout, ConnectError, NotConnected, SettingsError,
     UnknownCommonAddressError,
@@ -22,6 +23,15 @@ from waiting import round_trips, wait_for
 SC_ON = b"\x64\x00\x00\x81"      # IOA 100, SCO on
 
 
+@pytest.fixture(autouse=True)
+def _quick_broadcast_settle(monkeypatch):
+    """A first broadcast GI ends BROADCAST_SETTLE (0.2 s) after the last ActTerm, for
+    stations that would answer one after another. The simulator confirms every station
+    before it terminates the first, and no scripted peer here answers a broadcast station
+    by station, so the settle decides nothing: 0.02 s, not 0.2 s per GI."""
+    monkeypatch.setattr(_requests, "BROADCAST_SETTLE", 0.02)
+
+
 def sc_answer(cot, ioa=100, ca=1, negative=False):
     return asdu(45, cot, ca, struct.pack("<I", ioa)[:3] + b"\x01", negative=negative)
 
@@ -31,7 +41,7 @@ def sc_answer(cot, ioa=100, ca=1, negative=False):
 async def test_a_gi_that_timed_out_in_a_full_window_never_goes_out():
     async with ScriptedPeer(auto_gi=False) as peer, iec104.Master(k=2, w=1) as master:
         rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
-        results = await asyncio.gather(*(rtu.interrogate(ca=1 + i, timeout=0.2) for i in range(20)),
+        results = await asyncio.gather(*(rtu.interrogate(ca=1 + i, timeout=0.1) for i in range(20)),
                                        return_exceptions=True)
         assert all(isinstance(r, ConfirmationTimeout) for r in results)
         assert len(peer.received(fmt=0)) == 2            # k = 2: two left, 18 wait
@@ -62,9 +72,9 @@ async def test_a_retry_after_a_sent_command_timed_out_is_refused_until_the_answe
     async with ScriptedPeer() as peer, iec104.Master() as master:
         rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
         with pytest.raises(ConfirmationTimeout):
-            await rtu.command(1, 100, "C_SC_NA_1", 1, timeout=0.2)
+            await rtu.command(1, 100, "C_SC_NA_1", 1, timeout=0.1)
         with pytest.raises(CommandInDoubt, match="may have executed"):
-            await rtu.command(1, 100, "C_SC_NA_1", 1, timeout=0.2)
+            await rtu.command(1, 100, "C_SC_NA_1", 1, timeout=0.1)
         assert len(peer.received(fmt=0, type_id=45)) == 1             # sent once, never twice
         peer.send_i(sc_answer(7))                                     # the late ActCon
         await wait_for(lambda: rtu.status()["late_answers"] == 1)
@@ -193,8 +203,8 @@ async def test_a_peer_that_floods_and_never_reads_is_closed_with_our_backlog_bou
     srv.setblocking(False)
     loop = asyncio.get_running_loop()
     port = srv.getsockname()[1]
-    async with iec104.Master(reconnect=False, max_backlog=256 << 10, t1=0.5, t2=0.25,
-                             t3=0.25) as master:
+    async with iec104.Master(reconnect=False, max_backlog=256 << 10, t1=0.3, t2=0.1,
+                             t3=0.1) as master:
         accept = loop.create_task(loop.sock_accept(srv))
         connect = loop.create_task(master.connect("127.0.0.1", port, gi_on_start=False))
         conn, _ = await accept
