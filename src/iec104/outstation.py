@@ -87,11 +87,14 @@ _COUNTERS = 15                      # the integrated totals' family: M_IT_NA_1, 
 _WRITE_HIGH, _WRITE_LOW = 256 << 10, 64 << 10
 
 
-def _initial_value(type_id: int, ioa: int) -> float:
-    fam, ioa = family_of(int(type_id)), int(ioa)
-    return {1: ioa % 2, 3: 1 + ioa % 2, 5: ioa % 32 - 16, 7: ioa * 2654435761 % 2**32,
-            9: ((ioa % 200) - 100) / 128.0, 11: ioa % 2000 - 1000, 15: ioa * 10}.get(
-        fam, round(100.0 + (ioa % 97) * 1.5, 3))
+def _initial_values(type_ids: np.ndarray, ioas: np.ndarray) -> np.ndarray:
+    """Each point's first value, from its type family and IOA (whole columns: a Python call
+    per point took 0.6 s for 100,000 points)."""
+    fam, ioa = FAMILY[type_ids], ioas.astype(np.int64)
+    by_family = {1: ioa % 2, 3: 1 + ioa % 2, 5: ioa % 32 - 16, 7: ioa * 2654435761 % 2**32,
+                 9: ((ioa % 200) - 100) / 128.0, 11: ioa % 2000 - 1000, 15: ioa * 10}
+    return np.select([fam == f for f in by_family], list(by_family.values()),
+                     np.round(100.0 + (ioa % 97) * 1.5, 3))
 
 
 # the Batch bits a connection acts on: requests, acks (room to send), output, events, timer
@@ -335,8 +338,9 @@ class Outstation:
         self.rng = np.random.default_rng(seed)
         self.image, self.command_points = self._build(stations, points, point_list)
         self.stations = sorted(set(self.image["ca"].tolist()))
-        self.index: dict[tuple[int, int, int], int] = {(int(r["ca"]), int(r["ioa"]), family_of(int(r["type_id"]))): i
-                      for i, r in enumerate(self.image)}
+        self.index: dict[tuple[int, int, int], int] = {key: i for i, key in enumerate(zip(
+            self.image["ca"].tolist(), self.image["ioa"].tolist(),
+            FAMILY[self.image["type_id"]].tolist()))}
         self.commands: list[dict[str, Any]] = []
         self.command_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.on_command: list[Callable[[dict[str, Any]], object]] = []
@@ -359,9 +363,9 @@ class Outstation:
             img["ca"] = np.repeat(np.arange(1, stations + 1), points)
             img["ioa"] = np.tile(np.arange(1, points + 1), stations)
             img["type_id"] = np.array(GENERATED_TYPES)[(img["ioa"] - 1) % len(GENERATED_TYPES)]
-            img["value"] = [_initial_value(t, i) for t, i in zip(img["type_id"], img["ioa"])]
-            cmds = {(int(r["ca"]), int(r["ioa"]), COMMAND_FOR[int(r["type_id"])]): False
-                    for r in img if int(r["type_id"]) in COMMAND_FOR}
+            img["value"] = _initial_values(img["type_id"], img["ioa"])
+            cmds = {(ca, ioa, COMMAND_FOR[t]): False for ca, ioa, t in zip(
+                img["ca"].tolist(), img["ioa"].tolist(), img["type_id"].tolist()) if t in COMMAND_FOR}
         else:
             from iec104.metadata import read_point_list
             df = read_point_list(point_list)
@@ -369,8 +373,9 @@ class Outstation:
             img = np.zeros(len(mon), POINT_DTYPE)
             img["ca"], img["ioa"], img["type_id"] = mon["ca"], mon["ioa"], mon["type_id"]
             values = mon["value"].cast(pl.Float64, strict=False) if "value" in mon.columns else None
-            img["value"] = [v if v is not None else _initial_value(t, i) for v, t, i in zip(
-                values if values is not None else [None] * len(mon), img["type_id"], img["ioa"])]
+            initial = _initial_values(img["type_id"], img["ioa"])
+            img["value"] = initial if values is None else \
+                np.where(values.is_null().to_numpy(), initial, values.fill_null(0).to_numpy())
             sbo = df["sbo"].cast(pl.String).str.to_lowercase().is_in(["1", "true", "yes", "sbo"]) \
                 if "sbo" in df.columns else pl.Series([False] * len(df))
             cmds = {(int(ca), int(ioa), family_of(int(c))): bool(s) for ca, ioa, c, s in zip(
