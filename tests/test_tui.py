@@ -73,8 +73,11 @@ async def connected(app, pilot, rows=None):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def shared():
     async with Outstation(point_list=sample_points()) as out:
+        # no refresh timer: the tests refresh the pages themselves (page(), refresh_pages), and
+        # a redraw twice a second beside them was a tenth of this file's CPU; the apps of the
+        # tests below keep the operators' 0.5 s timer
         app = watch(Target("127.0.0.1", out.port, name="[[rtu]]"), points=str(sample_points()),
-                    settings={"clock_sync_interval": 3600})
+                    settings={"clock_sync_interval": 3600}, refresh_every=None)
         async with app.run_test(size=(160, 30)) as pilot:
             await connected(app, pilot, 20)
             yield out, app, pilot

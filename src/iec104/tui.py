@@ -21,7 +21,7 @@ try:
     from textual.binding import Binding
     from textual.containers import Horizontal, Vertical
     from textual.content import Content
-    from textual.screen import ModalScreen
+    from textual.screen import ModalScreen, Screen
     from textual.widgets import (Button, Footer, Header, Input, Label, Select, Static, Switch,
                                  TabbedContent, TabPane)
 except ModuleNotFoundError as e:                # Textual is the optional extra "tui"
@@ -131,6 +131,30 @@ class Confirm(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
+class _Footer(Footer):
+    """Textual's Footer, recomposed only when the keys it shows change: Textual's remounts its
+    keys on every focus change (each field clicked, each page, each dialog), a layout pass of
+    the whole screen for the same keys."""
+
+    _composed: tuple[Any, ...] | None = None    # what the footer shows, as last composed
+
+    def _keys(self) -> tuple[Any, ...]:
+        palette = self.app.COMMAND_PALETTE_BINDING
+        return (self.compact, self.show_command_palette, self.app.ENABLE_COMMAND_PALETTE,
+                *((key, binding, enabled, tooltip) for key, (_, binding, enabled, tooltip)
+                  in self.screen.active_bindings.items() if binding.show or key == palette))
+
+    def compose(self) -> ComposeResult:
+        self._composed = self._keys() if self._bindings_ready else None
+        yield from super().compose()
+
+    def bindings_changed(self, screen: Screen) -> None:
+        if (self._composed is not None and self.is_attached and screen is self.screen
+                and self._keys() == self._composed):
+            return
+        super().bindings_changed(screen)
+
+
 class _Command(TypedDict):
     """A command the Commands page asks to confirm."""
 
@@ -160,12 +184,21 @@ class WatchApp(App[None]):
     .form Label { width: 36; padding: 1 1 0 0; }
     .form Input { width: 30; }
     #state, #status, #config, #import_status, #metadata_status, #frames_state { height: auto; }
+    #tabs { height: 1fr; }
     """
+    # #tabs: the pages take the screen between the header and the status line. Textual's
+    # (height: auto) made a table page one line taller than the screen: the status line under
+    # the footer, out of sight, and a scrollbar on the screen; and each change of a page's
+    # height (a form's messages) moved the status line, a redraw of the whole screen.
 
     def __init__(self, target: Target, *, settings: dict[str, Any] | None = None,
-                 points: str | None = None) -> None:
+                 points: str | None = None, refresh_every: float | None = 0.5) -> None:
+        """``refresh_every``: seconds between refreshes of the page on screen; None: on events
+        only (what the app does: a connect, a command, a page change...; a test that calls
+        ``refresh_pages`` itself needs no timer redrawing the screen beside it)."""
         super().__init__()
         self.target, self.settings, self.points_file = target, settings or {}, points
+        self.refresh_every = refresh_every
         self.master: Master | None = None       # made on mount
         self.session: Session | RedundancyGroup | None = None   # once connected
         self.pending_command: _Command | None = None
@@ -175,6 +208,7 @@ class WatchApp(App[None]):
         self._failed = False
         self._frames_seen: tuple[int, int | None] | None = None
         self._schedules_shown = False
+        self._listed: bool | None = None        # the parameter table's formatter: with status?
         self._shown: dict[str, Content] = {}    # the status lines as last shown
         self._devices: list[int] = []           # the CAs the Import page's Device offers
         self.import_source = points             # what the point list in force came from
@@ -237,12 +271,13 @@ class WatchApp(App[None]):
                 yield Static(id="frames_state")
                 yield FrameTable(_frame_text, follow=True, id="frames")
         yield Static(id="status")               # what went wrong (never a traceback)
-        yield Footer()
+        yield _Footer()
 
     async def on_mount(self) -> None:
         self.master = Master()
         self._list_hooks(refresh=True)
-        self.set_interval(0.5, self.refresh_pages)
+        if self.refresh_every:
+            self.set_interval(self.refresh_every, self.refresh_pages)
         self.run_worker(self._connect(), exclusive=True, group="connect")
 
     async def _connect(self) -> None:
@@ -294,9 +329,15 @@ class WatchApp(App[None]):
             return                              # unchanged: no layout pass twice a second
         self._shown[selector] = content
         try:                                    # a worker may end while the app closes
-            self.query_one(selector, Static).update(content)
+            static = self.query_one(selector, Static)
         except NoMatches:
-            pass
+            return
+        # a layout pass of the whole screen only if the height changes (the width is the
+        # page's): the state line's counters change with each frame, its height seldom
+        static.update(content, layout=False)
+        width, height = static.content_size
+        if not width or static.visual.get_height(static.styles, width) != height:
+            static.refresh(layout=True)
 
     def _value(self, selector: str) -> str:
         return self.query_one(selector, Input).value.strip()
@@ -343,17 +384,22 @@ class WatchApp(App[None]):
                    "parameters: ", (str(len(m)), "bold"), f"   frames {st['frames_in']}, bad "
                    f"{st['bad_frames']}, reconnects {st['reconnects']}\n{console.link_text(st)}")
         if page == "general":
-            self.query_one("#parameters", FrameTable).formatter = _readable(bool(m.catalog.lists))
-            self.query_one("#parameters", FrameTable).update(m.parameters())
+            table = self.query_one("#parameters", FrameTable)
+            listed = bool(m.catalog.lists)
+            if listed != self._listed:          # the status column comes and goes with a list
+                self._listed, table.formatter = listed, _readable(listed)
+                table.update(m.parameters())
+            else:
+                _update(table, m.parameters())
         elif page == "configuration":
             self._refresh_configuration()
         elif page == "commands":
-            self.query_one("#command_table", FrameTable).update(
-                command_rows(m.command_points(), m.points(), s.station))
+            _update(self.query_one("#command_table", FrameTable),
+                    command_rows(m.command_points(), m.points(), s.station))
         elif page == "devices":
             dev = m.devices().select("ca", "objects", "last_gi", "gi_state")
-            self.query_one("#device_table", FrameTable).update(       # the link's, per device
-                dev.with_columns(display.time_text(pl.col("last_gi")), health=pl.lit(st["health"])))
+            _update(self.query_one("#device_table", FrameTable),        # the link's, per device
+                    dev.with_columns(display.time_text(pl.col("last_gi")), health=pl.lit(st["health"])))
         elif page == "debug_tab":
             self._refresh_frames()
 
@@ -396,7 +442,7 @@ class WatchApp(App[None]):
         self._show("#metadata_status", (
             f"{len(meta)} points from {self.import_source}" if len(meta) else
             "no point list in force: import one on the Import page (or watch --points FILE)"))
-        self.query_one("#metadata", FrameTable).update(meta)
+        _update(self.query_one("#metadata", FrameTable), meta)
 
     def _refresh_frames(self) -> None:
         s = self.session
@@ -637,6 +683,15 @@ class WatchApp(App[None]):
         except Exception as e:
             self._say(str(e), where="#device_status")
         self.refresh_pages()
+
+
+def _update(table: FrameTable, frame: pl.DataFrame) -> None:
+    """``table`` shows ``frame``, drawn again only if its rows changed: the Commands, Devices
+    and Metadata pages mostly stay as they are, and a redraw twice a second of a table that
+    did not change was most of the app's CPU on those pages. (equals: 1 == 1.0, hence the
+    schema too.)"""
+    if table.frame.schema != frame.schema or not table.frame.equals(frame):
+        table.update(frame)
 
 
 def _command_error(e: Exception) -> str:
