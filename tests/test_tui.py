@@ -376,7 +376,7 @@ async def test_debug_page_follows_the_newest_frames_and_pauses(rtu):
 async def test_commands_without_a_point_list_take_numeric_types_and_keep_brackets():
     async with Outstation(stations=1, points=20) as out:
         app = watch(Target("127.0.0.1", out.port))
-        async with app.run_test(size=(160, 30)) as pilot:
+        async with app.run_test(size=(160, 16)) as pilot:      # the width: the header's columns
             await connected(app, pilot, 15)
             await page(app, pilot, "general")                   # no list: no status column
             assert lines(app, "#parameters")[0].split()[-1] == "age"
@@ -396,9 +396,14 @@ async def test_commands_without_a_point_list_take_numeric_types_and_keep_bracket
 
 # ---- what once crashed ----------------------------------------------------------------------
 
+# these tests read the apps' text (the status lines' content, not the screen's cells): a small
+# screen draws less, the same tests at 80x24 or 200x30
+SMALL = (80, 12)
+
+
 async def test_unreachable_rtu_is_shown_not_raised():
     app = watch(Target("127.0.0.1", 1), settings={"reconnect": False, "t0": 1})
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SMALL) as pilot:
         await settle(pilot, lambda: "127.0.0.1" in text(app, "#state"))
 
 
@@ -413,7 +418,7 @@ async def test_a_failed_interrogation_is_shown_not_raised():
     out = Outstation(stations=1, points=5)
     await out.__aenter__()
     app = watch(Target("127.0.0.1", out.port), settings={"reconnect": False})
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SMALL) as pilot:
         await settle(pilot, lambda: app.session is not None)
         await out.__aexit__(None, None, None)           # the RTU goes away
         await settle(pilot, lambda: app.session.data_transfer != "started")
@@ -428,7 +433,7 @@ async def test_a_bad_point_list_is_shown_not_raised(tmp_path):
     bad.write_text("ioa\nxx\n")
     async with Outstation(stations=1, points=5) as out:
         app = watch(Target("127.0.0.1", out.port), points=str(bad))
-        async with app.run_test() as pilot:
+        async with app.run_test(size=SMALL) as pilot:
             await settle(pilot, lambda: "row 1" in text(app, "#status"))
             await settle(pilot, lambda: app.session is not None)     # connected all the same
             assert app.is_running
@@ -439,7 +444,7 @@ async def test_an_rtu_down_at_launch_is_tried_again_and_r_reconnects_now():
     port = _free_port()
     app = watch(Target("127.0.0.1", port), settings={"t0": 1, "backoff_min": 60,
                                                         "backoff_max": 60})
-    async with app.run_test() as pilot:
+    async with app.run_test(size=SMALL) as pilot:
         await settle(pilot, lambda: "trying again" in text(app, "#state"))
         async with Outstation(stations=1, points=5, port=port):
             await pilot.press("r")                      # now, not after the 60 s back-off
@@ -451,7 +456,7 @@ async def test_a_redundancy_group_shows_its_active_address_and_health():
     async with Outstation(stations=1, points=5, standby_ports=[0]) as out:
         first, second = out.ports
         app = watch(Target("127.0.0.1", first, standby=[("127.0.0.1", second)]))
-        async with app.run_test(size=(200, 30)) as pilot:
+        async with app.run_test(size=SMALL) as pilot:
             await connected(app, pilot, 5)
             await settle(pilot, lambda: "health: ok (" in text(app, "#state"))
             state = text(app, "#state")
