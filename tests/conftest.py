@@ -19,19 +19,21 @@ def pytest_asyncio_loop_factories(config, item):
 # The files that take longest, longest first (the sum of their tests' durations in one run of
 # make test's parallel part, 4 workers, 2 cores, measured 2026-12). make test hands out single
 # tests (--dist loadgroup, below), in this order (--no-loadscope-reorder keeps it): the two
-# files that run whole on one worker (ONE_WORKER) first, so that their 15-18 s chains start at
+# files that run whole on one worker (ONE_WORKER) first, so that their 10-12 s chains start at
 # once, then the long files' tests, then the short ones, which fill the workers' ends (with
 # whole files, loadfile, the workers ended up to 3.6 s apart; with single tests, within 2 s).
 # Files not listed follow in their own order; within a file the order is unchanged.
 LONGEST_FIRST = [
-    "test_cluster.py",              # 15-17 s, one worker: Ray's start (6-9 s of it)
-    "test_tui.py",                  # 16-18 s, one worker: 12 s of it CPU (Textual)
-    "test_session_safety.py",       # 11-13 s
-    "test_redundancy.py",           # 13 s, timers
-    "test_cli.py",                  # 7-8 s, subprocesses
-    "test_outstation_safety.py",
+    "test_cluster.py",              # 10-12 s, one worker: Ray's start (4-5 s of it)
+    "test_tui.py",                  # 10 s, one worker: most of it CPU (Textual)
+    "test_cli.py",                  # 6 s, subprocesses
+    "test_redundancy.py",           # 6 s, timers
+    "test_outstation_safety.py",    # 6 s, c104 clients
+    "test_session_safety.py",
+    "test_import_secrets.py",
+    "test_store.py",
     "test_tls.py",
-    "test_outstation.py",
+    "test_master_c104.py",
     "test_packaging.py",
     "test_ca.py",
     "test_session_faults.py",
@@ -50,7 +52,7 @@ def pytest_collection_modifyitems(config, items):
 # item._nodeid, which pytest 9 no longer reads: the Ray cluster started on all 4 workers),
 # hence this scheduler; a test marked xdist_group is still grouped if xdist gets fixed.
 ONE_WORKER = {
-    "test_cluster.py",      # the Ray cluster (7 s to start); the tests run in order, the kill last
+    "test_cluster.py",      # the Ray cluster (4-5 s to start); the tests run in order, the kill last
     "test_tui.py",          # the app and simulator the pages' tests share
 }
 

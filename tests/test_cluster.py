@@ -5,6 +5,7 @@ Cluster and run in order on one event loop (uvloop), the worker kill last. Witho
 installed they skip, and the suite does not pay for Ray's start-up.
 """
 import asyncio
+import threading
 import time
 
 import polars as pl
@@ -56,8 +57,8 @@ async def fleet():
         finally:
             for out in outs:
                 await out.close()
-            if started:
-                ray.shutdown()
+            if started:     # Ray's stop (1.4 s, its processes' exit) beside the worker's next tests
+                threading.Thread(target=ray.shutdown, name="ray-shutdown").start()
 
 
 async def test_rtus_are_placed_by_load_then_count(fleet):
