@@ -33,23 +33,23 @@ build: | $(DEV_STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace -j 2
 
 # the whole suite, then its 15 slowest tests (what to look at when it grows slow). Many tests
-# wait on sockets and timers, not the CPU, so 4 processes beat 2 on 2 cores (5 or 6 were no
-# faster, measured 2026-12: the suite needs about 50 s of CPU, 2 s of it each worker's start,
-# and the 2 cores are its bound); TEST_WORKERS=n to try. A test to each worker (loadgroup, with
-# the scheduler of tests/conftest.py): a file's tests spread over the workers, except the files
-# in ONE_WORKER (the Ray cluster's, the TUI's), whose module-scoped fixtures start once (with a
-# file to a worker, loadfile, the workers ended up to 3.6 s apart). Tests must take ephemeral
-# ports (0) and tmp_path, never fixed ones. The interop tests (marker interop, the c104 peer)
-# run with the others: c104 2.2.1's client at times misses an ActCon that reached it, more
-# often under load, and tests/c104_peer.py tells that from a refusal by what c104 received and
-# runs the exchange again (it ran alone after the rest before: 45.8 s in all, 36-42 s now,
-# 12 runs green). Files start longest first (tests/conftest.py, LONGEST_FIRST;
-# --no-loadscope-reorder keeps that order instead of xdist's by number of tests).
-# PYTHONDONTWRITEBYTECODE is cleared for pytest: with it set (as in some CI images and shells)
-# every worker rewrote the asserts of every test module again, 2 s of CPU each per run; the
-# .pyc files go to __pycache__ (ignored).
+# wait on sockets and timers, not the CPU, so 5 processes beat 2 on 2 cores (measured
+# 2026-12-02, the suite's waits shortened: 3 workers 35.6 s, 4 29-31.6 s, 5 24.8-29.2 s, 6
+# 26.5-28.7 s; each worker's start costs 2.3 s of CPU, collection of every test module);
+# TEST_WORKERS=n to try. A test to each worker (loadgroup, with the scheduler of
+# tests/conftest.py): a file's tests spread over the workers, except the files in ONE_WORKER
+# (the Ray cluster's, the TUI's), whose module-scoped fixtures start once (with a file to a
+# worker, loadfile, the workers ended up to 3.6 s apart). Tests must take ephemeral ports (0)
+# and tmp_path, never fixed ones. The interop tests (marker interop, the c104 peer) run with the
+# others: c104 2.2.1's client at times misses an ActCon that reached it, more often under load,
+# and tests/c104_peer.py tells that from a refusal by what c104 received and runs the exchange
+# again (it ran alone after the rest before: 45.8 s in all). Files start longest first
+# (tests/conftest.py, LONGEST_FIRST; --no-loadscope-reorder keeps that order instead of xdist's
+# by number of tests). PYTHONDONTWRITEBYTECODE is cleared for pytest: with it set (as in some CI
+# images and shells) every worker rewrote the asserts of every test module again, 2 s of CPU
+# each per run; the .pyc files go to __pycache__ (ignored).
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 5
 test: $(DEV_STAMP)
 	$(PYTEST) tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15
 

@@ -17,7 +17,7 @@ def pytest_asyncio_loop_factories(config, item):
 
 
 # The files that take longest, longest first (the sum of their tests' durations in one run of
-# make test's parallel part, 4 workers, 2 cores, measured 2026-12). make test hands out single
+# make test, 4 workers, 2 cores, measured 2026-12-02). make test hands out single
 # tests (--dist loadgroup, below), in this order (--no-loadscope-reorder keeps it): the two
 # files that run whole on one worker (ONE_WORKER) first, so that their 10-12 s chains start at
 # once, then the long files' tests, then the short ones, which fill the workers' ends (with

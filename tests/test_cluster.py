@@ -48,7 +48,7 @@ async def fleet():
     async with ScriptedPeer() as silent:
         try:
             # half a CPU each: one of the two left for the CLI's worker (the poll test)
-            async with Cluster(workers=2, heartbeat=0.2, cpus_per_worker=0.5) as cluster:
+            async with Cluster(workers=2, heartbeat=0.3, cpus_per_worker=0.5) as cluster:
                 for i, out in enumerate(outs):
                     await cluster.connect("127.0.0.1", out.port, name=f"rtu-{i}",
                                           load=2.0 if i == 0 else 1.0)
