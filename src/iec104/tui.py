@@ -148,7 +148,7 @@ class _Footer(Footer):
         self._composed = self._keys() if self._bindings_ready else None
         yield from super().compose()
 
-    def bindings_changed(self, screen: Screen) -> None:
+    def bindings_changed(self, screen: Screen[Any]) -> None:
         if (self._composed is not None and self.is_attached and screen is self.screen
                 and self._keys() == self._composed):
             return
@@ -336,7 +336,8 @@ class WatchApp(App[None]):
         # page's): the state line's counters change with each frame, its height seldom
         static.update(content, layout=False)
         width, height = static.content_size
-        if not width or static.visual.get_height(static.styles, width) != height:
+        # (Textual's Widget measures with its styles the same way; its annotation says RulesMap)
+        if not width or static.visual.get_height(static.styles, width) != height:  # type: ignore[arg-type]
             static.refresh(layout=True)
 
     def _value(self, selector: str) -> str:
