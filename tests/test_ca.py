@@ -13,15 +13,8 @@ from iec104.session import health
 from iec104.types import TypeID
 
 from waiting import wait_for
+from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
-
-@pytest.fixture(autouse=True)
-def _quick_broadcast_settle(monkeypatch):
-    """A first broadcast GI ends BROADCAST_SETTLE (0.2 s) after the last ActTerm, for
-    stations that would answer one after another. The simulator confirms every station
-    before it terminates the first, so the settle decides nothing here: 0.02 s, not 0.2 s
-    per GI."""
-    monkeypatch.setattr(iec104.requests, "BROADCAST_SETTLE", 0.02)
 
 
 def _requests(out: Outstation) -> list[tuple[int, int]]:

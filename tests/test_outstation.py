@@ -7,22 +7,14 @@ import pytest
 
 import iec104
 from iec104 import decode_all, decode_frames
-from iec104 import requests as _requests
 from iec104.errors import NegativeConfirmation, UnknownCommonAddressError, UnknownIOAError
 from iec104.outstation import GENERATED_TYPES, Outstation
 from iec104.types import FrameFormat, family_of
 
 from scripted_peer import asdu, i_frame, s_frame, u_frame
 from waiting import round_trips, wait_for
+from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
-
-@pytest.fixture(autouse=True)
-def _quick_broadcast_settle(monkeypatch):
-    """A first broadcast GI ends BROADCAST_SETTLE (0.2 s) after the last ActTerm, for
-    stations that would answer one after another. The simulator confirms every station
-    before it terminates the first, so the settle decides nothing here: 0.02 s, not 0.2 s
-    per GI."""
-    monkeypatch.setattr(_requests, "BROADCAST_SETTLE", 0.02)
 
 POINTS_CSV = "ca,ioa,type,value,command_type,sbo\n1,1,M_SP_NA_1,1,C_SC_NA_1,no\n" \
              "1,2,M_DP_NA_1,1,C_DC_NA_1,yes\n1,3,M_ME_NC_1,12.5,C_SE_NC_1,\n" \

@@ -17,22 +17,14 @@ import numpy as np
 import pytest
 
 import iec104
-from iec104 import requests as _requests
 from iec104._codec import Decoder
 from iec104._encode import encode_asdu, i_frame, s_frame, time_to_cp56, u_frame
 from iec104.outstation import Outstation
 
 from scripted_peer import i_frame as raw_i_frame
 from waiting import wait_for
+from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
-
-@pytest.fixture(autouse=True)
-def _quick_broadcast_settle(monkeypatch):
-    """A first broadcast GI ends BROADCAST_SETTLE (0.2 s) after the last ActTerm, for
-    stations that would answer one after another. The simulator confirms every station
-    before it terminates the first, so the settle decides nothing here: 0.02 s, not 0.2 s
-    per GI."""
-    monkeypatch.setattr(_requests, "BROADCAST_SETTLE", 0.02)
 
 STARTDT_ACT, STARTDT_CON, STOPDT_ACT, TESTFR_ACT, TESTFR_CON = 0x07, 0x0B, 0x13, 0x43, 0x83
 POINTS_CSV = "ca,ioa,type,value,command_type,sbo\n1,1,M_SP_NA_1,0,C_SC_NA_1,no\n" \

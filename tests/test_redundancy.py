@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import iec104
-from iec104 import requests as _requests
 from iec104.errors import ConnectError, ConnectionLostError
 from iec104.types import Cot
 
 from waiting import round_trips, wait_for
+from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
 
 POINTS = 200                            # one station
@@ -29,14 +29,6 @@ FAST = dict(backoff_min=0.05, backoff_max=0.2)
 # frames not acknowledged yet) is reached without waiting out t2
 ACK_SOON = dict(t2=0.1)
 
-
-@pytest.fixture(autouse=True)
-def _quick_broadcast_settle(monkeypatch):
-    """A first broadcast GI ends BROADCAST_SETTLE (0.2 s) after the last ActTerm, for
-    stations that would answer one after another. The simulator confirms every station
-    before it terminates the first, so the settle decides nothing here: 0.02 s, not 0.2 s
-    per GI (each group activation runs one)."""
-    monkeypatch.setattr(_requests, "BROADCAST_SETTLE", 0.02)
 
 
 def _free_port() -> int:

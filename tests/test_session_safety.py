@@ -11,7 +11,6 @@ import pytest
 
 import iec104
 from iec104 import Outstation
-from iec104 import requests as _requests
 from iec104.errors import (
     CommandInDoubt, ConfirmationTimeout, ConnectError, NotConnected, SettingsError,
     UnknownCommonAddressError,
@@ -19,17 +18,10 @@ from iec104.errors import (
 
 from scripted_peer import ScriptedPeer, asdu, float_objects, i_frame, s_frame, u_frame
 from waiting import round_trips, wait_for
+from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
 SC_ON = b"\x64\x00\x00\x81"      # IOA 100, SCO on
 
-
-@pytest.fixture(autouse=True)
-def _quick_broadcast_settle(monkeypatch):
-    """A first broadcast GI ends BROADCAST_SETTLE (0.2 s) after the last ActTerm, for
-    stations that would answer one after another. The simulator confirms every station
-    before it terminates the first, and no scripted peer here answers a broadcast station
-    by station, so the settle decides nothing: 0.02 s, not 0.2 s per GI."""
-    monkeypatch.setattr(_requests, "BROADCAST_SETTLE", 0.02)
 
 
 def sc_answer(cot, ioa=100, ca=1, negative=False):

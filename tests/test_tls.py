@@ -11,24 +11,16 @@ import pytest
 trustme = pytest.importorskip("trustme")
 
 import iec104
-from iec104 import requests as _requests
 from iec104.errors import ConnectError, SettingsError
 from iec104.outstation import Outstation
 from iec104.tls import TLS, fingerprint
 
 from waiting import wait_for
+from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
 HOST = "127.0.0.1"
 FAST = dict(t0=5.0, reconnect=False, gi_on_start=False)
 
-
-@pytest.fixture(autouse=True)
-def _quick_broadcast_settle(monkeypatch):
-    """A first broadcast GI ends BROADCAST_SETTLE (0.2 s) after the last ActTerm, for
-    stations that would answer one after another. The simulator confirms every station
-    before it terminates the first, so the settle decides nothing here: 0.02 s, not 0.2 s
-    per GI."""
-    monkeypatch.setattr(_requests, "BROADCAST_SETTLE", 0.02)
 
 
 class PKI:

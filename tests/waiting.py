@@ -2,6 +2,10 @@
 import asyncio
 import time
 
+import pytest
+
+from iec104 import requests
+
 
 async def wait_for(predicate, timeout=5.0):
     deadline = time.monotonic() + timeout
@@ -18,3 +22,13 @@ async def round_trips(session, n=2):
     second con is back, the peer has read all of it."""
     for _ in range(n):
         await session.test()
+
+
+@pytest.fixture(autouse=True)
+def quick_broadcast_settle(monkeypatch):
+    """For the modules that import it: a first broadcast GI ends BROADCAST_SETTLE (0.2 s)
+    after the last ActTerm, for stations that would answer one after another. The simulator
+    confirms every station before it terminates the first, and no scripted peer of those
+    modules answers a broadcast station by station, so the settle decides nothing there:
+    0.02 s, not 0.2 s per GI."""
+    monkeypatch.setattr(requests, "BROADCAST_SETTLE", 0.02)
