@@ -427,7 +427,7 @@ class Cluster:
         await self._call(worker, "set_lists", self._version, self._lists)
         mine = [r for r in self.sessions if r.worker == worker]
 
-        async def back(r: RTU) -> None:
+        async def back(r: RTU) -> dict[str, Any]:
             delay = r.settings.backoff_min
             while True:
                 try:
@@ -441,10 +441,12 @@ class Cluster:
                     await asyncio.sleep(delay)
                     delay = min(r.settings.backoff_max, delay * 2)
             up = time.time()
-            self._outages.append({"name": r.name, "station": r.station, "worker": worker,
-                                  "down": down, "up": up, "seconds": up - down})
+            return {"name": r.name, "station": r.station, "worker": worker,
+                    "down": down, "up": up, "seconds": up - down}
 
-        await asyncio.gather(*(back(r) for r in mine))
+        # the outages ended and the worker up in one step: between two awaits, outages()
+        # would list an RTU both back and still down
+        self._outages += await asyncio.gather(*(back(r) for r in mine))
         del self._down[worker]
         self._tasks.append(asyncio.create_task(self._reinterrogate(worker, mine)))
 
