@@ -92,18 +92,22 @@ class Wire:
     after its command timeout; about 1 run in 25, more under load)."""
 
     def __init__(self, conn):
-        self.received = []
+        self.received = []                      # (time.monotonic() of arrival, APDU)
 
         def on_raw(connection: c104.Connection, data: bytes) -> None:
-            self.received.append(bytes(data))
+            self.received.append((time.monotonic(), bytes(data)))
         conn.on_receive_raw(callable=on_raw)
 
+    def confirmed_at(self, type_id: int, ca: int, ioa: int = 0, since: float = 0.0):
+        """When the first positive ActCon (COT 7) of (type, CA, IOA) arrived after ``since``
+        (c104's field sizes: COT 2, CA 2, IOA 3 octets), or None."""
+        return next((t for t, d in list(self.received)
+                     if t >= since and len(d) >= 15 and d[2] & 1 == 0 and d[6] == type_id
+                     and d[8] == 7 and d[10] | d[11] << 8 == ca
+                     and d[12] | d[13] << 8 | d[14] << 16 == ioa), None)
+
     def confirmed(self, type_id: int, ca: int, ioa: int = 0) -> bool:
-        """A positive ActCon (COT 7) of (type, CA, IOA) arrived (c104's field sizes: COT 2,
-        CA 2, IOA 3 octets)."""
-        return any(len(d) >= 15 and d[2] & 1 == 0 and d[6] == type_id and d[8] == 7
-                   and d[10] | d[11] << 8 == ca and d[12] | d[13] << 8 | d[14] << 16 == ioa
-                   for d in list(self.received))
+        return self.confirmed_at(type_id, ca, ioa) is not None
 
     def answered(self, ok: bool, type_id: int, ca: int, ioa: int = 0) -> bool:
         """c104's result of a request; MissedAnswer when it says False to an ActCon it got."""
