@@ -35,7 +35,8 @@ build: | $(DEV_STAMP)
 # the whole suite, then its 15 slowest tests (what to look at when it grows slow). Many tests
 # wait on sockets and timers, not the CPU, so 5 processes beat 2 on 2 cores (measured
 # 2026-12-02, the suite's waits shortened: 3 workers 35.6 s, 4 29-31.6 s, 5 24.8-29.2 s, 6
-# 26.5-28.7 s; each worker's start costs 2.3 s of CPU, collection of every test module);
+# 26.5-28.7 s; each worker's start costs 2.3 s of CPU, collection of every test module; on a
+# faster day of the same machine, 2026-12-02 evening, 3: 26.0 s, 4: 22.0, 5: 19.5-22.6, 6: 19.1);
 # TEST_WORKERS=n to try. A test to each worker (loadgroup, with the scheduler of
 # tests/conftest.py): a file's tests spread over the workers, except the files in ONE_WORKER
 # (the Ray cluster's, the TUI's), whose module-scoped fixtures start once (with a file to a
