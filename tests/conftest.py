@@ -1,6 +1,7 @@
 """Every async test runs on plain asyncio and on uvloop (the loop the CLI uses)."""
 import asyncio
 import sys
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))   # conformance, scripted_peer, c104_peer
@@ -70,3 +71,12 @@ def pytest_xdist_make_scheduler(config, log):
             return super()._split_scope(nodeid)     # the test, or its xdist_group
 
     return ByTest(config, log)
+
+
+def pytest_sessionfinish(session):
+    # tests/test_cluster.py stops Ray in a thread beside the next tests; a process that ends
+    # while it runs is ended by Ray's core worker, with exit code 1 and no summary (seen with
+    # the file run on its own)
+    for t in threading.enumerate():
+        if t.name == "ray-shutdown":
+            t.join(60)
