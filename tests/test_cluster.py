@@ -169,6 +169,29 @@ async def test_poll_with_workers_writes_what_poll_without_writes(fleet, tmp_path
     assert tables[0].equals(tables[1])
 
 
+async def test_a_worker_that_answers_late_once_is_up_again(fleet, monkeypatch, caplog):
+    # a heartbeat past its timeout (a loaded machine, a pause of the worker's node) marks the
+    # worker down; when the same incarnation answers again it is up, with nothing restarted
+    cluster, outs, _ = fleet
+    real, late = cluster._call, []
+
+    async def call(worker, method, *args, **kw):
+        if worker == 0 and method == "hello" and not late:
+            late.append(time.monotonic())
+            raise TimeoutError                      # what asyncio.timeout raises in _watch
+        return await real(worker, method, *args, **kw)
+    monkeypatch.setattr(cluster, "_call", call)
+    await wait_for(lambda: late and 0 in cluster._down, 5)
+    assert {s["tcp_state"] for s in cluster.status() if s["worker"] == 0} == {"down"}
+    await wait_for(lambda: 0 not in cluster._down, 5)
+    assert all(s["tcp_state"] == "connected" for s in cluster.status())
+    assert len(cluster.outages()) == 0                  # its RTUs never went down
+    assert "worker 0 answered again" in caplog.text
+    ioa = int(outs[0].image["ioa"][outs[0].image["type_id"] == 1][0])
+    result = await cluster.command("rtu-0", 1, ioa, "C_SC_NA_1", 0)
+    assert result.ioa == ioa
+
+
 async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
     import ray
     cluster, _, silent = fleet

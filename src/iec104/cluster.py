@@ -85,7 +85,9 @@ class Cluster:
     max_restarts : int
         How often Ray restarts a worker that died (-1: always).
     heartbeat : float
-        Seconds between the status polls that also notice a restarted worker.
+        Seconds between the status polls that also notice a restarted worker. A worker
+        that does not answer one within 10 heartbeats is shown down (its RTUs too, its
+        commands refused) until it answers again.
     event_capacity : int
         Each worker's event log (see :class:`iec104.Master`).
     coalesce : float
@@ -416,6 +418,12 @@ class Cluster:
                     hello = await self._call(worker, "hello")
                 except ConnectionLostError:
                     continue
+            elif worker in self._down:
+                # the same incarnation: it was late (a loaded machine, a pause of its node), not
+                # restarted, and its sessions never stopped; it was kept down for good before
+                since = self._down.pop(worker)
+                log.warning("worker %d answered again after %.1f s (late, not restarted)",
+                            worker, time.time() - since)
             self._seen(worker, hello)
             await asyncio.sleep(self.heartbeat)
 
