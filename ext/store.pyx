@@ -35,6 +35,7 @@ cdef extern from *:
 
 cdef enum:
     AHEAD = 8               # rows ahead whose hash slot is fetched while this one is written
+    NOGIL_ROWS = 256        # batches of at least this many rows are applied without the GIL
 
 _COLUMNS = [("station", np.uint32), ("ca", np.uint16), ("ioa", np.uint32),
             ("family", np.uint8), ("type_id", np.uint8), ("value", np.float64),
@@ -183,61 +184,73 @@ cdef class LatestTable:
         return self.update_c(<point_t*>data_of(points, False), len(points))
 
     cdef Py_ssize_t update_c(self, const point_t* pv, Py_ssize_t total) except -1:
-        """Apply ``total`` rows in order; returns the number of new rows."""
-        cdef Py_ssize_t i = 0, row, added = 0
+        """Apply ``total`` rows in order; returns the number of new rows. Without the GIL
+        for large batches only: a trickle read's 1-3 rows cost less than releasing it."""
+        cdef Py_ssize_t i = 0, added = 0
+        while i < total:
+            if total - i >= NOGIL_ROWS:
+                with nogil:
+                    i = self._apply(pv, i, total, &added)
+            else:
+                i = self._apply(pv, i, total, &added)
+            if i < total:                       # grow with the GIL, then go on
+                if pv[i].station >= self.n_stations:
+                    self._count_station(pv[i].station)
+                else:
+                    self._grow()
+        return added
+
+    cdef Py_ssize_t _apply(self, const point_t* pv, Py_ssize_t i, Py_ssize_t total,
+                           Py_ssize_t* added) noexcept nogil:
+        """Rows from ``i`` until the end or one that needs the table or the station counts
+        grown; returns where it stopped."""
+        cdef Py_ssize_t row
         cdef station_t* st
         cdef const point_t* p
         cdef const point_t* q
         cdef uint64_t key
         cdef uint8_t fam
         while i < total:
-            with nogil:
-                while i < total:
-                    p = pv + i
-                    if i + AHEAD < total:       # the probe is a cache miss: start it early
-                        q = pv + i + AHEAD
-                        prefetch(&self.slots[mix(make_key(q.ca, q.ioa, <uint8_t>type_family(q.type_id)),
-                                                 q.station) & self.mask])
-                    if p.type_id == 0 or p.type_id > 44 or p.ioa > 0xFFFFFF:
-                        i += 1                  # not process data, or not an IOA of the wire
-                        continue
-                    fam = <uint8_t>type_family(p.type_id)
-                    key = make_key(p.ca, p.ioa, fam)
-                    row = self._find(key, p.station)
-                    if row < 0:
-                        if self.n >= self.cap or p.station >= self.n_stations:
-                            break               # grow with the GIL, then go on
-                        st = self.per_station + p.station
-                        if st.cap and st.rows >= st.cap:
-                            self.refused += 1   # a new key beyond the station's cap
-                            i += 1
-                            continue
-                        row = self.n
-                        self.n += 1
-                        added += 1
-                        st.rows += 1
-                        self._insert_slot(key, p.station, row)
-                        self.c_station[row] = p.station
-                        self.c_ca[row] = p.ca
-                        self.c_ioa[row] = p.ioa
-                        self.c_family[row] = fam
-                        self.c_updates[row] = 0
-                    self.c_type[row] = p.type_id
-                    self.c_value[row] = p.value
-                    self.c_quality[row] = p.quality
-                    self.c_time[row] = p.time
-                    self.c_tflags[row] = p.time_flags
-                    self.c_extra[row] = p.extra
-                    self.c_cot[row] = p.cot
-                    self.c_recv[row] = p.recv_ns
-                    self.c_updates[row] += 1
+            p = pv + i
+            if i + AHEAD < total:               # the probe is a cache miss: start it early
+                q = pv + i + AHEAD
+                prefetch(&self.slots[mix(make_key(q.ca, q.ioa, <uint8_t>type_family(q.type_id)),
+                                         q.station) & self.mask])
+            if p.type_id == 0 or p.type_id > 44 or p.ioa > 0xFFFFFF:
+                i += 1                          # not process data, or not an IOA of the wire
+                continue
+            fam = <uint8_t>type_family(p.type_id)
+            key = make_key(p.ca, p.ioa, fam)
+            row = self._find(key, p.station)
+            if row < 0:
+                if self.n >= self.cap or p.station >= self.n_stations:
+                    return i
+                st = self.per_station + p.station
+                if st.cap and st.rows >= st.cap:
+                    self.refused += 1           # a new key beyond the station's cap
                     i += 1
-            if i < total:
-                if pv[i].station >= self.n_stations:
-                    self._count_station(pv[i].station)
-                else:
-                    self._grow()
-        return added
+                    continue
+                row = self.n
+                self.n += 1
+                added[0] += 1
+                st.rows += 1
+                self._insert_slot(key, p.station, row)
+                self.c_station[row] = p.station
+                self.c_ca[row] = p.ca
+                self.c_ioa[row] = p.ioa
+                self.c_family[row] = fam
+                self.c_updates[row] = 0
+            self.c_type[row] = p.type_id
+            self.c_value[row] = p.value
+            self.c_quality[row] = p.quality
+            self.c_time[row] = p.time
+            self.c_tflags[row] = p.time_flags
+            self.c_extra[row] = p.extra
+            self.c_cot[row] = p.cot
+            self.c_recv[row] = p.recv_ns
+            self.c_updates[row] += 1
+            i += 1
+        return i
 
     def rows_of(self, Py_ssize_t station) -> int:
         """Rows held for one station index."""

@@ -46,6 +46,8 @@ cdef class LatestTable:
     cdef int _grow(self) except -1
     cdef int _count_station(self, uint32_t station) except -1
     cdef Py_ssize_t update_c(self, const point_t* pv, Py_ssize_t total) except -1
+    cdef Py_ssize_t _apply(self, const point_t* pv, Py_ssize_t i, Py_ssize_t total,
+                           Py_ssize_t* added) noexcept nogil
 
 
 cdef class EventRing:
