@@ -420,7 +420,7 @@ class Cluster:
                     continue
             elif worker in self._down:
                 # the same incarnation: it was late (a loaded machine, a pause of its node), not
-                # restarted, and its sessions never stopped; it was kept down for good before
+                # restarted; its sessions never stopped, so there is nothing to restore
                 since = self._down.pop(worker)
                 log.warning("worker %d answered again after %.1f s (late, not restarted)",
                             worker, time.time() - since)
