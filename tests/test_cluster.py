@@ -192,6 +192,25 @@ async def test_a_worker_that_answers_late_once_is_up_again(fleet, monkeypatch, c
     assert result.ioa == ioa
 
 
+async def test_a_heartbeat_that_fails_does_not_end_the_watch_of_its_worker(fleet, monkeypatch,
+                                                                          caplog):
+    # an error of any other kind from one hello (a bug in a status, a Ray error of another
+    # kind) is logged; the watch goes on, or a restart of that worker would never be seen
+    cluster, _, _ = fleet
+    real, calls = cluster._call, []
+
+    async def call(worker, method, *args, **kw):
+        if worker == 1 and method == "hello":
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                raise RuntimeError("status of a session failed")
+        return await real(worker, method, *args, **kw)
+    monkeypatch.setattr(cluster, "_call", call)
+    await wait_for(lambda: len(calls) >= 3, 5)
+    assert "worker 1: heartbeat failed" in caplog.text and "status of a session" in caplog.text
+    assert all(not t.done() for t in cluster._tasks[:2])
+
+
 async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
     import ray
     cluster, _, silent = fleet

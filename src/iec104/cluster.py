@@ -398,34 +398,41 @@ class Cluster:
             self._status[s["name"]] = s
 
     async def _watch(self, worker: int) -> None:
-        """The heartbeat of one worker: status, and its RTUs back after a restart."""
+        """The heartbeat of one worker, until close(): an error of any kind in one beat is
+        logged and the next beat follows (a watch that ended would never see a restart)."""
         while True:
             try:
-                # not wait_for: on 3.11 it drops a cancel (close()) that comes with the answer
-                async with asyncio.timeout(10 * self.heartbeat):
-                    hello = await self._call(worker, "hello")
-            except (ConnectionLostError, TimeoutError):
-                self._down.setdefault(worker, time.time())
-                self._rows[worker] = 0
-                await asyncio.sleep(self.heartbeat)
-                continue
-            if hello["incarnation"] != self._incarnation[worker]:
-                self._down.setdefault(worker, time.time())
-                log.warning("worker %d restarted: reconnecting its %d RTU(s)", worker,
-                            sum(r.worker == worker for r in self.rtus.values()))
-                try:
-                    await self._restore(worker)
-                    hello = await self._call(worker, "hello")
-                except ConnectionLostError:
-                    continue
-            elif worker in self._down:
-                # the same incarnation: it was late (a loaded machine, a pause of its node), not
-                # restarted; its sessions never stopped, so there is nothing to restore
-                since = self._down.pop(worker)
-                log.warning("worker %d answered again after %.1f s (late, not restarted)",
-                            worker, time.time() - since)
-            self._seen(worker, hello)
+                await self._beat(worker)
+            except Exception as e:              # not CancelledError: close() ends the watch
+                log.warning("worker %d: heartbeat failed: %s: %s", worker, type(e).__name__, e)
             await asyncio.sleep(self.heartbeat)
+
+    async def _beat(self, worker: int) -> None:
+        """One beat: the worker's status, and its RTUs back after a restart."""
+        try:
+            # not wait_for: on 3.11 it drops a cancel (close()) that comes with the answer
+            async with asyncio.timeout(10 * self.heartbeat):
+                hello = await self._call(worker, "hello")
+        except (ConnectionLostError, TimeoutError):
+            self._down.setdefault(worker, time.time())
+            self._rows[worker] = 0
+            return
+        if hello["incarnation"] != self._incarnation[worker]:
+            self._down.setdefault(worker, time.time())
+            log.warning("worker %d restarted: reconnecting its %d RTU(s)", worker,
+                        sum(r.worker == worker for r in self.rtus.values()))
+            try:
+                await self._restore(worker)
+                hello = await self._call(worker, "hello")
+            except ConnectionLostError:
+                return                          # died again: the next beat sees it
+        elif worker in self._down:
+            # the same incarnation: it was late (a loaded machine, a pause of its node), not
+            # restarted; its sessions never stopped, so there is nothing to restore
+            since = self._down.pop(worker)
+            log.warning("worker %d answered again after %.1f s (late, not restarted)",
+                        worker, time.time() - since)
+        self._seen(worker, hello)
 
     async def _restore(self, worker: int) -> None:
         """A restarted worker: the point lists, then its RTUs connected, each tried again
