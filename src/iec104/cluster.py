@@ -400,11 +400,18 @@ class Cluster:
     async def _watch(self, worker: int) -> None:
         """The heartbeat of one worker, until close(): an error of any kind in one beat is
         logged and the next beat follows (a watch that ended would never see a restart)."""
+        failed = None                           # the last beat's error, said once
         while True:
             try:
                 await self._beat(worker)
+                if failed is not None:
+                    log.info("worker %d: heartbeat works again", worker)
+                failed = None
             except Exception as e:              # not CancelledError: close() ends the watch
-                log.warning("worker %d: heartbeat failed: %s: %s", worker, type(e).__name__, e)
+                why = f"{type(e).__name__}: {e}"
+                if why != failed:
+                    log.warning("worker %d: heartbeat failed: %s", worker, why)
+                failed = why
             await asyncio.sleep(self.heartbeat)
 
     async def _beat(self, worker: int) -> None:
