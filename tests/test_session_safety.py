@@ -2,6 +2,7 @@
 nothing operates that the user did not mean, nothing twice, nothing received is lost or
 stored when the link refused it, and a hostile peer cannot grow our memory."""
 import asyncio
+import random
 import resource
 import socket
 import struct
@@ -233,6 +234,20 @@ async def test_backoff_grows_while_the_rtu_keeps_dropping_the_link():
                 c["writer"].close()
         # 0.6 s of drops: with doubling from 0.02 s (jitter 0.5-1) about 5-7 attempts, not 30
         assert 3 <= len(peer.connections) <= 9
+
+
+async def test_the_backoff_jitter_leaves_the_global_random_alone():
+    # a user's seeded random (or a property-based test running in another thread) must not
+    # see draws of ours: the jitter has its own generator
+    random.seed(7)
+    before = random.getstate()
+    async with ScriptedPeer() as peer, iec104.Master(backoff_min=0.01, backoff_max=0.02) as master:
+        await master.connect("127.0.0.1", peer.port, gi_on_start=False)
+        for _ in range(3):
+            peer.conn["writer"].close()
+            n = len(peer.connections)
+            await wait_for(lambda: len(peer.connections) > n, 3)
+    assert random.getstate() == before
 
 
 async def test_reconnect_does_not_hang_when_reconnect_is_off():

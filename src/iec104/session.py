@@ -34,6 +34,9 @@ from iec104.settings import SessionSettings
 from iec104 import tls as _tls
 from iec104.types import Cot, FrameFormat, TypeID, broadcast_ca
 
+# Our own generator: the back-off never draws from (or reseeds) the user's global random.
+_JITTER = random.Random()
+
 if TYPE_CHECKING:
     from iec104.metadata import Catalog, PointListSource
     from iec104.store import Store
@@ -296,7 +299,7 @@ class Session:
                 delay = min(s.backoff_max, s.backoff_min * 2 ** failures)
                 failures += 1
                 self._counts["backoff_waits"] += 1
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))   # jitter: no herd
+                await asyncio.sleep(delay * _JITTER.uniform(0.5, 1.0))   # jitter: no herd
             self._counts["reconnects"] += 1
 
     def _guarded(self, proto: _Protocol, allowed: frozenset[str]) -> _Protocol:
