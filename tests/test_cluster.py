@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 import iec104
-from iec104.errors import ConnectionLostError, UnknownIOAError
+from iec104.errors import ConnectionLostError, NotConnected, UnknownIOAError
 from scripted_peer import ScriptedPeer
 from waiting import wait_for
 
@@ -216,12 +216,18 @@ async def test_a_heartbeat_that_fails_does_not_end_the_watch_of_its_worker(fleet
 
 async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
     import ray
-    cluster, _, silent = fleet
+    cluster, outs, silent = fleet
     victim = cluster.rtus["silent"].worker
     mine = sorted(r.name for r in cluster.sessions if r.worker == victim)
+    # one RTU of that worker is unreachable when the worker comes back: the others must not
+    # wait for it (shown down, commands refused, the worker's status frozen)
+    gone = next(n for n in mine if n.startswith("rtu-"))
+    i = int(gone.split("-")[1])
+    port = outs[i].port
     before = await cluster.points()
     in_flight = asyncio.create_task(cluster.command("silent", 1, 5001, "C_SC_NA_1", 1))
     await wait_for(lambda: silent.received(type_id=45), 5)
+    await outs[i].close()
     ray.kill(cluster.actors[victim], no_restart=False)
     with pytest.raises(ConnectionLostError, match="not re-sent"):
         await asyncio.wait_for(in_flight, 30)
@@ -229,6 +235,18 @@ async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
     await wait_for(lambda: cluster.status()[-1]["tcp_state"] == "down", 10)
     assert {s["name"] for s in cluster.status() if s["tcp_state"] == "down"} == set(mine)
     assert sorted(cluster.outages().filter(pl.col("up").is_null())["name"]) == mine
+    back = [n for n in mine if n != gone]
+    await wait_for(lambda: sorted(cluster.outages().filter(pl.col("up").is_not_null())["name"])
+                   == back, 60)
+    await wait_for(lambda: all(s["tcp_state"] == "connected" for s in cluster.status()
+                               if s["name"] != gone), 30)
+    assert cluster.outages().filter(pl.col("up").is_null())["name"].to_list() == [gone]
+    down = next(s for s in cluster.status() if s["name"] == gone)
+    assert down["tcp_state"] == "down" and "not back" in down["last_error"]
+    with pytest.raises(NotConnected, match=gone):
+        await cluster.command(gone, 1, 1, "C_SC_NA_1", 1)
+    # the RTU answers again (same port): it comes back on its own
+    outs[i] = await iec104.Outstation(stations=1, points=SIZES[i], port=port).start()
     await wait_for(lambda: cluster.outages()["up"].is_not_null().sum() == len(mine), 60)
     out = cluster.outages()
     assert sorted(out["name"]) == mine and out["worker"].unique().to_list() == [victim]

@@ -49,6 +49,10 @@ __all__ = ["Cluster", "RTU", "EventSink"]
 log = logging.getLogger("iec104.cluster")
 
 
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
 def _frame(table: Any) -> pl.DataFrame:
     # an Arrow table from a worker, read in place from the object store where Polars can
     df = pl.from_arrow(table)
@@ -118,6 +122,8 @@ class Cluster:
         self._rows: dict[int, int] = {}
         self._incarnation: dict[int, str] = {}
         self._down: dict[int, float] = {}       # worker -> when it was seen down
+        self._missing: dict[str, float] = {}    # RTU of a restarted worker -> down since
+        self._restoring: dict[int, list[asyncio.Task[None]]] = {}   # worker -> its tries
         self._outages: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started_ray = False
@@ -149,9 +155,10 @@ class Cluster:
 
     async def close(self) -> None:
         """Close every session on every worker, then the workers (and Ray, if started here)."""
-        for t in self._tasks:
+        tasks = [*self._tasks, *(t for ts in self._restoring.values() for t in ts)]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         # bounded: a worker that hangs or restarts does not hold the driver's exit
         try:
             await asyncio.wait_for(asyncio.gather(*(a.close.remote() for a in self.actors),
@@ -229,23 +236,34 @@ class Cluster:
         """Send a command through the worker that polls ``name`` (see
         :meth:`iec104.Session.command`) and return its confirmation (a CommandResult)."""
         rtu = self.rtus[name]
-        if rtu.worker in self._down:
-            raise NotConnected(f"command to {name}: its worker {rtu.worker} is down")
+        why = self._why_down(rtu)
+        if why:
+            raise NotConnected(f"command to {name}: {why}")
         return await self._call(rtu.worker, "command", rtu.station, (ca, ioa, type, value),
                                 {"select": select, **options}, what=f"command to {name}")
 
+    def _why_down(self, r: RTU) -> str | None:
+        """Why an RTU is down because of its worker (None: it is not)."""
+        since = self._down.get(r.worker)
+        if since is not None:
+            return f"its worker {r.worker} is down since {_clock(since)}"
+        since = self._missing.get(r.name)
+        if since is not None:
+            return f"not back on worker {r.worker} (restarted) since {_clock(since)}"
+        return None
+
     def status(self) -> list[dict[str, Any]]:
         """Every session's status (as of the last heartbeat) with its ``worker``; RTUs of a
-        worker that is down are shown down, since when, in ``last_error``."""
+        worker that is down, or not yet back on it after its restart, are shown down, why
+        and since when, in ``last_error``."""
         out = []
         for r in self.sessions:
             s = dict(self._status.get(r.name) or {"name": r.name, "station": r.station,
                                                   "worker": r.worker})
-            since = self._down.get(r.worker)
-            if since is not None or not s.get("tcp_state"):
+            why = self._why_down(r)
+            if why or not s.get("tcp_state"):
                 s.update(tcp_state="down", data_transfer="-", last_testfr_con=None, rtt=None,
-                         last_error=f"worker {r.worker} down since "
-                         f"{time.strftime('%H:%M:%S', time.localtime(since))}" if since else None)
+                         last_error=why)
                 for k in ("devices", "points", "frames_in", "bad_frames", "reconnects"):
                     s.setdefault(k, 0)
             out.append(s)
@@ -257,13 +275,13 @@ class Cluster:
 
     def outages(self) -> pl.DataFrame:
         """Each time an RTU was down because its worker died: from when the worker was seen
-        down until the RTU was polled again (``up`` null: still down)."""
+        down until the RTU was connected again on it (``up`` null: still down)."""
         schema = {"name": pl.String, "station": pl.UInt32, "worker": pl.UInt32,
                   "down": pl.Float64, "up": pl.Float64, "seconds": pl.Float64}
+        open_ = [(r, self._down.get(r.worker, self._missing.get(r.name))) for r in self.sessions]
         rows = [*self._outages, *({"name": r.name, "station": r.station, "worker": r.worker,
                                    "down": since, "up": None, "seconds": None}
-                                  for w, since in self._down.items()
-                                  for r in self.sessions if r.worker == w)]
+                                  for r, since in open_ if since is not None)]
         df = pl.DataFrame(rows, schema=schema)
         return df.with_columns(pl.from_epoch(pl.col(c) * 1e6, time_unit="us")
                                .dt.replace_time_zone("UTC") for c in ("down", "up"))
@@ -425,14 +443,15 @@ class Cluster:
             self._rows[worker] = 0
             return
         if hello["incarnation"] != self._incarnation[worker]:
-            self._down.setdefault(worker, time.time())
+            since = self._down.setdefault(worker, time.time())
             log.warning("worker %d restarted: reconnecting its %d RTU(s)", worker,
                         sum(r.worker == worker for r in self.rtus.values()))
             try:
-                await self._restore(worker)
+                await self._call(worker, "set_lists", self._version, self._lists)
                 hello = await self._call(worker, "hello")
             except ConnectionLostError:
                 return                          # died again: the next beat sees it
+            self._restore(worker, hello["incarnation"], since)
         elif worker in self._down:
             # the same incarnation: it was late (a loaded machine, a pause of its node), not
             # restarted; its sessions never stopped, so there is nothing to restore
@@ -441,43 +460,47 @@ class Cluster:
                         worker, time.time() - since)
         self._seen(worker, hello)
 
-    async def _restore(self, worker: int) -> None:
-        """A restarted worker: the point lists, then its RTUs connected, each tried again
-        (with its back-off) until it answers, then interrogated (in the background: a slow
-        GI keeps no RTU down)."""
-        down = self._down[worker]
-        await self._call(worker, "set_lists", self._version, self._lists)
+    def _restore(self, worker: int, incarnation: str, since: float) -> None:
+        """A restarted worker is up again; each of its RTUs is missing until it is connected
+        again, tried on its own (with its back-off: one unreachable RTU keeps no other down),
+        then interrogated."""
+        for task in self._restoring.pop(worker, []):
+            task.cancel()                       # an earlier incarnation's tries
         mine = [r for r in self.sessions if r.worker == worker]
-
-        async def back(r: RTU) -> dict[str, Any]:
-            delay = r.settings.backoff_min
-            while True:
-                try:
-                    await self._call(worker, "connect", r.station, r.host, r.port, r.name,
-                                     r.given)
-                    break
-                except (IEC104Error, OSError) as e:
-                    if isinstance(e, ConnectionLostError):
-                        raise                   # the worker died again: the heartbeat sees it
-                    log.warning("%s: not back yet on worker %d (%s)", r.name, worker, e)
-                    await asyncio.sleep(delay)
-                    delay = min(r.settings.backoff_max, delay * 2)
-            up = time.time()
-            return {"name": r.name, "station": r.station, "worker": worker,
-                    "down": down, "up": up, "seconds": up - down}
-
-        # the outages ended and the worker up in one step: between two awaits, outages()
-        # would list an RTU both back and still down
-        self._outages += await asyncio.gather(*(back(r) for r in mine))
+        for r in mine:
+            self._missing.setdefault(r.name, since)     # still down since the first death
+        # the worker up and its RTUs missing in one step: outages() lists each RTU once
         del self._down[worker]
-        self._tasks.append(asyncio.create_task(self._reinterrogate(worker, mine)))
+        self._restoring[worker] = [asyncio.create_task(self._back(r, incarnation))
+                                   for r in mine]
 
-    async def _reinterrogate(self, worker: int, rtus: list[RTU]) -> None:
-        res = await self._call(worker, "interrogate", [r.station for r in rtus], None)
+    async def _back(self, r: RTU, incarnation: str) -> None:
+        delay = r.settings.backoff_min
+        while self._incarnation.get(r.worker) == incarnation:
+            try:
+                await self._call(r.worker, "connect", r.station, r.host, r.port, r.name,
+                                 r.given)
+                break
+            except ConnectionLostError:
+                return                          # the worker died again: the heartbeat sees it
+            except (IEC104Error, OSError) as e:
+                log.warning("%s: not back yet on worker %d (%s)", r.name, r.worker, e)
+                await asyncio.sleep(delay)
+                delay = min(r.settings.backoff_max, delay * 2)
+        else:
+            return                              # restarted again: the new tries take over
+        up = time.time()
+        down = self._missing.pop(r.name)        # the outage ends and the RTU is back at once
+        self._outages.append({"name": r.name, "station": r.station, "worker": r.worker,
+                              "down": down, "up": up, "seconds": up - down})
+        try:
+            res = await self._call(r.worker, "interrogate", [r.station], None)
+        except IEC104Error as e:
+            res = {r.name: Raised(e)}
         for name, n in res.items():
             if isinstance(n, Raised):
                 log.warning("%s: interrogation after the restart of worker %d failed: %s",
-                            name, worker, n.error())
+                            name, r.worker, n.error())
 
 
 class EventSink:

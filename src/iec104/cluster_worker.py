@@ -104,6 +104,8 @@ class Worker:
 
     async def _connect(self, station: int, host: str, port: int, name: str,
                        settings: dict[str, Any]) -> dict[str, Any]:
+        if station in self.sessions:            # a retried connect (its answer was lost)
+            return self._status(station, self.sessions[station])
         s = await self.master.connect(host, port, name=name, **settings)
         self.sessions[station] = s
         self._apply_lists()
