@@ -275,15 +275,13 @@ async def ours(sims: Simulators, n: int, a) -> dict:
         cpu0, w0 = time.process_time(), time.perf_counter()
         await asyncio.sleep(a.idle)                 # idle (no data): the fixed cost of n sessions
         idle_share = (time.process_time() - cpu0) / (time.perf_counter() - w0)
-        lat, window = [], [False]
+        lat, kept, window = [], [], [False]
 
-        async def consume():
+        async def consume():    # a reader that keeps its batches: the latency is reckoned after
             async for batch in master.events(**({} if a.linger is None else
                                                 {"linger": a.linger / 1e3})):
                 if window[0]:
-                    t = batch["time"]
-                    ok = t != iec104.NO_TIME
-                    lat.append(batch["recv_ns"][ok] / 1e6 - t[ok])
+                    kept.append(batch)
         task = asyncio.ensure_future(consume()) if a.consumer else None
         base, sim_base = totals(master), await sims.acmd("stats")
         base_ports, sim_base_ports = totals(master, by_port=True), sims.detail()
@@ -299,7 +297,9 @@ async def ours(sims: Simulators, n: int, a) -> dict:
         window[0] = False
         if task is None:        # no reader: the latency of the window's rows, from the event log
             log = master.store.log
-            rows = log.slice(max(log_from, log.total - log.capacity), log.total)
+            kept.append(log.slice(max(log_from, log.total - log.capacity), log.total))
+        if kept:
+            rows = np.concatenate(kept)
             ok = rows["time"] != iec104.NO_TIME
             lat.append(rows["recv_ns"][ok] / 1e6 - rows["time"][ok])
         s1 = totals(master)

@@ -94,7 +94,8 @@ class Consumer:
         end = ring.total if max_rows is None else min(ring.total, self.cursor + max_rows)
         out = ring.slice(self.cursor, end)
         self.cursor = end
-        lg.consumed(self)
+        if self.lossless:                       # a lossy reader neither holds nor resumes
+            lg.consumed(self)
         return out
 
     def close(self) -> None:
@@ -109,10 +110,10 @@ class _Waiter:
     cost 53 us of master CPU per APDU with it, 43-46 without); ``timer``, at twice the
     linger, wakes it if no rows follow."""
 
-    __slots__ = ("fut", "linger", "due", "timer")
+    __slots__ = ("fut", "loop", "linger", "due", "timer")
 
     def __init__(self, fut: asyncio.Future[None], linger: float):
-        self.fut, self.linger = fut, linger
+        self.fut, self.loop, self.linger = fut, fut.get_loop(), linger
         self.due: float | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -158,22 +159,21 @@ class EventLog:
         high-water mark. The link core calls it (Batch.WAKE) once ``ring.wake_at`` is
         reached, the earliest ``due`` of the readers still lingering."""
         ring = self.ring
-        waiting = []
+        waiting, wake_at = [], 0.0
         for w in self._waiters:
             if w.fut.done():
                 continue
-            loop = w.fut.get_loop()
-            if w.due is None and w.linger > 0:  # its first rows: the batch fills meanwhile
-                w.due = loop.time() + w.linger
-                w.timer = loop.call_later(2 * w.linger, w.wake)
-                waiting.append(w)
-            elif w.due is None or loop.time() >= w.due:
+            now, due = w.loop.time(), w.due
+            if due is None and w.linger > 0:    # its first rows: the batch fills meanwhile
+                due = w.due = now + w.linger
+                w.timer = w.loop.call_later(2 * w.linger, w.wake)
+            elif due is None or now >= due:
                 w.wake()
-            else:
-                waiting.append(w)
+                continue
+            waiting.append(w)
+            wake_at = due if not wake_at else min(wake_at, due)
         self._waiters = waiting
-        ring.notify = bool(waiting)
-        ring.wake_at = min([w.due for w in waiting if w.due is not None], default=0.0)
+        ring.notify, ring.wake_at = bool(waiting), wake_at
         if not self.paused and ring.hold >= 0 and ring.total - ring.hold >= ring.high:
             self.paused = True
             for cb in self.on_pause:
