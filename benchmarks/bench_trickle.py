@@ -356,11 +356,11 @@ class FloorClient(asyncio.BufferedProtocol):
     their objects, acknowledge every w (and every second, for t2), answer TESTFR; no decode,
     no store, no checks. Its CPU per APDU is the loop's and the kernel's share of ours."""
 
-    def __init__(self, w: int, counts: list):
+    def __init__(self, w: int, counts: list, on_read=None):
         self.buf = bytearray(1 << 16)
         self.view = memoryview(self.buf)
         self.carry = self.nr = self.unacked = 0
-        self.w, self.counts, self.transport = w, counts, None
+        self.w, self.counts, self.transport, self.on_read = w, counts, None, on_read
 
     def connection_made(self, transport):
         self.transport = transport
@@ -389,6 +389,8 @@ class FloorClient(asyncio.BufferedProtocol):
             b[:self.carry] = b[i:end]
         if self.unacked >= self.w:
             self.ack()
+        if self.on_read is not None:
+            self.on_read()
 
     def ack(self):
         self.unacked = 0
@@ -399,8 +401,19 @@ async def floor(sims: Simulators, n: int, a) -> dict:
     loop = asyncio.get_running_loop()
     counts, clients = [0, 0], []
     ssl = procs.PKI(Path(a.tls_dir)).master().client_context() if a.tls_dir else None
+    armed = [False]
+
+    def nap():                          # as Master(coalesce=...) does after a read
+        time.sleep(a.coalesce)
+        armed[0] = False
+
+    def on_read():
+        if not armed[0]:
+            armed[0] = True
+            loop.call_soon(nap)
+    hook = on_read if a.coalesce else None
     for i in range(n):
-        _, c = await loop.create_connection(lambda: FloorClient(a.w, counts), "127.0.0.1",
+        _, c = await loop.create_connection(lambda: FloorClient(a.w, counts, hook), "127.0.0.1",
                                             sims.ports[i % len(sims.ports)], ssl=ssl)
         clients.append(c)
 
@@ -429,8 +442,9 @@ async def floor(sims: Simulators, n: int, a) -> dict:
         for c in clients:
             c.transport.close()
     r = window_figures(f1 - f0, o1 - o0, m, sim0, sim1, [])
-    r.update(master="floor (uvloop, no decode)" + (" TLS 1.3" if ssl else ""), sessions=n, tick_s=a.tick, sent_objects=sent,
-             lost_objects=None)
+    r.update(master="floor (uvloop, no decode)" + (" TLS 1.3" if ssl else "") +
+             (f" coalesce {a.coalesce * 1e3:g} ms" if a.coalesce else ""), sessions=n,
+             tick_s=a.tick, coalesce_s=a.coalesce, sent_objects=sent, lost_objects=None)
     return r
 
 
@@ -569,7 +583,7 @@ def main():
     ap.add_argument("--coalesce", default="0", help="read coalescing of our master, ms, a "
                     "comma-separated list: one run per value (Master(coalesce=...); 0: off)")
     ap.add_argument("--floor", action="store_true", help="also the floor at each size: a "
-                    "uvloop client that only splits, counts and acknowledges the APDUs")
+                    "uvloop client that only splits, counts and acknowledges the APDUs, with each --coalesce")
     ap.add_argument("--no-consumer", dest="consumer", action="store_false",
                     help="no events() consumer in our master (the latency is then taken from the event log after the window)")
     ap.add_argument("--linger", type=float, help="the reader's events(linger=...), ms "
@@ -615,7 +629,8 @@ def main():
                 mine.append(iec104.run(ours(sims, n, sa)))
                 print_run(mine[-1])
             rows += mine
-            if a.floor:
+            for ms in (float(x) for x in a.coalesce.split(",")) if a.floor else ():
+                sa.coalesce = ms / 1e3          # the floor with each coalescing of ours
                 rows.append(iec104.run(floor(sims, n, sa)))
                 print_run(rows[-1])
             if not c104_done and len(sims.ports) >= a.c104_sessions:
