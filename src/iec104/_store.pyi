@@ -1,3 +1,5 @@
+from typing import Callable
+
 import numpy as np
 from typing_extensions import disjoint_base
 
@@ -27,6 +29,7 @@ class EventRing:
     grown: int
     notify: bool
     wake_at: float
+    on_rows: Callable[[], None] | None
     def __init__(self, capacity: int) -> None: ...
     @property
     def ring(self) -> np.ndarray: ...

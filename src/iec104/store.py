@@ -138,6 +138,7 @@ class EventLog:
         self.on_pause: list[Callable[[], None]] = []
         self.on_resume: list[Callable[[], None]] = []
         self._waiters: list[_Waiter] = []
+        self.ring.on_rows = self.appended       # Batch.WAKE, from the link core itself
 
     @property
     def capacity(self) -> int:
