@@ -239,3 +239,23 @@ def test_a_waiting_reader_is_woken_by_the_first_read_at_or_after_its_wake_time()
     assert feed(ch, gi_data(2), now=5.1) & Batch.WAKE
     ring.notify = False
     assert not feed(ch, gi_data(3), now=9.0) & Batch.WAKE
+
+
+def test_a_readers_wake_up_goes_to_the_rings_on_rows_not_through_the_glue():
+    # the read path (buffer_updated) calls the event log itself for Batch.WAKE: the glue's
+    # on_batch sees only what else the batch asks for (without on_rows: WAKE, as before)
+    ring, woken, glue = EventRing(100), [], []
+    ch = channel(ring=ring)
+    ch.bind(lambda: 5.0, glue.append)
+    ring.notify, ring.wake_at = True, 5.0
+
+    def read(data):
+        buf = ch.get_buffer()
+        buf[:len(data)] = data
+        ch.buffer_updated(len(data))
+    read(gi_data(0))
+    assert glue[-1] & Batch.WAKE and ring.total == 1           # no on_rows: the glue's
+    glue.clear()
+    ring.on_rows = lambda: woken.append(ring.total)
+    read(gi_data(1))
+    assert woken == [2] and not any(f & Batch.WAKE for f in glue)
