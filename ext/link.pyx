@@ -603,9 +603,9 @@ cdef class Channel:
 
     cdef int _dispatch(self, int flags) except -1:
         cdef bytes data
-        if flags & B_WAKE and self.ring is not None and self.ring.on_rows is not None:
-            flags &= ~B_WAKE            # a reader's wake-up goes straight to the event log
-            self.ring.on_rows()
+        if flags & B_WAKE and self.ring is not None:
+            flags &= ~B_WAKE            # a reader's wake-up: the ring's, in C (no glue)
+            self.ring.wake()
         if flags == B_OUTPUT and self._write is not None and not self.debug and \
                 (self.send_taps is None or not len(self.send_taps)):
             data = self.link.data_to_send()

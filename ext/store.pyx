@@ -299,6 +299,7 @@ cdef class EventRing:
 
     def __init__(self, int64_t capacity):
         self.capacity = max(capacity, 1)
+        self._waiters = []
         self._ring = np.zeros(self.capacity, POINT_DTYPE)
         self._bind()
         self.total = 0
@@ -373,3 +374,69 @@ cdef class EventRing:
         if first < n:
             memcpy(v + first, self.p, (n - first) * sizeof(point_t))
         return out
+
+    # ---- the readers that wait for rows (EventLog.wait) ---------------------------------------
+
+    def add_waiter(self, fut, double linger):
+        """A reader waits for rows: ``fut`` is set once rows came and ``linger`` s passed
+        since the first of them (handed over by the first read from then on, or by a timer at
+        twice ``linger`` if none follows); 0 wakes it at the next rows."""
+        w = Waiter(fut, linger)
+        self._waiters.append(w)
+        # the link core says when rows arrive: the next ones, which start this wait's linger
+        self.notify, self.wake_at = True, 0.0
+        return w
+
+    def remove_waiter(self, Waiter w):
+        """The wait ended (woken, timed out or cancelled)."""
+        w.cancel_timer()
+        if w in self._waiters:
+            self._waiters.remove(w)
+            if not self._waiters:
+                self.notify = False
+
+    @property
+    def waiters(self) -> int:
+        return len(self._waiters)
+
+    cpdef int wake(self) except -1:
+        """Rows arrived (the link core calls it once the loop time reaches ``wake_at``):
+        wake the readers that are due, start the linger of those that see their first rows.
+        In C: with RTUs that send now and then, this runs twice per reader batch."""
+        cdef Waiter w
+        cdef double now, wake_at = 0.0
+        cdef list waiting = []
+        for w in self._waiters:
+            if w.fut.done():
+                continue
+            now = w.loop.time()
+            if not w.lingering and w.linger > 0:    # its first rows: the batch fills meanwhile
+                w.lingering, w.due = True, now + w.linger
+                w.timer = w.loop.call_later(2 * w.linger, w.wake)
+            elif not w.lingering or now >= w.due:
+                w.wake()
+                continue
+            waiting.append(w)
+            if wake_at == 0.0 or w.due < wake_at:
+                wake_at = w.due
+        self._waiters = waiting
+        self.notify, self.wake_at = len(waiting) > 0, wake_at
+        return 0
+
+
+cdef class Waiter:
+    """One reader's wait (see EventRing.add_waiter)."""
+
+    def __init__(self, fut, double linger):
+        self.fut, self.loop, self.linger = fut, fut.get_loop(), linger
+        self.timer = None
+
+    cdef cancel_timer(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def wake(self):
+        self.cancel_timer()
+        if not self.fut.done():
+            self.fut.set_result(None)

@@ -241,21 +241,67 @@ def test_a_waiting_reader_is_woken_by_the_first_read_at_or_after_its_wake_time()
     assert not feed(ch, gi_data(3), now=9.0) & Batch.WAKE
 
 
-def test_a_readers_wake_up_goes_to_the_rings_on_rows_not_through_the_glue():
-    # the read path (buffer_updated) calls the event log itself for Batch.WAKE: the glue's
-    # on_batch sees only what else the batch asks for (without on_rows: WAKE, as before)
-    ring, woken, glue = EventRing(100), [], []
-    ch = channel(ring=ring)
-    ch.bind(lambda: 5.0, glue.append)
-    ring.notify, ring.wake_at = True, 5.0
+class FakeLoop:
+    """What a Waiter uses of a loop and a future: the time, call_later, done/set_result."""
 
-    def read(data):
+    def __init__(self):
+        self.now, self.timers = 0.0, []
+
+    def time(self):
+        return self.now
+
+    def call_later(self, delay, cb):
+        self.timers.append([self.now + delay, cb, False])
+        timer = self.timers[-1]
+
+        class Handle:
+            def cancel(self):
+                timer[2] = True
+        return Handle()
+
+
+class FakeFuture:
+    def __init__(self, loop):
+        self.loop, self.result = loop, None
+
+    def get_loop(self):
+        return self.loop
+
+    def done(self):
+        return self.result is not None
+
+    def set_result(self, _):
+        self.result = "woken"
+
+
+def test_a_reader_is_woken_by_the_link_core_itself_after_its_linger():
+    # the read path (buffer_updated) wakes the ring's waiters in C: the glue's on_batch sees
+    # only what else a batch asks for; the first rows start the linger (and its fallback
+    # timer at twice it), the first read from then on hands the batch over
+    loop, glue = FakeLoop(), []
+    ring = EventRing(100)
+    ch = channel(ring=ring)
+    ch.bind(loop.time, glue.append)
+
+    def read(data, now):
+        loop.now = now
         buf = ch.get_buffer()
         buf[:len(data)] = data
         ch.buffer_updated(len(data))
-    read(gi_data(0))
-    assert glue[-1] & Batch.WAKE and ring.total == 1           # no on_rows: the glue's
-    glue.clear()
-    ring.on_rows = lambda: woken.append(ring.total)
-    read(gi_data(1))
-    assert woken == [2] and not any(f & Batch.WAKE for f in glue)
+    fut = FakeFuture(loop)
+    w = ring.add_waiter(fut, 0.005)
+    read(gi_data(0), 1.0)                       # first rows: linger until 1.005
+    assert w.lingering and w.due == 1.005 and ring.wake_at == 1.005 and not fut.done()
+    assert [t[0] for t in loop.timers] == [1.01]
+    read(gi_data(1), 1.004)
+    assert not fut.done()
+    read(gi_data(2), 1.006)                     # handed over; its timer cancelled
+    assert fut.done() and loop.timers[0][2] and not ring.notify and ring.waiters == 0
+    assert not any(f & Batch.WAKE for f in glue)
+    fut = FakeFuture(loop)
+    ring.remove_waiter(ring.add_waiter(fut, 0.0))   # a wait that ended: nothing left
+    assert ring.waiters == 0 and not ring.notify
+    fut = FakeFuture(loop)
+    w = ring.add_waiter(fut, 0.0)               # no linger: the next rows wake it
+    read(gi_data(3), 2.0)
+    assert fut.done() and ring.waiters == 0 and ring.total == 4

@@ -175,12 +175,12 @@ async def test_waits_that_time_out_leave_no_waiter_behind():
     s = Store()
     for _ in range(50):
         await s.log.wait(0.001)
-    assert s.log._waiters == []
+    assert s.log.ring.waiters == 0
     task = asyncio.create_task(s.log.wait())
     await asyncio.sleep(0)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert s.log._waiters == []
+    assert s.log.ring.waiters == 0
 
 
 async def test_a_reader_cancelled_as_rows_arrive_is_cancelled():

@@ -60,8 +60,16 @@ cdef class EventRing:
     cdef public uint64_t grown             # times the ring grew to keep a lossless reader whole
     cdef public bint notify                # a reader waits: tell Python when rows arrive,
     cdef public double wake_at             # at the first read from this loop time on
-    cdef public object on_rows             # the event log's `appended`: the link core calls
-                                           # it itself for a reader's wake-up (no glue frames)
+    cdef list _waiters                     # the readers' Waiters (EventLog.wait)
     cdef _bind(self)
     cdef int _grow_for(self, int64_t n) except -1
     cdef int append_c(self, const point_t* pv, int64_t n) except -1
+    cpdef int wake(self) except -1
+
+
+cdef class Waiter:
+    cdef readonly object fut
+    cdef object loop, timer
+    cdef readonly double linger, due
+    cdef readonly bint lingering           # its first rows came: due is set
+    cdef cancel_timer(self)

@@ -68,6 +68,6 @@ class Batch(IntFlag):
     PAUSE = 128             # a lossless event reader is past its high-water mark
     BAD = 256               # malformed frames
     REFUSED = 512           # new rows refused by the station's cap
-    WAKE = 1024             # rows arrived for an event reader that waits (a channel calls
-                            # its ring's ``on_rows`` itself, if set, instead of ``on_batch``)
+    WAKE = 1024             # rows arrived for an event reader that waits (a channel wakes
+                            # it itself: ``EventRing.wake``, not ``on_batch``)
     ACKED = 2048            # the peer acknowledged sent I-frames: room in the k window

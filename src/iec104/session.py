@@ -49,9 +49,9 @@ _T = TypeVar("_T")
 # the Batch bits a master acts on (accepted rows are stored already; the link sends its own
 # queue when acks open the window); plain ints on the hot path: IntFlag ops cost us each
 _WANT = ~(Batch.IFRAMES | Batch.ACKED) & 0xFFFF
-_BAD, _REFUSED, _NEW_DEVICE, _REQUEST_DATA, _CONTROL, _ROWS, _EVENTS, _FRAMES = (
+_BAD, _REFUSED, _NEW_DEVICE, _REQUEST_DATA, _CONTROL, _PAUSE, _EVENTS, _FRAMES = (
     int(b) for b in (Batch.BAD, Batch.REFUSED, Batch.NEW_DEVICE, Batch.REQUEST_DATA,
-                     Batch.CONTROL, Batch.PAUSE | Batch.WAKE, Batch.EVENTS, Batch.FRAMES))
+                     Batch.CONTROL, Batch.PAUSE, Batch.EVENTS, Batch.FRAMES))
 _CLOSE, _STARTED, _TEST_CONFIRMED = int(LinkEvent.CLOSE), int(LinkEvent.STARTED), \
     int(LinkEvent.TEST_CONFIRMED)
 
@@ -415,7 +415,7 @@ class Session:
             req.data(ch.points())
         if flags & _CONTROL:
             self._confirmations(ch)
-        if flags & _ROWS:
+        if flags & _PAUSE:                  # (a reader's wake-up: the link core's, in C)
             self._store.log.appended()
         if flags & _EVENTS:
             if not self._events(proto, ch.link.take_events()):

@@ -103,27 +103,6 @@ class Consumer:
         self.log.consumed(self)
 
 
-class _Waiter:
-    """A reader's wait for rows. With ``linger``, its first rows set ``due`` (their time +
-    linger) and the first read from then on wakes it, which costs the loop no wake-up of
-    its own while data keeps coming (a timer per batch was one: 100 RTUs at 1,000 APDUs/s
-    cost 53 us of master CPU per APDU with it, 43-46 without); ``timer``, at twice the
-    linger, wakes it if no rows follow."""
-
-    __slots__ = ("fut", "loop", "linger", "due", "timer")
-
-    def __init__(self, fut: asyncio.Future[None], linger: float):
-        self.fut, self.loop, self.linger = fut, fut.get_loop(), linger
-        self.due: float | None = None
-        self.timer: asyncio.TimerHandle | None = None
-
-    def wake(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if not self.fut.done():
-            self.fut.set_result(None)
-
-
 class EventLog:
     """A bounded ring of every row received, read by any number of consumers."""
 
@@ -137,8 +116,6 @@ class EventLog:
         self.lost = 0                           # rows lost by lossy consumers, all told
         self.on_pause: list[Callable[[], None]] = []
         self.on_resume: list[Callable[[], None]] = []
-        self._waiters: list[_Waiter] = []
-        self.ring.on_rows = self.appended       # Batch.WAKE, from the link core itself
 
     @property
     def capacity(self) -> int:
@@ -150,31 +127,17 @@ class EventLog:
         return self.ring.total
 
     def append(self, points: np.ndarray) -> None:
-        """Append rows from Python (sessions append in C, then call :meth:`appended`)."""
+        """Append rows from Python (sessions append and wake the readers in C)."""
         if len(points):
             self.ring.append(points)
             self.appended()
 
     def appended(self) -> None:
-        """Rows arrived: wake the readers that are due, pause the sessions past the
-        high-water mark. The link core calls it (Batch.WAKE) once ``ring.wake_at`` is
-        reached, the earliest ``due`` of the readers still lingering."""
+        """Rows arrived from Python: wake the readers that are due (``EventRing.wake``,
+        which the link core calls itself for its rows: Batch.WAKE), pause the sessions past
+        the high-water mark (Batch.PAUSE)."""
         ring = self.ring
-        waiting, wake_at = [], 0.0
-        for w in self._waiters:
-            if w.fut.done():
-                continue
-            now, due = w.loop.time(), w.due
-            if due is None and w.linger > 0:    # its first rows: the batch fills meanwhile
-                due = w.due = now + w.linger
-                w.timer = w.loop.call_later(2 * w.linger, w.wake)
-            elif due is None or now >= due:
-                w.wake()
-                continue
-            waiting.append(w)
-            wake_at = due if not wake_at else min(wake_at, due)
-        self._waiters = waiting
-        ring.notify, ring.wake_at = bool(waiting), wake_at
+        ring.wake()
         if not self.paused and ring.hold >= 0 and ring.total - ring.hold >= ring.high:
             self.paused = True
             for cb in self.on_pause:
@@ -208,12 +171,10 @@ class EventLog:
         return c
 
     async def wait(self, timeout: float | None = None, linger: float = 0.0) -> None:
-        """Until rows arrive (then ``linger`` s more), or ``timeout`` s have passed."""
+        """Until rows arrive (then ``linger`` s more, see ``EventRing.add_waiter``), or
+        ``timeout`` s have passed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = _Waiter(fut, linger)
-        self._waiters.append(entry)
-        # the link core says when rows arrive: the next ones, which start this wait's linger
-        self.ring.notify, self.ring.wake_at = True, 0.0
+        entry = self.ring.add_waiter(fut, linger)
         try:
             if timeout is None:                 # a reader's usual wait: nothing more to set up
                 await fut
@@ -225,12 +186,7 @@ class EventLog:
         except TimeoutError:
             pass
         finally:
-            if entry.timer is not None:
-                entry.timer.cancel()
-            if entry in self._waiters:          # woken by its timer, timed out or cancelled
-                self._waiters.remove(entry)
-                if not self._waiters:
-                    self.ring.notify = False
+            self.ring.remove_waiter(entry)
 
 
 class EventStream:
