@@ -222,6 +222,20 @@ def window_figures(apdus, objects, m, sim0, sim1, lat, frames=None) -> dict:
 
 # ---- this project's master ---------------------------------------------------------------
 
+def repeats(log, since: int) -> dict:
+    """The event log's rows from ``since`` on, and how many of them repeat an earlier row's
+    (station, CA, IOA, time tag). Each change a simulator sends has its own (a point changes
+    at most once a tick, and each session is a station), so with as many rows as objects sent
+    and none repeated, each object is in the log exactly once. Only rows still held are checked."""
+    start = max(since, log.total - log.capacity)
+    rows = log.slice(start, log.total)
+    key = np.empty(len(rows), [("station", "u4"), ("ca", "u2"), ("ioa", "u4"), ("time", "i8")])
+    for f in key.dtype.names:
+        key[f] = rows[f]
+    return {"logged_objects": log.total - since, "checked_objects": len(rows),
+            "repeated_objects": len(rows) - len(np.unique(key))}
+
+
 def totals(master, by_port: bool = False) -> dict:
     st = master.status()
     if by_port:
@@ -284,6 +298,7 @@ async def ours(sims: Simulators, n: int, a) -> dict:
                     kept.append(batch)
         task = asyncio.ensure_future(consume()) if a.consumer else None
         base, sim_base = totals(master), await sims.acmd("stats")
+        log_base = master.store.log.total
         base_ports, sim_base_ports = totals(master, by_port=True), sims.detail()
         await sims.acmd("go")
         await asyncio.sleep(a.warmup)
@@ -340,6 +355,7 @@ async def ours(sims: Simulators, n: int, a) -> dict:
                  started_at_end=final["started"], reconnects=final["reconnects"],
                  drain_s=t_drain, loss_by_port=loss_by_port[:20],
                  phases_s={"start": t_start, "gi": t_gi - t_start, "total": time.perf_counter() - t0})
+        r.update(repeats(master.store.log, log_base))
         r["lost_objects"] = r["sent_objects"] - r["received_objects"]
         if a.gc_freeze:
             gc.unfreeze()
@@ -551,7 +567,9 @@ def print_run(r) -> None:
           f"us/APDU ({r['master_cpu_share']:.1%} of a core: user {r['user_s']:.2f} s, system "
           f"{r['system_s']:.2f} s, {r['wakeups']} wake-ups), latency median "
           f"{fmt(r['latency_ms_median'], '.2f')} ms p99 {fmt(r['latency_ms_p99'], '.2f')} ms; "
-          f"sent {r['sent_objects']} received {r.get('received_objects')}; start "
+          f"sent {r['sent_objects']} received {r.get('received_objects')}"
+          + (f" (in the event log {r['logged_objects']}, repeated {r['repeated_objects']} of "
+             f"{r['checked_objects']} checked)" if "logged_objects" in r else "") + "; start "
           f"{fmt(r.get('start_all_s'), '.2f')} s, idle RSS "
           f"{fmt(r.get('rss_idle_per_session_kib'), '.1f')} KiB/session; simulators "
           f"{r['simulator_cpu_share']:.0%} CPU, other processes {r['other_cpu_share']:.0%}",
