@@ -305,3 +305,12 @@ def test_a_reader_is_woken_by_the_link_core_itself_after_its_linger():
     w = ring.add_waiter(fut, 0.0)               # no linger: the next rows wake it
     read(gi_data(3), 2.0)
     assert fut.done() and ring.waiters == 0 and ring.total == 4
+    fut = FakeFuture(loop)
+    w = ring.add_waiter(fut, 0.005)
+    read(gi_data(4), 3.0)                       # its first rows, and none after:
+    due, wake, cancelled = loop.timers[-1]
+    assert due == 3.01 and not cancelled and not fut.done()
+    wake()                                      # its timer hands the batch over
+    assert fut.done()
+    ring.remove_waiter(w)                       # (what EventLog.wait does then)
+    assert ring.waiters == 0 and not ring.notify
