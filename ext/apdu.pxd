@@ -217,3 +217,12 @@ cdef inline void* data_of(object array, bint writable=True) except? NULL:
     cdef void* p = b.buf
     PyBuffer_Release(&b)
     return p
+
+
+cdef inline object empty_rows(object dtype, Py_ssize_t n):
+    """``n`` rows of a structured dtype (POINT_DTYPE, FRAME_DTYPE), not initialised, over a
+    plain byte array: numpy 2's ``np.empty(n, dtype)`` builds and frees a zero-fill
+    traversal of every field on each call (2x the time hot, half of a reader's ``take`` of a
+    small batch with cold caches)."""
+    import numpy
+    return numpy.frombuffer(numpy.empty(n * dtype.itemsize, numpy.uint8), dtype)

@@ -27,7 +27,7 @@ import time as _time
 import numpy as np
 
 from apdu cimport (
-    data_of, wall_ns, point_t, frame_t, element_length, rd_u16, rd_i16, rd_u24, rd_u32, rd_f32, NO_TIME, START, LEN_MIN, LEN_MAX,
+    data_of, empty_rows, wall_ns, point_t, frame_t, element_length, rd_u16, rd_i16, rd_u24, rd_u32, rd_f32, NO_TIME, START, LEN_MIN, LEN_MAX,
     FORMAT_I, FORMAT_S, FORMAT_U, ST_OK, ST_BAD_START, ST_BAD_LENGTH, ST_BAD_CONTROL,
     ST_SHORT_ASDU, ST_UNKNOWN_TYPE, ST_LENGTH_MISMATCH, ST_EMPTY, ST_TRUNCATED, ST_BAD_IOA, U_STARTDT_ACT,
     U_STARTDT_CON, U_STOPDT_ACT, U_STOPDT_CON, U_TESTFR_ACT, U_TESTFR_CON, FLAG_NEGATIVE,
@@ -576,14 +576,14 @@ def _offsets(tz, int64_t recv_ns):
 
 cdef object _copy_points(const point_t* p, Py_ssize_t n):
     # numpy copies a packed structured array field by field (~0.5 GB/s): memcpy instead
-    out = np.empty(n, POINT_DTYPE)
+    out = empty_rows(POINT_DTYPE, n)
     if n:
         memcpy(data_of(out), p, n * sizeof(point_t))
     return out
 
 
 cdef object _copy_frames(const frame_t* f, Py_ssize_t n):
-    out = np.empty(n, FRAME_DTYPE)
+    out = empty_rows(FRAME_DTYPE, n)
     if n:
         memcpy(data_of(out), f, n * sizeof(frame_t))
     return out

@@ -19,7 +19,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from apdu cimport data_of, point_t, type_family
+from apdu cimport data_of, empty_rows, point_t, type_family
 from iec104.types import POINT_DTYPE
 
 cdef extern from *:
@@ -363,7 +363,7 @@ cdef class EventRing:
     def slice(self, int64_t start, int64_t end):
         """Rows [start, end) by absolute position (a copy; they must still be held)."""
         cdef int64_t n = end - start, cap = self.capacity, s, first
-        out = np.empty(max(n, 0), POINT_DTYPE)
+        out = empty_rows(POINT_DTYPE, max(n, 0))
         if n <= 0:
             return out
         # memcpy: numpy copies a packed structured array field by field (~0.5 GB/s)
