@@ -3,9 +3,11 @@ import asyncio
 
 import numpy as np
 import polars as pl
+import pytest
 
 from iec104 import POINT_DTYPE, NO_TIME
 from iec104._store import LatestTable
+from iec104.errors import SettingsError
 from iec104.store import EventLog, ParquetSink, Store
 
 
@@ -239,3 +241,11 @@ async def test_a_reader_without_linger_is_woken_at_once_beside_a_lingering_one()
     await asyncio.wait_for(fast, 1)      # not held back to the other's wake time
     assert not slow.done()
     slow.cancel()
+
+
+@pytest.mark.parametrize("bad", [-0.001, float("nan"), float("inf"), 61, "5", None, True])
+def test_a_reader_linger_out_of_range_is_one_clear_error_when_asked(bad):
+    # checked where the reader is made: the link core reads it as a C double when rows come
+    # (a string failed there, at the first iteration; inf or nan waited for ever or not at all)
+    with pytest.raises(SettingsError, match="linger must be 0..60 s"):
+        Store().events(linger=bad)

@@ -15,7 +15,8 @@ from iec104.link import LinkConfig
 from iec104.tls import TLS
 from iec104.types import broadcast_ca
 
-__all__ = ["SessionSettings", "FieldSizes", "DEFAULT", "Default", "check_coalesce"]
+__all__ = ["SessionSettings", "FieldSizes", "DEFAULT", "Default", "check_coalesce",
+           "check_linger"]
 
 
 class Default(enum.Enum):
@@ -205,8 +206,18 @@ def _check_tz(tz: object) -> None:
                             "'Europe/Berlin', or None for UTC)") from None
 
 
+def _seconds(name: str, value: object, most: float) -> float:
+    # (nan fails the range test; inf is above it)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= most:
+        raise SettingsError(f"{name} must be 0..{most:g} s, not {value!r}")
+    return float(value)
+
+
 def check_coalesce(value: object) -> float:
     """A Master's read coalescing (``coalesce``, s): 0 (off) to 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise SettingsError(f"coalesce must be 0..1 s, not {value!r}")
-    return float(value)
+    return _seconds("coalesce", value, 1)
+
+
+def check_linger(value: object) -> float:
+    """An event reader's ``linger`` (s): 0 (every read) to 60."""
+    return _seconds("linger", value, 60)

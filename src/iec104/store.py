@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from iec104._store import EventRing, LatestTable
+from iec104.settings import check_linger
 from iec104.types import NO_TIME, TypeID
 
 __all__ = ["Store", "EventLog", "Consumer", "EventStream", "ParquetSink", "points_frame",
@@ -294,7 +295,7 @@ class Store:
         ``linger`` when no more rows come.
         """
         return EventStream(self, as_polars=as_polars, lossless=lossless, max_rows=max_rows,
-                           idle=idle, linger=linger)
+                           idle=idle, linger=check_linger(linger))
 
     def add_sink(self, sink: "ParquetSink") -> "ParquetSink":
         sink.start(self)
