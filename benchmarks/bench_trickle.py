@@ -464,6 +464,49 @@ async def floor(sims: Simulators, n: int, a) -> dict:
     return r
 
 
+FLOOR_C = Path(__file__).with_name("floor_epoll.c")
+
+
+def floor_c(sims: Simulators, n: int, a) -> dict:
+    """The floor without an event loop (``floor_epoll.c``: the FloorClient's work in C on one
+    epoll), built here with gcc: what the kernel alone costs per APDU."""
+    exe = Path(tempfile.gettempdir()) / "iec104-bench-floor_epoll"
+    if not exe.exists() or exe.stat().st_mtime < FLOOR_C.stat().st_mtime:
+        subprocess.run(["gcc", "-O2", "-o", str(exe), str(FLOOR_C)], check=True)
+    p = subprocess.Popen([str(exe), str(n), str(a.w), str(a.coalesce * 1e3),
+                          *map(str, sims.ports)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, preexec_fn=procs.raise_nofile)
+
+    def stats() -> dict:
+        p.stdin.write("stats\n")
+        p.stdin.flush()
+        return json.loads(p.stdout.readline())
+    try:
+        json.loads(p.stdout.readline())                 # {"connected": n}
+        time.sleep(1.0)
+        sim_base = sims.cmd("stats")
+        sims.cmd("go")
+        time.sleep(a.warmup)
+        sim0, c0, w0, b0 = sims.cmd("stats"), stats(), time.perf_counter(), \
+            procs.machine_busy_seconds()
+        time.sleep(a.seconds)
+        c1, wall, busy = stats(), time.perf_counter() - w0, procs.machine_busy_seconds() - b0
+        sim1 = sims.cmd("stats")
+        sim_end = sims.cmd("stop")
+    finally:
+        p.stdin.write("quit\n")
+        p.stdin.close()
+        p.wait(10)
+    d = {k: c1[k] - c0[k] for k in ("user", "system", "wakeups")}
+    m = dict(d, cpu=d["user"] + d["system"], wall=wall, busy=busy)
+    r = window_figures(c1["apdus"] - c0["apdus"], c1["objects"] - c0["objects"], m, sim0, sim1, [])
+    r.update(master="floor (C epoll, no loop)" +
+             (f" coalesce {a.coalesce * 1e3:g} ms" if a.coalesce else ""), sessions=n,
+             tick_s=a.tick, coalesce_s=a.coalesce, lost_objects=None,
+             sent_objects=sim_end["sent_objects"] - sim_base["sent_objects"])
+    return r
+
+
 # ---- c104's master -----------------------------------------------------------------------
 
 def c104_trickle(sims: Simulators, n: int, a) -> dict:
@@ -601,7 +644,8 @@ def main():
     ap.add_argument("--coalesce", default="0", help="read coalescing of our master, ms, a "
                     "comma-separated list: one run per value (Master(coalesce=...); 0: off)")
     ap.add_argument("--floor", action="store_true", help="also the floor at each size: a "
-                    "uvloop client that only splits, counts and acknowledges the APDUs, with each --coalesce")
+                    "uvloop client that only splits, counts and acknowledges the APDUs, and the same "
+                    "in C on one epoll (floor_epoll.c, no event loop; not with --tls), with each --coalesce")
     ap.add_argument("--no-consumer", dest="consumer", action="store_false",
                     help="no events() consumer in our master (the latency is then taken from the event log after the window)")
     ap.add_argument("--linger", type=float, help="the reader's events(linger=...), ms "
@@ -651,6 +695,9 @@ def main():
                 sa.coalesce = ms / 1e3          # the floor with each coalescing of ours
                 rows.append(iec104.run(floor(sims, n, sa)))
                 print_run(rows[-1])
+                if not a.tls_dir:
+                    rows.append(floor_c(sims, n, sa))
+                    print_run(rows[-1])
             if not c104_done and len(sims.ports) >= a.c104_sessions:
                 c = c104_trickle(sims, a.c104_sessions, sa)
                 c["ratio_ours_over_c104_cpu_per_apdu"] = {
