@@ -24,6 +24,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 
 import collections
+import os
 
 import numpy as np
 
@@ -58,6 +59,55 @@ cdef extern from *:
     #endif
     """
     double INF "IEC104_INF"
+
+cdef extern from *:
+    """
+    /* the Reader's epoll and recv (Linux; elsewhere every call fails with ENOSYS and the
+       glue keeps the event loop's reads) */
+    #ifdef __linux__
+    #include <errno.h>
+    #include <sys/epoll.h>
+    #include <sys/socket.h>
+    #include <unistd.h>
+    static int iec104_ep_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+    static int iec104_ep_ctl(int ep, int add, int fd) {
+        struct epoll_event ev;
+        ev.events = EPOLLIN;
+        ev.data.u64 = 0;
+        ev.data.fd = fd;
+        return epoll_ctl(ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev) < 0 ? -errno : 0;
+    }
+    static int iec104_ep_wait(int ep, int *fds, int n) {
+        struct epoll_event evs[256];
+        int m = epoll_wait(ep, evs, n < 256 ? n : 256, 0);
+        for (int i = 0; i < m; i++)
+            fds[i] = evs[i].data.fd;
+        return m;
+    }
+    static Py_ssize_t iec104_recv(int fd, void *p, Py_ssize_t n) {
+        Py_ssize_t r = recv(fd, p, (size_t)n, MSG_DONTWAIT);
+        return r < 0 ? -(Py_ssize_t)errno : r;
+    }
+    static void iec104_ep_close(int ep) { close(ep); }
+    #define IEC104_EAGAIN EAGAIN
+    #define IEC104_EINTR EINTR
+    #else
+    #include <errno.h>
+    static int iec104_ep_create(void) { return -1; }
+    static int iec104_ep_ctl(int ep, int add, int fd) { return -ENOSYS; }
+    static int iec104_ep_wait(int ep, int *fds, int n) { return 0; }
+    static Py_ssize_t iec104_recv(int fd, void *p, Py_ssize_t n) { return -ENOSYS; }
+    static void iec104_ep_close(int ep) { }
+    #define IEC104_EAGAIN EAGAIN
+    #define IEC104_EINTR EINTR
+    #endif
+    """
+    int iec104_ep_create()
+    int iec104_ep_ctl(int ep, int add, int fd)
+    int iec104_ep_wait(int ep, int* fds, int n)
+    Py_ssize_t iec104_recv(int fd, void* p, Py_ssize_t n)
+    void iec104_ep_close(int ep)
+    int IEC104_EAGAIN, IEC104_EINTR
     int64_t mono_ns "iec104_mono_ns"() nogil
 
 cdef enum:
@@ -570,9 +620,13 @@ cdef class Channel:
     cdef object _clock, _on_batch, _write, _is_closing
     cdef readonly uint64_t frames_in, points_in, bad_frames, refused_rows
     cdef readonly uint64_t bytes_out     # octets the channel wrote itself (see bind_write)
+    cdef int rfd                         # the socket a Reader reads for it (-1: none)
+    cdef bint rpaused
+    cdef object _read_closed
 
     def __cinit__(self, *args, **kwargs):
         self.cas = NULL
+        self.rfd = -1
 
     def __init__(self, Link link, Decoder decoder, RecvBuffer buffer, LatestTable table=None,
                  EventRing ring=None, *, int broadcast_ca=0xFFFF, int want=0x7FFFFFFF):
@@ -617,16 +671,27 @@ cdef class Channel:
         return 0
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        cdef int flags = self.received(nbytes, self._clock())
+        self._after_read(nbytes, self._clock())
+
+    cdef int _after_read(self, Py_ssize_t nbytes, double now) except -1:
+        cdef int flags = self.received(nbytes, now)
         cdef RecvBuffer rb = self.rb
         if rb.on_read is not None and not rb.armed:
             rb.armed = True
             rb.on_read()
-        self._dispatch(flags)
+        return self._dispatch(flags)
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """Where the next read goes: after this connection's partial APDU, and no more
         octets than the event log has room for rows (a row takes at least one octet)."""
+        cdef RecvBuffer rb = self.rb
+        cdef Py_ssize_t limit = self._prepare_read()
+        if self.carry_n == 0 and limit == rb.size:
+            return rb.view
+        return rb.view[self.carry_n:self.carry_n + limit]
+
+    cdef Py_ssize_t _prepare_read(self) noexcept:
+        # the partial APDU to the front of the shared buffer; returns the room after it
         cdef RecvBuffer rb = self.rb
         cdef Py_ssize_t limit = rb.size - self.carry_n
         cdef int64_t room
@@ -636,9 +701,7 @@ cdef class Channel:
             room = self.ring.capacity - (self.ring.total - self.ring.hold) - self.carry_n
             if room < limit:
                 limit = room if room > 1 else 1
-        if self.carry_n == 0 and limit == rb.size:
-            return rb.view
-        return rb.view[self.carry_n:self.carry_n + limit]
+        return limit
 
     cpdef int received(self, Py_ssize_t nbytes, double now) except -1:
         """Decode, validate and store the ``nbytes`` just read; returns the Batch bits."""
@@ -854,3 +917,114 @@ cdef class Timers:
             if link.tslot == i:                 # (else discarded: the last one is in its place)
                 i += 1
         return due
+
+
+cdef class Reader:
+    """Reads the plain TCP connections of one event loop from an epoll of its own (Linux).
+
+    The loop watches the epoll's one descriptor; each wake-up reads every ready socket into
+    the shared buffer and runs its channel, in C: no loop handle, protocol call or buffer
+    object per read, which cost more than the decode and the store of a small APDU. A read
+    of less than the buffer leaves the socket empty (level-triggered: anything left is
+    reported again). Writes stay with the transport, whose own reading is paused; TLS
+    connections keep the loop's reads.
+
+    ``closed(exc, socket_error)`` of a channel is called once its reads end: ``exc`` None
+    at end of file, an OSError of the socket, or what its batch raised.
+    """
+
+    cdef int ep
+    cdef dict chans                     # fd -> Channel
+    cdef object loop
+    cdef object _clock
+
+    def __cinit__(self, *args, **kwargs):
+        self.ep = -1
+
+    def __init__(self, loop):
+        self.ep = iec104_ep_create()
+        if self.ep < 0:
+            raise OSError("no epoll here")
+        self.loop, self._clock, self.chans = loop, loop.time, {}
+
+    def __dealloc__(self):
+        if self.ep >= 0:
+            iec104_ep_close(self.ep)
+
+    def __len__(self):
+        return len(self.chans)
+
+    def fileno(self) -> int:
+        return self.ep
+
+    def add(self, int fd, Channel ch, closed):
+        """Read socket ``fd`` for ``ch`` from now on."""
+        cdef int r = iec104_ep_ctl(self.ep, 1, fd)
+        if r < 0:
+            raise OSError(-r, os.strerror(-r))
+        if not self.chans:
+            self.loop.add_reader(self.ep, self.ready)
+        self.chans[fd] = ch
+        ch.rfd, ch.rpaused, ch._read_closed = fd, False, closed
+
+    def pause(self, Channel ch):
+        if self.chans.get(ch.rfd) is ch and not ch.rpaused:
+            ch.rpaused = True
+            iec104_ep_ctl(self.ep, 0, ch.rfd)
+
+    def resume(self, Channel ch):
+        cdef int r
+        if self.chans.get(ch.rfd) is ch and ch.rpaused:
+            r = iec104_ep_ctl(self.ep, 1, ch.rfd)
+            if r < 0:
+                self.discard(ch)
+                ch._read_closed(OSError(-r, os.strerror(-r)), True)
+            else:
+                ch.rpaused = False
+
+    def discard(self, Channel ch):
+        """Stop reading for ``ch`` (its socket may be closed already: epoll then forgot it;
+        its number may even serve a new connection, which stays)."""
+        if ch.rfd < 0 or self.chans.get(ch.rfd) is not ch:
+            return
+        del self.chans[ch.rfd]
+        if not ch.rpaused:
+            iec104_ep_ctl(self.ep, 0, ch.rfd)
+        ch.rfd = -1
+        if not self.chans:
+            self.loop.remove_reader(self.ep)
+
+    def ready(self):
+        """The loop's callback: read every ready socket once."""
+        cdef int fds[256]
+        cdef int m = iec104_ep_wait(self.ep, fds, 256), i
+        cdef double now
+        cdef Channel ch
+        if m <= 0:
+            return
+        now = self._clock()
+        for i in range(m):
+            obj = self.chans.get(fds[i])
+            if obj is None:
+                continue
+            ch = <Channel>obj
+            try:
+                self._read(ch, fds[i], now)
+            except Exception as exc:        # one connection's fault is its own
+                self.discard(ch)
+                ch._read_closed(exc, False)
+
+    cdef int _read(self, Channel ch, int fd, double now) except -1:
+        cdef Py_ssize_t limit, n
+        if ch._is_closing is None or ch._is_closing():
+            self.discard(ch)                # closing: nothing more is received
+            return 0
+        limit = ch._prepare_read()
+        n = iec104_recv(fd, ch.rb.p + ch.carry_n, limit)
+        if n > 0:
+            return ch._after_read(n, now)
+        if n == -IEC104_EAGAIN or n == -IEC104_EINTR:
+            return 0
+        self.discard(ch)
+        ch._read_closed(None if n == 0 else OSError(-n, os.strerror(-n)), True)
+        return 0

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntFlag
 
-from iec104._link import Channel, Link, RecvBuffer, Timers
+from iec104._link import Channel, Link, Reader, RecvBuffer, Timers
 
-__all__ = ["LinkConfig", "Link", "Channel", "RecvBuffer", "Timers", "LinkEvent", "Batch", "MOD"]
+__all__ = ["LinkConfig", "Link", "Channel", "Reader", "RecvBuffer", "Timers", "LinkEvent", "Batch", "MOD"]
 
 MOD = 32768
 

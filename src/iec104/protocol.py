@@ -13,10 +13,10 @@ import time
 import weakref
 
 from iec104._codec import Workspace
-from iec104.link import Batch, Channel, RecvBuffer, Timers
+from iec104.link import Batch, Channel, Reader, RecvBuffer, Timers
 
-__all__ = ["LinkProtocol", "shared_buffers", "loop_timers", "coalesce", "hold_coalesce",
-           "release_coalesce", "MAX_BACKLOG"]
+__all__ = ["LinkProtocol", "shared_buffers", "loop_timers", "loop_reader", "coalesce",
+           "hold_coalesce", "release_coalesce", "MAX_BACKLOG"]
 
 log = logging.getLogger("iec104.protocol")
 MAX_BACKLOG = 4 << 20       # octets written but not taken by the peer before we close
@@ -24,6 +24,8 @@ _OUTPUT = int(Batch.OUTPUT)            # an int: IntFlag operations cost us each
 _shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[RecvBuffer, Workspace]]" = \
     weakref.WeakKeyDictionary()
 _timers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers]" = weakref.WeakKeyDictionary()
+_readers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Reader | None]" = \
+    weakref.WeakKeyDictionary()
 
 
 def shared_buffers(loop: asyncio.AbstractEventLoop) -> tuple[RecvBuffer, Workspace]:
@@ -42,6 +44,17 @@ def loop_timers(loop: asyncio.AbstractEventLoop) -> Timers:
     if timers is None:
         timers = _timers[loop] = Timers()
     return timers
+
+
+def loop_reader(loop: asyncio.AbstractEventLoop) -> Reader | None:
+    """The :class:`Reader` of ``loop`` (None where there is no epoll or the loop cannot
+    watch a descriptor): it reads the plain TCP connections of its masters."""
+    if loop not in _readers:
+        try:
+            _readers[loop] = Reader(loop)
+        except OSError:
+            _readers[loop] = None
+    return _readers[loop]
 
 
 def _tick(loop: asyncio.AbstractEventLoop, timers: Timers) -> None:
@@ -112,6 +125,8 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self.channel = channel
         self.transport: asyncio.Transport | None = None
         self.write_paused = False
+        self.reader: Reader | None = None       # see read_with_reader
+        self.read_error: BaseException | None = None
         # reads go straight to the channel (C): no Python frame per read
         channel.bind(loop.time, self.on_batch)
         self.get_buffer = channel.get_buffer                # type: ignore[method-assign]
@@ -119,6 +134,63 @@ class LinkProtocol(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         return False                    # close the transport
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def read_with_reader(self, transport: asyncio.Transport) -> None:
+        """Let the loop's :class:`Reader` read a plain TCP transport (not TLS), instead of
+        the transport, whose reading is paused for good: ``pause_reading`` and
+        ``resume_reading`` of this protocol then go to the reader."""
+        reader = loop_reader(self.loop)
+        sock = transport.get_extra_info("socket")
+        if reader is None or sock is None or transport.get_extra_info("ssl_object") is not None:
+            return
+        try:
+            reader.add(sock.fileno(), self.channel, self._read_closed)
+        except (OSError, NotImplementedError, RuntimeError):
+            return                          # (a loop that cannot watch it: its own reads)
+        self.reader = reader
+        transport.pause_reading()
+        # uvloop starts the transport's reading after connection_made whatever it was told:
+        # stop it once more then (a read meanwhile goes to the same channel: harmless)
+        self.loop.call_soon(self._stop_transport_reads, transport)
+
+    def _stop_transport_reads(self, transport: asyncio.Transport) -> None:
+        if self.reader is not None and transport is self.transport and not transport.is_closing():
+            transport.pause_reading()
+
+    def stop_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.discard(self.channel)
+            self.reader = None
+
+    def _read_closed(self, exc: BaseException | None, socket_error: bool) -> None:
+        # the reader's end of reading, handled as the transport would handle its own
+        t, self.reader = self.transport, None
+        if t is None or t.is_closing():
+            return
+        if exc is None:
+            if not self.eof_received():
+                t.close()
+            return
+        self.read_error = exc
+        if not socket_error:
+            self.loop.call_exception_handler({
+                "message": "iec104: handling a read failed", "exception": exc,
+                "transport": t, "protocol": self})
+        t.abort()
+
+    def pause_reading(self) -> None:
+        if self.reader is not None:
+            self.reader.pause(self.channel)
+        elif self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reader is not None:
+            self.reader.resume(self.channel)
+        elif self.transport is not None:
+            self.transport.resume_reading()
 
     # ---- writing and the timer ---------------------------------------------------------------
 
@@ -162,8 +234,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
     def pause_writing(self) -> None:
         # the peer takes less than we send: stop reading what it sends until it catches up
         self.write_paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -171,8 +242,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
             self.resume_reading_if_allowed()
 
     def resume_reading_if_allowed(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self.resume_reading()
 
     def on_batch(self, flags: int) -> None:
         raise NotImplementedError

@@ -75,13 +75,15 @@ class _Protocol(LinkProtocol):
         tr = cast(asyncio.Transport, transport)     # a stream connection's (TCP or TLS)
         self.transport = tr
         self.channel.bind_write(tr.write, tr.is_closing)    # S-frames from C (bind_write)
+        self.read_with_reader(tr)
         self.arm()
         self.s._connected(self, tr)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_timer()
+        self.stop_reader()
         self.transport = None
-        self.s._lost(self, exc)
+        self.s._lost(self, exc or self.read_error)
 
     def on_batch(self, flags: int) -> None:
         self.s._batch(self, flags)
@@ -99,8 +101,8 @@ class _Protocol(LinkProtocol):
         return self.s.name
 
     def resume_reading_if_allowed(self) -> None:
-        if not self.s.reading_paused and self.transport is not None:
-            self.transport.resume_reading()
+        if not self.s.reading_paused:
+            self.resume_reading()
 
 
 class Session:
@@ -344,7 +346,7 @@ class Session:
         self._rx_seen = (0, None)
         transport.set_write_buffer_limits(high=min(1 << 16, self.settings.max_backlog))
         if self.reading_paused:
-            transport.pause_reading()
+            proto.pause_reading()
         link = proto.channel.link
         link.connection_made(now)
         if self.hold_start:
@@ -810,9 +812,9 @@ class Session:
         p = self._proto
         if p is not None and p.transport is not None and not p.transport.is_closing():
             if on and not p.write_paused:
-                p.transport.resume_reading()
+                p.resume_reading()
             elif not on:
-                p.transport.pause_reading()
+                p.pause_reading()
 
     def enable_debug(self, on: bool = True) -> None:
         """Keep the last ``settings.debug_frames`` APCI frames (off by default)."""

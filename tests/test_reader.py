@@ -1,0 +1,193 @@
+"""The loop's own reader (``iec104.link.Reader``): one epoll, every ready socket read into
+its channel in C. Unit tests on loopback sockets with a fake loop; then a master on each loop."""
+import asyncio
+import errno
+import os
+import socket
+import struct
+
+import pytest
+
+import iec104
+from iec104.link import Reader
+
+from scripted_peer import u_frame
+from test_channel import channel, gi_data
+from waiting import wait_for
+
+
+class FakeLoop:
+    def __init__(self):
+        self.readers = {}
+
+    def time(self):
+        return 1.0
+
+    def add_reader(self, fd, callback):
+        self.readers[fd] = callback
+
+    def remove_reader(self, fd):
+        self.readers.pop(fd, None)
+
+
+def tcp_pair():
+    srv = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(srv.getsockname())
+    ours, _ = srv.accept()
+    srv.close()
+    ours.setblocking(False)
+    return ours, peer
+
+
+def bound(ch, write=lambda data: None):
+    ch.bind_write(write, lambda: False)
+    return ch
+
+
+class Closed(list):
+    def __call__(self, exc, socket_error):
+        self.append((exc, socket_error))
+
+
+@pytest.fixture
+def sockets():
+    made = []
+
+    def make():
+        made.append(tcp_pair())
+        return made[-1]
+    yield make
+    for pair in made:
+        for s in pair:
+            s.close()
+
+
+def test_each_ready_socket_is_read_into_its_own_channel(sockets):
+    loop = FakeLoop()
+    reader = Reader(loop)
+    (a, pa), (b, pb) = sockets(), sockets()
+    ca, cb = bound(channel()), bound(channel())
+    reader.add(a.fileno(), ca, Closed())
+    reader.add(b.fileno(), cb, Closed())
+    assert list(loop.readers) == [reader.fileno()] and len(reader) == 2
+    pa.sendall(gi_data(0, values=(1.0, 2.0)))
+    pb.sendall(gi_data(0, values=(3.0,))[:9])           # a partial APDU: carried
+    reader.ready()
+    pb.sendall(gi_data(0, values=(3.0,))[9:])
+    reader.ready()
+    assert ca.points_in == 2 and cb.points_in == 1
+    reader.discard(ca)
+    reader.discard(cb)
+    assert not loop.readers and len(reader) == 0
+
+
+def test_end_of_file_and_a_reset_end_their_own_connection_only(sockets):
+    reader = Reader(FakeLoop())
+    (a, pa), (b, pb), (c, pc) = sockets(), sockets(), sockets()
+    closed = [Closed(), Closed(), Closed()]
+    chans = [bound(channel()) for _ in range(3)]
+    for s, ch, cl in zip((a, b, c), chans, closed):
+        reader.add(s.fileno(), ch, cl)
+    pa.shutdown(socket.SHUT_WR)                         # end of file
+    pb.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    pb.close()                                          # a reset
+    pc.sendall(gi_data(0))
+    reader.ready()
+    assert closed[0] == [(None, True)]
+    (exc, socket_error), = closed[1]
+    assert isinstance(exc, OSError) and exc.errno == errno.ECONNRESET and socket_error
+    assert closed[2] == [] and chans[2].points_in == 1 and len(reader) == 1
+    pc.sendall(gi_data(1))
+    reader.ready()
+    assert chans[2].points_in == 2
+
+
+def test_a_batch_that_raises_closes_its_connection_and_the_others_are_still_read(sockets):
+    reader = Reader(FakeLoop())
+    (a, pa), (b, pb) = sockets(), sockets()
+
+    def broken(data):
+        raise RuntimeError("boom")
+    bad, good = bound(channel(), broken), bound(channel())
+    closed_bad, closed_good = Closed(), Closed()
+    reader.add(a.fileno(), bad, closed_bad)
+    reader.add(b.fileno(), good, closed_good)
+    pa.sendall(u_frame(0x43))               # TESTFR act: its con is written from C, and fails
+    pb.sendall(gi_data(0))
+    reader.ready()
+    (exc, socket_error), = closed_bad
+    assert isinstance(exc, RuntimeError) and not socket_error
+    assert closed_good == [] and good.points_in == 1 and len(reader) == 1
+
+
+def test_a_paused_connection_is_not_read_until_resumed(sockets):
+    reader = Reader(FakeLoop())
+    a, pa = sockets()
+    ch = bound(channel())
+    reader.add(a.fileno(), ch, Closed())
+    reader.pause(ch)
+    pa.sendall(gi_data(0))
+    reader.ready()
+    assert ch.points_in == 0
+    reader.resume(ch)
+    reader.ready()
+    assert ch.points_in == 1
+
+
+def test_a_closing_transport_is_not_read_any_more(sockets):
+    reader = Reader(FakeLoop())
+    a, pa = sockets()
+    ch = channel()
+    ch.bind_write(lambda data: None, lambda: True)      # closing
+    reader.add(a.fileno(), ch, Closed())
+    pa.sendall(gi_data(0))
+    reader.ready()
+    assert ch.points_in == 0 and len(reader) == 0
+
+
+def test_a_socket_number_taken_by_a_new_connection_stays_when_the_old_is_discarded(sockets):
+    reader = Reader(FakeLoop())
+    (a, _), (new_conn, peer) = sockets(), sockets()
+    fd, old, new = a.fileno(), bound(channel()), bound(channel())
+    reader.add(fd, old, Closed())
+    a.close()                               # epoll forgets a closed socket by itself
+    os.dup2(new_conn.fileno(), fd)          # a new connection gets the old number
+    new_conn.close()
+    b = socket.socket(fileno=fd)
+    try:
+        reader.add(fd, new, Closed())
+        reader.discard(old)                 # the old connection's late connection_lost
+        peer.sendall(gi_data(0))
+        reader.ready()
+        assert new.points_in == 1 and old.points_in == 0 and len(reader) == 1
+    finally:
+        b.close()
+
+
+# ---- a master on each loop ---------------------------------------------------------------
+
+async def test_a_master_reads_plain_tcp_with_the_reader_not_the_transport():
+    async with iec104.Outstation(stations=1, points=50) as out, \
+            iec104.Master(reconnect=False) as master:
+        rtu = await master.connect("127.0.0.1", out.port, gi_on_start=False)
+        assert await rtu.interrogate(timeout=5) == 45      # (5 of the 50 take commands)
+        p = rtu._proto
+        assert p.reader is not None and not p.transport.is_reading()
+
+
+async def test_a_reset_by_the_rtu_is_reported_as_such():
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.setblocking(False)
+    loop = asyncio.get_running_loop()
+    async with iec104.Master(reconnect=False) as master:
+        accept = loop.create_task(loop.sock_accept(srv))
+        connect = loop.create_task(master.connect("127.0.0.1", srv.getsockname()[1],
+                                                  gi_on_start=False))
+        conn, _ = await accept
+        await loop.sock_sendall(conn, u_frame(0x0B))        # STARTDT con
+        rtu = await connect
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        await wait_for(lambda: rtu.tcp_state == "disconnected", 5)
+        assert "reset" in rtu.last_error.lower()
+    srv.close()
