@@ -18,6 +18,10 @@ are shared by every connection of an event loop (the decode is synchronous insid
 ``buffer_updated``), so a connection carries only its partial APDU. Each batch is decoded,
 validated by the link, and only then are the rows of the accepted frames stored: a frame
 the link refuses, and every frame after it, never reaches the table or the event log.
+
+Reader: the plain TCP connections of one event loop, read from an epoll of its own into
+their channels (Linux); the loop sees one descriptor. TLS connections are read by their
+transport, through the same Channel (``get_buffer``/``buffer_updated``).
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
