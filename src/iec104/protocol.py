@@ -126,7 +126,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.write_paused = False
         self.reader: Reader | None = None       # see read_with_reader
-        self.read_error: BaseException | None = None
+        self.read_error: Exception | None = None
         # reads go straight to the channel (C): no Python frame per read
         channel.bind(loop.time, self.on_batch)
         self.get_buffer = channel.get_buffer                # type: ignore[method-assign]
@@ -164,7 +164,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
             self.reader.discard(self.channel)
             self.reader = None
 
-    def _read_closed(self, exc: BaseException | None, socket_error: bool) -> None:
+    def _read_closed(self, exc: Exception | None, socket_error: bool) -> None:
         # the reader's end of reading, handled as the transport would handle its own
         t, self.reader = self.transport, None
         if t is None or t.is_closing():
