@@ -626,7 +626,7 @@ cdef class Channel:
     cdef readonly uint64_t bytes_out     # octets the channel wrote itself (see bind_write)
     cdef int rfd                         # the socket a Reader reads for it (-1: none)
     cdef bint rpaused
-    cdef object _read_closed
+    cdef object _read_closed, _read_closing
 
     def __cinit__(self, *args, **kwargs):
         self.cas = NULL
@@ -934,7 +934,8 @@ cdef class Reader:
     connections keep the loop's reads.
 
     ``closed(exc, socket_error)`` of a channel is called once its reads end: ``exc`` None
-    at end of file, an OSError of the socket, or what its batch raised.
+    at end of file, an OSError of the socket, or what its batch raised; ``is_closing()``
+    (its transport's) is asked before each read: a closing transport receives nothing more.
     """
 
     cdef int ep
@@ -961,7 +962,7 @@ cdef class Reader:
     def fileno(self) -> int:
         return self.ep
 
-    def add(self, int fd, Channel ch, closed):
+    def add(self, int fd, Channel ch, closed, is_closing):
         """Read socket ``fd`` for ``ch`` from now on."""
         cdef int r = iec104_ep_ctl(self.ep, 1, fd)
         if r < 0:
@@ -969,7 +970,7 @@ cdef class Reader:
         if not self.chans:
             self.loop.add_reader(self.ep, self.ready)
         self.chans[fd] = ch
-        ch.rfd, ch.rpaused, ch._read_closed = fd, False, closed
+        ch.rfd, ch.rpaused, ch._read_closed, ch._read_closing = fd, False, closed, is_closing
 
     def pause(self, Channel ch):
         if self.chans.get(ch.rfd) is ch and not ch.rpaused:
@@ -1020,7 +1021,7 @@ cdef class Reader:
 
     cdef int _read(self, Channel ch, int fd, double now) except -1:
         cdef Py_ssize_t limit, n
-        if ch._is_closing is None or ch._is_closing():
+        if ch._read_closing():
             self.discard(ch)                # closing: nothing more is received
             return 0
         limit = ch._prepare_read()

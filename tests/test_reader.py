@@ -44,6 +44,10 @@ def bound(ch, write=lambda data: None):
     return ch
 
 
+def add(reader, sock, ch, closed=None, closing=lambda: False):
+    reader.add(sock.fileno(), ch, closed if closed is not None else Closed(), closing)
+
+
 class Closed(list):
     def __call__(self, exc, socket_error):
         self.append((exc, socket_error))
@@ -67,8 +71,8 @@ def test_each_ready_socket_is_read_into_its_own_channel(sockets):
     reader = Reader(loop)
     (a, pa), (b, pb) = sockets(), sockets()
     ca, cb = bound(channel()), bound(channel())
-    reader.add(a.fileno(), ca, Closed())
-    reader.add(b.fileno(), cb, Closed())
+    add(reader, a, ca)
+    add(reader, b, cb)
     assert list(loop.readers) == [reader.fileno()] and len(reader) == 2
     pa.sendall(gi_data(0, values=(1.0, 2.0)))
     pb.sendall(gi_data(0, values=(3.0,))[:9])           # a partial APDU: carried
@@ -87,7 +91,7 @@ def test_end_of_file_and_a_reset_end_their_own_connection_only(sockets):
     closed = [Closed(), Closed(), Closed()]
     chans = [bound(channel()) for _ in range(3)]
     for s, ch, cl in zip((a, b, c), chans, closed):
-        reader.add(s.fileno(), ch, cl)
+        add(reader, s, ch, cl)
     pa.shutdown(socket.SHUT_WR)                         # end of file
     pb.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     pb.close()                                          # a reset
@@ -110,8 +114,8 @@ def test_a_batch_that_raises_closes_its_connection_and_the_others_are_still_read
         raise RuntimeError("boom")
     bad, good = bound(channel(), broken), bound(channel())
     closed_bad, closed_good = Closed(), Closed()
-    reader.add(a.fileno(), bad, closed_bad)
-    reader.add(b.fileno(), good, closed_good)
+    add(reader, a, bad, closed_bad)
+    add(reader, b, good, closed_good)
     pa.sendall(u_frame(0x43))               # TESTFR act: its con is written from C, and fails
     pb.sendall(gi_data(0))
     reader.ready()
@@ -124,7 +128,7 @@ def test_a_paused_connection_is_not_read_until_resumed(sockets):
     reader = Reader(FakeLoop())
     a, pa = sockets()
     ch = bound(channel())
-    reader.add(a.fileno(), ch, Closed())
+    add(reader, a, ch)
     reader.pause(ch)
     pa.sendall(gi_data(0))
     reader.ready()
@@ -137,9 +141,8 @@ def test_a_paused_connection_is_not_read_until_resumed(sockets):
 def test_a_closing_transport_is_not_read_any_more(sockets):
     reader = Reader(FakeLoop())
     a, pa = sockets()
-    ch = channel()
-    ch.bind_write(lambda data: None, lambda: True)      # closing
-    reader.add(a.fileno(), ch, Closed())
+    ch = bound(channel())
+    add(reader, a, ch, closing=lambda: True)            # its transport is closing
     pa.sendall(gi_data(0))
     reader.ready()
     assert ch.points_in == 0 and len(reader) == 0
@@ -149,13 +152,13 @@ def test_a_socket_number_taken_by_a_new_connection_stays_when_the_old_is_discard
     reader = Reader(FakeLoop())
     (a, _), (new_conn, peer) = sockets(), sockets()
     fd, old, new = a.fileno(), bound(channel()), bound(channel())
-    reader.add(fd, old, Closed())
+    reader.add(fd, old, Closed(), lambda: False)
     a.close()                               # epoll forgets a closed socket by itself
     os.dup2(new_conn.fileno(), fd)          # a new connection gets the old number
     new_conn.close()
     b = socket.socket(fileno=fd)
     try:
-        reader.add(fd, new, Closed())
+        reader.add(fd, new, Closed(), lambda: False)
         reader.discard(old)                 # the old connection's late connection_lost
         peer.sendall(gi_data(0))
         reader.ready()
@@ -166,13 +169,15 @@ def test_a_socket_number_taken_by_a_new_connection_stays_when_the_old_is_discard
 
 # ---- a master on each loop ---------------------------------------------------------------
 
-async def test_a_master_reads_plain_tcp_with_the_reader_not_the_transport():
+async def test_a_master_and_the_simulator_read_plain_tcp_with_the_reader_not_the_transport():
     async with iec104.Outstation(stations=1, points=50) as out, \
             iec104.Master(reconnect=False) as master:
         rtu = await master.connect("127.0.0.1", out.port, gi_on_start=False)
         assert await rtu.interrogate(timeout=5) == 45      # (5 of the 50 take commands)
         p = rtu._proto
         assert p.reader is not None and not p.transport.is_reading()
+        c, = out._conns
+        assert c.reader is p.reader and not c.transport.is_reading()     # one per loop
 
 
 async def test_a_reset_by_the_rtu_is_reported_as_such():

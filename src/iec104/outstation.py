@@ -148,12 +148,14 @@ class _Connection(LinkProtocol):
         out._conns.add(self)
         out.counts["connections"] += 1
         self.link.connection_made(self.loop.time())
+        self.read_with_reader(transport)
         self.arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.out._leave_group(self)
         self.out._conns.discard(self)
         self.stop_timer()
+        self.stop_reader()
         self.transport = None
 
     def on_batch(self, flags: int) -> None:

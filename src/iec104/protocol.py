@@ -146,7 +146,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         if reader is None or sock is None or transport.get_extra_info("ssl_object") is not None:
             return
         try:
-            reader.add(sock.fileno(), self.channel, self._read_closed)
+            reader.add(sock.fileno(), self.channel, self._read_closed, transport.is_closing)
         except (OSError, NotImplementedError, RuntimeError):
             return                          # (a loop that cannot watch it: its own reads)
         self.reader = reader
