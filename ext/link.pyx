@@ -67,7 +67,9 @@ cdef extern from *:
 cdef extern from *:
     """
     /* the Reader's epoll and recv (Linux; elsewhere every call fails with ENOSYS and the
-       glue keeps the event loop's reads) */
+       glue keeps the event loop's reads); at most as many sockets per wake-up as libuv reads
+       (a nap of read coalescing serves them all) */
+    #define IEC104_READ_EVENTS 1024
     #ifdef __linux__
     #include <errno.h>
     #include <sys/epoll.h>
@@ -82,8 +84,8 @@ cdef extern from *:
         return epoll_ctl(ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev) < 0 ? -errno : 0;
     }
     static int iec104_ep_wait(int ep, int *fds, int n) {
-        struct epoll_event evs[256];
-        int m = epoll_wait(ep, evs, n < 256 ? n : 256, 0);
+        struct epoll_event evs[IEC104_READ_EVENTS];
+        int m = epoll_wait(ep, evs, n < IEC104_READ_EVENTS ? n : IEC104_READ_EVENTS, 0);
         for (int i = 0; i < m; i++)
             fds[i] = evs[i].data.fd;
         return m;
@@ -112,6 +114,7 @@ cdef extern from *:
     Py_ssize_t iec104_recv(int fd, void* p, Py_ssize_t n)
     void iec104_ep_close(int ep)
     int IEC104_EAGAIN, IEC104_EINTR
+    enum: IEC104_READ_EVENTS
     int64_t mono_ns "iec104_mono_ns"() nogil
 
 cdef enum:
@@ -1001,8 +1004,8 @@ cdef class Reader:
 
     def ready(self):
         """The loop's callback: read every ready socket once."""
-        cdef int fds[256]
-        cdef int m = iec104_ep_wait(self.ep, fds, 256), i
+        cdef int fds[IEC104_READ_EVENTS]
+        cdef int m = iec104_ep_wait(self.ep, fds, IEC104_READ_EVENTS), i
         cdef double now
         cdef Channel ch
         if m <= 0:
