@@ -196,3 +196,21 @@ async def test_a_reset_by_the_rtu_is_reported_as_such():
         await wait_for(lambda: rtu.tcp_state == "disconnected", 5)
         assert "reset" in rtu.last_error.lower()
     srv.close()
+
+
+async def test_a_session_that_connects_while_its_reading_is_paused_reads_nothing():
+    # uvloop starts a transport's reading after connection_made whatever it was told: the
+    # pause of a held (lossless) reader must still hold for a connection made meanwhile
+    async with iec104.Outstation(stations=1, points=10) as out, \
+            iec104.Master(backoff_min=0.01, backoff_max=0.02, t1=1.5, t2=1.0,
+                          t3=0.1) as master:
+        rtu = await master.connect("127.0.0.1", out.port, gi_on_start=False)
+        rtu.set_reading(False)      # (the loss is then seen when the TESTFR act of t3 fails)
+        first = rtu._proto
+        for c in list(out._conns):
+            c.transport.abort()
+        await wait_for(lambda: rtu._proto not in (None, first), 5)
+        await asyncio.sleep(0.2)
+        assert rtu._proto.channel.frames_in == 0 and rtu.data_transfer != "started"
+        rtu.set_reading(True)
+        await wait_for(lambda: rtu.data_transfer == "started", 5)
