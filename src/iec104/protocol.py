@@ -48,7 +48,7 @@ def loop_timers(loop: asyncio.AbstractEventLoop) -> Timers:
 
 def loop_reader(loop: asyncio.AbstractEventLoop) -> Reader | None:
     """The :class:`Reader` of ``loop`` (None where there is no epoll or the loop cannot
-    watch a descriptor): it reads the plain TCP connections of its masters."""
+    watch a descriptor): it reads the plain TCP connections of its masters and simulators."""
     if loop not in _readers:
         try:
             _readers[loop] = Reader(loop)
