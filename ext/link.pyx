@@ -967,11 +967,14 @@ cdef class Reader:
 
     def add(self, int fd, Channel ch, closed, is_closing):
         """Read socket ``fd`` for ``ch`` from now on."""
-        cdef int r = iec104_ep_ctl(self.ep, 1, fd)
-        if r < 0:
-            raise OSError(-r, os.strerror(-r))
+        cdef int r
         if not self.chans:
-            self.loop.add_reader(self.ep, self.ready)
+            self.loop.add_reader(self.ep, self.ready)     # (a loop that cannot: it raises)
+        r = iec104_ep_ctl(self.ep, 1, fd)
+        if r < 0:
+            if not self.chans:
+                self.loop.remove_reader(self.ep)
+            raise OSError(-r, os.strerror(-r))
         self.chans[fd] = ch
         ch.rfd, ch.rpaused, ch._read_closed, ch._read_closing = fd, False, closed, is_closing
 

@@ -167,6 +167,23 @@ def test_a_socket_number_taken_by_a_new_connection_stays_when_the_old_is_discard
         b.close()
 
 
+def test_a_loop_that_cannot_watch_the_epoll_leaves_nothing_registered(sockets):
+    class NoReaders(FakeLoop):
+        def add_reader(self, fd, callback):
+            raise NotImplementedError
+    reader = Reader(NoReaders())
+    a, pa = sockets()
+    with pytest.raises(NotImplementedError):
+        add(reader, a, bound(channel()))        # the glue then keeps the transport's reads
+    assert len(reader) == 0
+    reader = Reader(FakeLoop())
+    ch = bound(channel())
+    add(reader, a, ch)                          # the same socket on a loop that can
+    pa.sendall(gi_data(0))
+    reader.ready()
+    assert ch.points_in == 1
+
+
 # ---- a master on each loop ---------------------------------------------------------------
 
 async def test_a_master_and_the_simulator_read_plain_tcp_with_the_reader_not_the_transport():
