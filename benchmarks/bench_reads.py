@@ -60,9 +60,12 @@ async def run(a, with_reader: bool) -> dict:
         for r in range(a.rounds):
             for p in peers:
                 p.send(frames[r])
-            want = log.total + a.sessions
+            want, deadline = log.total + a.sessions, time.monotonic() + 30
             c0 = time.process_time()
             while log.total < want:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"round {r}: {want - log.total} of {a.sessions} APDUs not "
+                                     "stored after 30 s (a session lost?)")
                 await asyncio.sleep(0)
             cpu += time.process_time() - c0
             for p in peers:                     # the S-frames (every w): not read, not kept
@@ -80,10 +83,18 @@ async def run(a, with_reader: bool) -> dict:
             "sessions_on_reader": on_reader}
 
 
+def _rounds(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 32767:
+        raise argparse.ArgumentTypeError(f"{n} is not 1..32767")
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=200, help="APDUs per connection (< 32768)")
+    ap.add_argument("--rounds", type=_rounds, default=200,
+                    help="APDUs per connection, 1..32767 (N(S) does not wrap)")
     ap.add_argument("--runs", type=int, default=3, help="alternations of the two paths")
     ap.add_argument("--json")
     a = ap.parse_args()
@@ -104,7 +115,8 @@ def main():
     if a.json:
         Path(a.json).write_text(json.dumps({
             "machine": procs.machine(), "command": " ".join([".venv/bin/python"] + sys.argv),
-            "rows": rows, "best_us_per_apdu": best}, indent=2))
+            "parameters": "k = 12, w = 8 (the standard's), master defaults", "rows": rows,
+            "best_us_per_apdu": best}, indent=2))
 
 
 if __name__ == "__main__":

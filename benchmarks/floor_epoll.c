@@ -63,7 +63,8 @@ static int readable(conn_t *c, int w) {
             c->nr = (c->nr + 1) & 0x7FFF;
             c->unacked++;
             apdus++;
-            objects += buf[i + 7] & 0x7F;
+            if (size >= 8)                                  /* (its ASDU's object count) */
+                objects += buf[i + 7] & 0x7F;
         } else if (ctl == 0x43) {
             put(c->fd, testfr_con, 6);
         }
