@@ -4,6 +4,9 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t
 from libc.string cimport memcpy
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
 
 cdef packed struct point_t:
     uint32_t station
@@ -219,10 +222,25 @@ cdef inline void* data_of(object array, bint writable=True) except? NULL:
     return p
 
 
+cdef extern from *:
+    """
+    /* numpy.frombuffer, looked up once per extension module (empty_rows) */
+    static PyObject* iec104_frombuffer = NULL;
+    """
+    PyObject* iec104_frombuffer
+
+
 cdef inline object empty_rows(object dtype, Py_ssize_t n):
     """``n`` rows of a structured dtype (POINT_DTYPE, FRAME_DTYPE), not initialised, over a
-    plain byte array: numpy 2's ``np.empty(n, dtype)`` builds and frees a zero-fill
-    traversal of every field on each call (2x the time hot, half of a reader's ``take`` of a
-    small batch with cold caches)."""
-    import numpy
-    return numpy.frombuffer(numpy.empty(n * dtype.itemsize, numpy.uint8), dtype)
+    bytearray: numpy 2's ``np.empty(n, dtype)`` builds and frees a zero-fill traversal of
+    every field on each call (2x the time hot), and with cold caches (a reader's ``take``
+    after a wake-up) every import, attribute lookup and numpy call here costs microseconds:
+    one call of a cached ``frombuffer`` remains."""
+    global iec104_frombuffer
+    if iec104_frombuffer == NULL:
+        import numpy
+        fb = numpy.frombuffer
+        Py_INCREF(fb)
+        iec104_frombuffer = <PyObject*>fb
+    return (<object>iec104_frombuffer)(
+        PyByteArray_FromStringAndSize(NULL, n * dtype.itemsize), dtype)
