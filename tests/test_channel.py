@@ -13,8 +13,8 @@ from scripted_peer import asdu, float_objects, i_frame, u_frame
 STARTDT_CON = u_frame(0x0B)
 
 
-def channel(*, station=0, ring=None, table=None, rb=None, ws=None, started=True):
-    link = Link(LinkConfig())
+def channel(*, station=0, ring=None, table=None, rb=None, ws=None, started=True, config=None):
+    link = Link(config or LinkConfig())
     link.connection_made(0.0)
     link.start(0.0)
     link.data_to_send()
@@ -196,6 +196,32 @@ def test_timers_run_the_deadlines_that_have_come_and_only_those():
     calls.clear()
     timers.tick(1000.0)                             # b and c idle past t3: TESTFR act
     assert sorted(n for n, _ in calls) == ["b", "c"]
+
+
+def test_timers_resolution_is_a_twentieth_of_the_shortest_timer_within_bounds():
+    """The standard's timers (t2 = 10 s) are checked twice a second, not 20 times (each
+    tick a wake-up of the loop); a link with short timers makes the ticks finer while it
+    is there, and add() says so, so that the glue sets its loop timer again."""
+    timers = Timers()
+    assert timers.resolution == 0.5 and (timers.finest, timers.coarsest) == (0.05, 0.5)
+    std = channel()
+    assert timers.add(std) is False and timers.resolution == 0.5
+    mid = channel(config=LinkConfig(t1=3.0, t2=2.0, t3=4.0))          # 2 s / 20
+    assert timers.add(mid) is True and timers.resolution == 0.1
+    short = [channel(config=LinkConfig(t1=0.3, t2=0.2, t3=0.5)) for _ in range(2)]
+    assert [timers.add(ch) for ch in short] == [True, False]          # 0.01 s: 0.05 at most
+    assert timers.resolution == 0.05
+    assert timers.add(short[0]) is False                              # twice: once
+    timers.discard(short[0])
+    assert timers.resolution == 0.05                                  # the other is still here
+    timers.discard(short[1])
+    assert timers.resolution == 0.1
+    timers.discard(mid)
+    timers.discard(mid)
+    assert timers.resolution == 0.5 and len(timers) == 1
+    timers.discard(std)
+    assert timers.resolution == 0.5 and len(timers) == 0
+    assert Timers(0.01, 0.2).resolution == 0.2
 
 
 def test_timers_see_a_deadline_that_moved_earlier_or_later_between_ticks():

@@ -1,7 +1,9 @@
 """The channel's own write (Channel.bind_write): a batch that asks only for its link's output
 (the S-frame after w I-frames, or after t2 from the loop's Timers) is written from C, never
 through on_batch; anything else, or a glue that taps or logs what it sends, goes to on_batch.
-No sockets, a fake clock, but for the last test (a session on 127.0.0.1)."""
+No sockets, a fake clock, but for a session on 127.0.0.1 and the loop timer's test (a
+real loop)."""
+import asyncio
 import struct
 
 import iec104
@@ -11,7 +13,9 @@ from waiting import wait_for
 from iec104._codec import Decoder, Workspace
 from iec104._store import EventRing, LatestTable
 from iec104.link import Batch, Channel, Link, LinkConfig, RecvBuffer, Timers
+from iec104.protocol import LinkProtocol, loop_timers
 
+import test_channel
 from scripted_peer import u_frame
 from test_channel import STARTDT_CON, gi_data
 
@@ -130,3 +134,29 @@ async def test_a_session_counts_what_its_channel_writes_and_hooks_see_every_s_fr
         assert quiet.counts["bytes_out"] == st["bytes_out"]
         s_frames = [d for d in seen if len(d) == 6 and d[2] == 0x01]
         assert len(s_frames) == hooked.status()["link"]["s_out"] > 0
+
+
+async def test_a_link_with_short_timers_sets_the_loops_timer_finer():
+    """The loop's Timers tick every 0.5 s for standard links; a link with short timers that
+    joins later must not wait for the coarse tick: its arm() sets the loop timer again."""
+    loop = asyncio.get_running_loop()
+    events = []
+
+    class Glue(LinkProtocol):
+        def on_batch(self, flags):
+            events.append(flags)
+
+    std = Glue(loop, test_channel.channel())
+    std.arm()
+    timers = loop_timers(loop)
+    coarse = timers.handle
+    assert timers.resolution == 0.5 and coarse.when() - loop.time() > 0.4
+    short = Glue(loop, test_channel.channel(config=LinkConfig(t1=0.3, t2=0.2, t3=0.5)))
+    short.arm()
+    assert timers.resolution == 0.05 and coarse.cancelled()
+    assert timers.handle.when() - loop.time() <= 0.05 + 1e-3
+    await wait_for(lambda: short.channel.link.closed, timeout=5)      # t3: TESTFR; t1: no con
+    assert "t1 expired" in short.channel.link.close_reason and not std.channel.link.closed
+    short.stop_timer()
+    std.stop_timer()
+    assert len(timers) == 0

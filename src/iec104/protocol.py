@@ -223,7 +223,9 @@ class LinkProtocol(asyncio.BufferedProtocol):
     def arm(self) -> None:
         """Have the loop's :class:`Timers` run this link's deadlines (once connected)."""
         timers = loop_timers(self.loop)
-        timers.add(self.channel)
+        if timers.add(self.channel) and timers.handle is not None:
+            timers.handle.cancel()              # set for a coarser resolution: set again
+            timers.handle = None
         if timers.handle is None:
             timers.handle = self.loop.call_later(timers.resolution, _tick, self.loop, timers)
 
