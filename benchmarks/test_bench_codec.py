@@ -31,3 +31,17 @@ def test_numpy_copy_of_the_output(benchmark, kind):
     benchmark.group = f"decode {kind}"
     benchmark(np.copyto, dst, out)
     benchmark.extra_info["objects_per_s"] = len(out) / 44 / benchmark.stats["mean"]
+
+
+ONE = m_me_nc(2, per_frame=2)     # one APDU of 2 objects: what decode() costs per small message
+
+
+def test_decode_of_one_apdu(benchmark):
+    benchmark.group = "decode one APDU"
+    assert len(benchmark(decode, ONE)) == len(decode(ONE))
+
+
+def test_reused_decoder_on_one_apdu(benchmark):
+    d = Decoder(capacity=len(ONE))
+    benchmark.group = "decode one APDU"
+    benchmark(d.feed, ONE, 0)

@@ -41,3 +41,19 @@ def test_points_frame_of_1m_rows(benchmark):
     benchmark.group = "to polars"
     df = benchmark(s.points)
     assert len(df) == N
+
+
+def test_reader_take_of_a_small_batch(benchmark):
+    """What an events() reader's batch of 40 rows costs to hand over (a copy out of the
+    ring), against a numpy copy of 40 rows into an array that exists already."""
+    from iec104._store import EventRing
+    ring = EventRing(1000)
+    ring.append(POINTS[:100])
+    benchmark.group = "reader take of 40 rows"
+    assert len(benchmark(ring.slice, 10, 50)) == 40
+
+
+def test_numpy_copy_of_40_rows(benchmark):
+    dst = np.empty(40, POINT_DTYPE)
+    benchmark.group = "reader take of 40 rows"
+    benchmark(np.copyto, dst, POINTS[10:50])
