@@ -846,7 +846,7 @@ cdef class Timers:
     cost more than the reads. A deadline runs at most ``resolution`` late: a twentieth of the
     shortest timer of any link here, between ``finest`` and ``coarsest`` s. With the
     standard's timers (t2 = 10 s; they count whole seconds) that is 0.5 s: 2 wake-ups of the
-    loop a second instead of 20, each of which cost 75-150 us of CPU on an idle loop.
+    loop a second instead of 20, each of which cost 40-150 us of CPU on an idle loop.
     """
 
     cdef list channels
