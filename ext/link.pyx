@@ -844,9 +844,10 @@ cdef class Timers:
     timer per connection re-armed from Python whenever its next deadline moved earlier (each
     I-frame that starts t2): with thousands of RTUs each sending now and then, that re-arming
     cost more than the reads. A deadline runs at most ``resolution`` late: a twentieth of the
-    shortest timer of any link here, between ``finest`` and ``coarsest`` s. With the
-    standard's timers (t2 = 10 s; they count whole seconds) that is 0.5 s: 2 wake-ups of the
-    loop a second instead of 20, each of which cost 40-150 us of CPU on an idle loop.
+    shortest timer of any link here (a tenth of t1 - t2 if less), between ``finest`` and
+    ``coarsest`` s. With the standard's timers (t1 = 15 s, t2 = 10 s; they count whole
+    seconds) that is 0.5 s: 2 wake-ups of the loop a second instead of 20, each of which cost
+    40-150 us of CPU on an idle loop.
     """
 
     cdef list channels
@@ -865,7 +866,10 @@ cdef class Timers:
         self.resolution = self.coarsest
 
     cdef double _wanted(self, Link link):
-        return min(max(min(link.t1, link.t2, link.t3) / 20, self.finest), self.coarsest)
+        # a twentieth of its shortest timer, and a tenth of the margin t1 - t2 that an ack
+        # after t2 has before the peer's t1 (if the peer's t1 is ours) runs out
+        cdef double r = min(min(link.t1, link.t2, link.t3) / 20, (link.t1 - link.t2) / 10)
+        return min(max(r, self.finest), self.coarsest)
 
     def __dealloc__(self):
         free(self.due)

@@ -222,6 +222,9 @@ def test_timers_resolution_is_a_twentieth_of_the_shortest_timer_within_bounds():
     timers.discard(std)
     assert timers.resolution == 0.5 and len(timers) == 0
     assert Timers(0.01, 0.2).resolution == 0.2
+    # t2 just short of t1: an ack 0.5 s late would come after the peer's t1
+    tight = channel(config=LinkConfig(t1=15.0, t2=14.5, t3=20.0))
+    assert timers.add(tight) is True and timers.resolution == 0.05
 
 
 def test_timers_see_a_deadline_that_moved_earlier_or_later_between_ticks():
