@@ -29,6 +29,7 @@ from libc.string cimport memcpy
 
 import collections
 import os
+import weakref
 
 import numpy as np
 
@@ -645,12 +646,16 @@ cdef class Channel:
     def __dealloc__(self):
         free(self.cas)
 
-    def bind(self, clock, on_batch):
+    def bind(self, clock, on_batch, closed=None):
         """Be the protocol's read path: ``buffer_updated`` reads ``clock()`` (the loop's time)
         and calls ``on_batch(flags)`` when a batch asks for something. The glue sets its
         protocol's ``get_buffer``/``buffer_updated`` to the channel's, so that a read runs no
-        Python frame at all (uvloop takes them once, when the transport is made)."""
+        Python frame at all (uvloop takes them once, when the transport is made).
+        ``closed(exc, socket_error)`` ends the connection when a batch that no read of the
+        transport ran (a :class:`Reader`'s, a timer's) raised ``exc``; see :class:`Reader`."""
         self._clock, self._on_batch = clock, on_batch
+        if closed is not None:
+            self._read_closed = closed
 
     def bind_write(self, write, is_closing=None):
         """The transport's ``write`` and ``is_closing`` (None once it is gone): a batch that
@@ -929,6 +934,7 @@ cdef class Timers:
         cdef int due = 0
         cdef Py_ssize_t i = 0
         cdef double d
+        cdef object unhandled = None
         while i < len(self.channels):           # a callback may add or discard channels
             if self.due[i] > now:
                 i += 1
@@ -941,11 +947,20 @@ cdef class Timers:
                 i += 1
                 continue
             due += 1
-            link.tick(now)
-            self.due[i] = link.deadline()
-            ch._dispatch(ch._link_flags() & ch.want)
+            try:
+                link.tick(now)
+                self.due[i] = link.deadline()
+                ch._dispatch(ch._link_flags() & ch.want)
+            except Exception as exc:            # one connection's fault is its own: the
+                self.discard(ch)                # others' deadlines still run
+                if ch._read_closed is None:
+                    unhandled = exc if unhandled is None else unhandled
+                else:
+                    ch._read_closed(exc, False)
             if link.tslot == i:                 # (else discarded: the last one is in its place)
                 i += 1
+        if unhandled is not None:               # (a channel without glue: its caller's)
+            raise unhandled
         return due
 
 
@@ -966,8 +981,8 @@ cdef class Reader:
 
     cdef int ep
     cdef dict chans                     # fd -> Channel
-    cdef object loop
-    cdef object _clock
+    cdef object _loop                   # a weak reference: the loop keeps its reader, not
+                                        # the reverse (the epoll closes with the loop)
 
     def __cinit__(self, *args, **kwargs):
         self.ep = -1
@@ -976,7 +991,7 @@ cdef class Reader:
         self.ep = iec104_ep_create()
         if self.ep < 0:
             raise OSError("no epoll here")
-        self.loop, self._clock, self.chans = loop, loop.time, {}
+        self._loop, self.chans = weakref.ref(loop), {}
 
     def __dealloc__(self):
         if self.ep >= 0:
@@ -992,14 +1007,16 @@ cdef class Reader:
         """Read socket ``fd`` for ``ch`` from now on."""
         cdef int r
         if not self.chans:
-            self.loop.add_reader(self.ep, self.ready)     # (a loop that cannot: it raises)
+            self._loop().add_reader(self.ep, self.ready)  # (a loop that cannot: it raises)
         r = iec104_ep_ctl(self.ep, 1, fd)
         if r < 0:
             if not self.chans:
-                self.loop.remove_reader(self.ep)
+                self._loop().remove_reader(self.ep)
             raise OSError(-r, os.strerror(-r))
         self.chans[fd] = ch
-        ch.rfd, ch.rpaused, ch._read_closed, ch._read_closing = fd, False, closed, is_closing
+        ch.rfd, ch.rpaused, ch._read_closing = fd, False, is_closing
+        if closed is not None:                  # (None: the one given to Channel.bind)
+            ch._read_closed = closed
 
     def pause(self, Channel ch):
         if self.chans.get(ch.rfd) is ch and not ch.rpaused:
@@ -1025,8 +1042,9 @@ cdef class Reader:
         if not ch.rpaused:
             iec104_ep_ctl(self.ep, 0, ch.rfd)
         ch.rfd = -1
-        if not self.chans:
-            self.loop.remove_reader(self.ep)
+        loop = self._loop()
+        if not self.chans and loop is not None:
+            loop.remove_reader(self.ep)
 
     def ready(self):
         """The loop's callback: read every ready socket once."""
@@ -1036,12 +1054,14 @@ cdef class Reader:
         cdef Channel ch
         if m <= 0:
             return
-        now = self._clock()
+        now = self._loop().time()
         for i in range(m):
             obj = self.chans.get(fds[i])
             if obj is None:
                 continue
             ch = <Channel>obj
+            if ch.rpaused:                  # by a batch before it in this wake-up (the
+                continue                    # master's high-water mark): not read
             try:
                 self._read(ch, fds[i], now)
             except Exception as exc:        # one connection's fault is its own

@@ -8,7 +8,7 @@ import struct
 
 import iec104
 from iec104.outstation import Outstation
-from waiting import wait_for
+from waiting import run_and_close, wait_for
 
 from iec104._codec import Decoder, Workspace
 from iec104._store import EventRing, LatestTable
@@ -136,15 +136,15 @@ async def test_a_session_counts_what_its_channel_writes_and_hooks_see_every_s_fr
         assert len(s_frames) == hooked.status()["link"]["s_out"] > 0
 
 
+class Glue(LinkProtocol):
+    def on_batch(self, flags):
+        pass                            # (no transport: the TESTFR act goes nowhere)
+
+
 async def test_a_link_with_short_timers_sets_the_loops_timer_finer():
     """The loop's Timers tick every 0.5 s for standard links; a link with short timers that
     joins later must not wait for the coarse tick: its arm() sets the loop timer again."""
     loop = asyncio.get_running_loop()
-
-    class Glue(LinkProtocol):
-        def on_batch(self, flags):
-            pass                        # (no transport: the TESTFR act goes nowhere)
-
     std = Glue(loop, test_channel.channel())
     std.arm()
     timers = loop_timers(loop)
@@ -159,3 +159,42 @@ async def test_a_link_with_short_timers_sets_the_loops_timer_finer():
     short.stop_timer()
     std.stop_timer()
     assert len(timers) == 0
+
+
+def test_a_loop_closed_soon_after_its_last_connection_is_freed():
+    """The loop timer of the Timers goes with the last connection: left armed (up to 0.5 s),
+    it kept a loop closed meanwhile (``async with Master()`` at the end of ``asyncio.run``)
+    alive, since the handle holds the loop and ``_timers`` holds the handle."""
+    async def one_connection():
+        glue = Glue(asyncio.get_running_loop(), test_channel.channel())
+        glue.arm()                          # connection_made
+        glue.stop_timer()                   # connection_lost
+
+    refs = [run_and_close(one_connection) for _ in range(3)]
+    assert [r() for r in refs] == [None, None, None]
+
+
+async def test_an_on_send_hook_that_raises_on_a_timer_send_does_not_stop_every_links_timers():
+    """What one connection's timer batch raises (here its ``on_send`` hook, on the TESTFR act
+    of t3) ends that connection and reaches the loop's exception handler; the loop timer
+    still runs every other link's t1, t2 and t3 (it used to stop for good: ``tick`` raised
+    before ``_tick`` set the loop timer again)."""
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda loop_, context: errors.append(context))
+    async with Outstation(stations=1, points=5) as out, \
+            iec104.Master(reconnect=False, t1=1.0, t2=0.5, t3=0.2) as master:
+        careless = await master.connect("127.0.0.1", out.port, gi_on_start=False)
+        other = await master.connect("127.0.0.1", out.port, gi_on_start=False)
+
+        def hook(data):
+            if data[2] == 0x43:                 # TESTFR act: only the timers send it
+                raise RuntimeError("a careless hook")
+        careless.on_send.append(hook)
+        sent = other.status()["link"]["u_out"]
+        # t3 = 0.2 s: a TESTFR act of the other session every 0.2-0.25 s
+        await wait_for(lambda: other.status()["link"]["u_out"] >= sent + 4, 3)
+        await wait_for(lambda: careless.tcp_state != "connected", 3)
+        assert other.tcp_state == "connected"
+        assert any(isinstance(c.get("exception"), RuntimeError) for c in errors)
+

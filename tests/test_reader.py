@@ -2,6 +2,7 @@
 its channel in C. Unit tests on loopback sockets with a fake loop; then a master on each loop."""
 import asyncio
 import errno
+import gc
 import os
 import socket
 import struct
@@ -10,10 +11,11 @@ import pytest
 
 import iec104
 from iec104.link import Reader
+from iec104.protocol import loop_reader
 
 from scripted_peer import u_frame
 from test_channel import channel, gi_data
-from waiting import wait_for
+from waiting import run_and_close, wait_for
 
 
 class FakeLoop:
@@ -86,7 +88,8 @@ def test_each_ready_socket_is_read_into_its_own_channel(sockets):
 
 
 def test_end_of_file_and_a_reset_end_their_own_connection_only(sockets):
-    reader = Reader(FakeLoop())
+    loop = FakeLoop()                  # (kept: a Reader holds its loop weakly)
+    reader = Reader(loop)
     (a, pa), (b, pb), (c, pc) = sockets(), sockets(), sockets()
     closed = [Closed(), Closed(), Closed()]
     chans = [bound(channel()) for _ in range(3)]
@@ -107,7 +110,8 @@ def test_end_of_file_and_a_reset_end_their_own_connection_only(sockets):
 
 
 def test_a_batch_that_raises_closes_its_connection_and_the_others_are_still_read(sockets):
-    reader = Reader(FakeLoop())
+    loop = FakeLoop()                  # (kept: a Reader holds its loop weakly)
+    reader = Reader(loop)
     (a, pa), (b, pb) = sockets(), sockets()
 
     def broken(data):
@@ -125,7 +129,8 @@ def test_a_batch_that_raises_closes_its_connection_and_the_others_are_still_read
 
 
 def test_a_paused_connection_is_not_read_until_resumed(sockets):
-    reader = Reader(FakeLoop())
+    loop = FakeLoop()                  # (kept: a Reader holds its loop weakly)
+    reader = Reader(loop)
     a, pa = sockets()
     ch = bound(channel())
     add(reader, a, ch)
@@ -139,7 +144,8 @@ def test_a_paused_connection_is_not_read_until_resumed(sockets):
 
 
 def test_a_closing_transport_is_not_read_any_more(sockets):
-    reader = Reader(FakeLoop())
+    loop = FakeLoop()                  # (kept: a Reader holds its loop weakly)
+    reader = Reader(loop)
     a, pa = sockets()
     ch = bound(channel())
     add(reader, a, ch, closing=lambda: True)            # its transport is closing
@@ -149,7 +155,8 @@ def test_a_closing_transport_is_not_read_any_more(sockets):
 
 
 def test_a_socket_number_taken_by_a_new_connection_stays_when_the_old_is_discarded(sockets):
-    reader = Reader(FakeLoop())
+    loop = FakeLoop()                  # (kept: a Reader holds its loop weakly)
+    reader = Reader(loop)
     (a, _), (new_conn, peer) = sockets(), sockets()
     fd, old, new = a.fileno(), bound(channel()), bound(channel())
     reader.add(fd, old, Closed(), lambda: False)
@@ -171,12 +178,14 @@ def test_a_loop_that_cannot_watch_the_epoll_leaves_nothing_registered(sockets):
     class NoReaders(FakeLoop):
         def add_reader(self, fd, callback):
             raise NotImplementedError
-    reader = Reader(NoReaders())
+    loop = NoReaders()                  # (kept: a Reader holds its loop weakly)
+    reader = Reader(loop)
     a, pa = sockets()
     with pytest.raises(NotImplementedError):
         add(reader, a, bound(channel()))        # the glue then keeps the transport's reads
     assert len(reader) == 0
-    reader = Reader(FakeLoop())
+    loop = FakeLoop()                  # (kept: a Reader holds its loop weakly)
+    reader = Reader(loop)
     ch = bound(channel())
     add(reader, a, ch)                          # the same socket on a loop that can
     pa.sendall(gi_data(0))
@@ -231,3 +240,53 @@ async def test_a_session_that_connects_while_its_reading_is_paused_reads_nothing
         assert rtu._proto.channel.frames_in == 0 and rtu.data_transfer != "started"
         rtu.set_reading(True)
         await wait_for(lambda: rtu.data_transfer == "started", 5)
+
+
+def _epoll_fds() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += "eventpoll" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return n
+
+
+def test_a_loop_whose_reader_read_a_connection_is_freed_with_the_readers_epoll(sockets):
+    """The loop keeps its Reader, not the reverse: a Reader that held its loop (``_readers``
+    is keyed weakly by the loop) kept every loop that ever read a plain TCP connection in
+    memory, each ``asyncio.run`` of a program that polls now and then, with its epoll open."""
+    sock, _ = sockets()
+
+    async def one_connection():
+        reader = loop_reader(asyncio.get_running_loop())
+        ch = bound(channel())
+        add(reader, sock, ch)
+        reader.discard(ch)                  # its connection_lost: nothing is read any more
+
+    gc.collect()                            # (the readers of earlier tests' loops)
+    before = _epoll_fds()
+    refs = [run_and_close(one_connection) for _ in range(3)]
+    assert [r() for r in refs] == [None, None, None]
+    assert _epoll_fds() == before
+
+
+def test_a_connection_paused_by_another_ones_batch_is_not_read_in_the_same_wake_up(sockets):
+    """A connection paused by a batch read before it in the same wake-up (one session's rows
+    pass the event log's high-water mark and the Master pauses every session) is not read
+    in that wake-up, as a transport's pause_reading cancels its pending read."""
+    loop = FakeLoop()                  # (kept: a Reader holds its loop weakly)
+    reader = Reader(loop)
+    (a, pa), (b, pb) = sockets(), sockets()
+    chans = [bound(channel()), bound(channel())]
+
+    def pause_all(flags):               # what Master._reading(False) does, for each session
+        for ch in chans:
+            reader.pause(ch)
+    for s, ch in zip((a, b), chans):
+        ch.bind(lambda: 1.0, pause_all)     # (CA 1 first seen: every first batch asks for it)
+        add(reader, s, ch)
+    pa.sendall(gi_data(0))
+    pb.sendall(gi_data(0))
+    reader.ready()
+    assert sorted(ch.points_in for ch in chans) == [0, 1]

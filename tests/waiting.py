@@ -1,6 +1,9 @@
-"""Waiting in async tests on a condition or on the peer, bounded in time, instead of sleeping."""
+"""Waiting in async tests on a condition or on the peer, bounded in time, instead of sleeping;
+and a loop of its own for a test that must see it freed."""
 import asyncio
+import gc
 import time
+import weakref
 
 import pytest
 
@@ -13,6 +16,20 @@ async def wait_for(predicate, timeout=5.0):
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+def run_and_close(coro_fn, timeout=10.0):
+    """Run ``coro_fn()`` on a new loop (at most ``timeout`` s) and close it: a weak reference
+    to the loop, dead once nothing keeps it (after a collection)."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(coro_fn(), timeout))
+    finally:
+        loop.close()
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    return ref
 
 
 async def round_trips(session, n=2):

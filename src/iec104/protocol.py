@@ -59,9 +59,11 @@ def loop_reader(loop: asyncio.AbstractEventLoop) -> Reader | None:
 
 def _tick(loop: asyncio.AbstractEventLoop, timers: Timers) -> None:
     timers.handle = None
-    timers.tick(loop.time())
-    if len(timers) and timers.handle is None:       # (a callback may have armed it)
-        timers.handle = loop.call_later(timers.resolution, _tick, loop, timers)
+    try:
+        timers.tick(loop.time())    # (a connection whose batch raises ends, not the others)
+    finally:
+        if len(timers) and timers.handle is None:   # (a callback may have armed it)
+            timers.handle = loop.call_later(timers.resolution, _tick, loop, timers)
 
 
 def coalesce(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
@@ -128,7 +130,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self.reader: Reader | None = None       # see read_with_reader
         self.read_error: Exception | None = None
         # reads go straight to the channel (C): no Python frame per read
-        channel.bind(loop.time, self.on_batch)
+        channel.bind(loop.time, self.on_batch, self._read_closed)
         self.get_buffer = channel.get_buffer                # type: ignore[method-assign]
         self.buffer_updated = channel.buffer_updated        # type: ignore[method-assign]
 
@@ -146,7 +148,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         if reader is None or sock is None or transport.get_extra_info("ssl_object") is not None:
             return
         try:
-            reader.add(sock.fileno(), self.channel, self._read_closed, transport.is_closing)
+            reader.add(sock.fileno(), self.channel, None, transport.is_closing)
         except (OSError, NotImplementedError, RuntimeError):
             return                          # (a loop that cannot watch it: its own reads)
         self.reader = reader
@@ -165,8 +167,10 @@ class LinkProtocol(asyncio.BufferedProtocol):
             self.reader = None
 
     def _read_closed(self, exc: Exception | None, socket_error: bool) -> None:
-        # the reader's end of reading, handled as the transport would handle its own
-        t, self.reader = self.transport, None
+        # the end of the reader's reads, or what a batch outside the transport's reads (the
+        # reader's, a timer's) raised: handled as the transport would handle its own
+        self.stop_reader()
+        t = self.transport
         if t is None or t.is_closing():
             return
         if exc is None:
@@ -231,7 +235,12 @@ class LinkProtocol(asyncio.BufferedProtocol):
 
     def stop_timer(self) -> None:
         if self.channel is not None:
-            loop_timers(self.loop).discard(self.channel)
+            timers = loop_timers(self.loop)
+            timers.discard(self.channel)
+            if not len(timers) and timers.handle is not None:
+                # no link left: no tick (its handle would keep a closed loop alive)
+                timers.handle.cancel()
+                timers.handle = None
 
     def pause_writing(self) -> None:
         # the peer takes less than we send: stop reading what it sends until it catches up
