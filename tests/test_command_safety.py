@@ -18,6 +18,9 @@ from iec104.errors import InvalidRequestError
 from iec104.metadata import Catalog, CommandNotAllowed, CommandOutOfLimits
 from iec104.types import POINT_DTYPE, TypeID
 
+from scripted_peer import ScriptedPeer
+from waiting import round_trips
+
 STD = {"cot_size": 2, "ca_size": 2, "ioa_size": 3}
 SMALL = {"cot_size": 1, "ca_size": 1, "ioa_size": 2}
 
@@ -341,3 +344,26 @@ def test_cli_refuses_bad_input_in_one_line_before_connecting(silent_rtu, capsys,
     assert _nobody_connected(silent_rtu)
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert says in err
+
+
+@pytest.mark.parametrize("qrp", [1.5, 2.9, True, "1"])
+async def test_reset_process_refuses_a_qrp_that_is_not_an_integer(qrp):
+    """QRP must be an integer: 1.5 or True would go out as a general reset, 2.9 as QRP 2;
+    each is an InvalidRequestError, and nothing is sent."""
+    async with ScriptedPeer() as peer, iec104.Master() as master:
+        rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
+        with pytest.raises(InvalidRequestError):
+            await rtu.reset_process(1, qrp, timeout=0.1)
+        await round_trips(rtu)
+        assert peer.received(fmt=0, type_id=105) == []
+
+
+@pytest.mark.parametrize("tsc", [1.5, "1"])
+async def test_test_command_refuses_a_tsc_that_is_not_an_integer(tsc):
+    """TSC must be an integer 0..65535, refused with InvalidRequestError before sending."""
+    async with ScriptedPeer() as peer, iec104.Master() as master:
+        rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
+        with pytest.raises(InvalidRequestError):
+            await rtu.test_command(1, tsc=tsc, timeout=0.1)
+        await round_trips(rtu)
+        assert peer.received(fmt=0, type_id=107) == []

@@ -43,6 +43,27 @@ async def test_a_sent_request_given_up_is_in_doubt_until_its_late_answer():
     req.begin(key, "execute again", False)
 
 
+async def test_a_request_refused_before_its_caller_gave_up_is_not_in_doubt():
+    req = Requests("rtu", BROADCAST)
+    key = (SC, 1, 100)
+    p = req.begin(key, "execute", False)
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, True)     # negative: its cause may follow
+    req.end(key, p, gave_up=True, sent=True, what="execute")    # its caller's timeout meanwhile
+    assert not req.in_doubt                                     # the RTU refused it: no doubt
+    req.begin(key, "retry", False)
+
+
+async def test_an_answer_must_mirror_the_request_value_and_qualifier():
+    req = Requests("rtu", BROADCAST)
+    p = req.begin((SC, 1, 100), "select", False, mirror=(1.0, 0x80))
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False, 0.0, 0x80)     # another value
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False, 1.0, 0)        # an execute's
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False)                # echoes nothing
+    assert not p.con.done() and req.unmatched == 3
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False, 1.0, 0x80)
+    assert p.con.result() == Cot.ACTIVATION_CON
+
+
 async def test_a_withdrawn_request_is_not_in_doubt():
     req = Requests("rtu", BROADCAST)
     key = (SC, 1, 100)

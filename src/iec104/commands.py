@@ -19,11 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from iec104._codec import decode
 from iec104._encode import encode_asdu
 from iec104.errors import BY_COT, CommandError, InvalidRequestError, NegativeConfirmation
 from iec104.types import CP56_VARIANT, NO_TIME, Cot, TypeID, broadcast_ca
 
-__all__ = ["CommandResult", "build_command", "check_address", "Pending", "refusal", "to_ms"]
+__all__ = ["CommandResult", "build_command", "check_address", "is_int", "mirror_of", "Pending",
+           "refusal", "to_ms"]
 _SE = 0x80
 NEGATIVE_GRACE = 0.05   # s to wait after a negative ActCon for the COT 44-47 that may follow
 FLOAT32_MAX = 3.4028234663852886e38
@@ -36,7 +38,7 @@ def _is_bool(x: object) -> bool:
     return isinstance(x, bool) or type(x).__name__ == "bool_"      # numpy's too
 
 
-def _is_int(x: object) -> bool:
+def is_int(x: object) -> bool:
     """An integer that is not a bool (numpy integers count, floats do not)."""
     return isinstance(x, numbers.Integral) and not _is_bool(x)
 
@@ -63,7 +65,7 @@ def check_address(ca: Any, ioa: Any, sizes: Mapping[str, Any], *,
     glob = broadcast_ca(ca_size)
     top = glob if broadcast else glob - 1
     where = f"a CA of {_octets(ca_size)} takes 1..{top}"
-    if not _is_int(ca):
+    if not is_int(ca):
         raise InvalidRequestError(f"CA {ca!r} is not an integer ({where})")
     if ca == 0:
         raise InvalidRequestError(f"CA 0 is not used by the standard ({where})")
@@ -75,7 +77,7 @@ def check_address(ca: Any, ioa: Any, sizes: Mapping[str, Any], *,
         raise InvalidRequestError(f"CA {ca} does not fit: {where}")
     top = (1 << (8 * ioa_size)) - 1
     where = f"an IOA of {_octets(ioa_size)} takes 0..{top}"
-    if not _is_int(ioa):
+    if not is_int(ioa):
         raise InvalidRequestError(f"IOA {ioa!r} is not an integer ({where})")
     if not 0 <= ioa <= top:
         raise InvalidRequestError(f"IOA {ioa} does not fit: {where}")
@@ -92,7 +94,7 @@ def to_ms(time: Any) -> int:
         if time.tzinfo is None:
             time = time.replace(tzinfo=dt.timezone.utc)
         ms = int(time.timestamp() * 1000)
-    elif _is_int(time):
+    elif is_int(time):
         ms = int(time)
     else:
         raise InvalidRequestError(f"time {time!r}: a datetime, ms since the epoch (int) or "
@@ -166,12 +168,12 @@ def _check_qualifier(t: int, qualifier: Any, select: object) -> int:
     if base == 51:
         if select:
             raise InvalidRequestError(f"a bitstring command ({name}) has no select/execute")
-        if not _is_int(qualifier) or qualifier != 0:
+        if not is_int(qualifier) or qualifier != 0:
             raise InvalidRequestError(f"a bitstring command ({name}) has no qualifier "
                                       f"(qualifier {qualifier!r})")
         return 0
     kind, hi = ("QU", 31) if base <= 47 else ("QL", 127)
-    if not _is_int(qualifier) or not 0 <= qualifier <= hi:
+    if not is_int(qualifier) or not 0 <= qualifier <= hi:
         raise InvalidRequestError(f"qualifier {kind} {qualifier!r} of {name} is not an "
                                   f"integer in 0..{hi}")
     return (int(qualifier) << 2) | se if base <= 47 else int(qualifier) | se
@@ -191,7 +193,7 @@ def build_command(type: Any, ca: int, ioa: int, value: Any, *, select: bool = Fa
     no broadcast). Anything refused raises :class:`InvalidRequestError`; nothing is encoded.
     """
     try:
-        if not (isinstance(type, str) or _is_int(type)):
+        if not (isinstance(type, str) or is_int(type)):
             raise ValueError
         t = int(TypeID.parse(type))
     except ValueError:
@@ -206,6 +208,13 @@ def build_command(type: Any, ca: int, ioa: int, value: Any, *, select: bool = Fa
     q = _check_qualifier(t, qualifier, select)
     time_ms = to_ms(time if time is not None else True) if t >= 58 else NO_TIME
     return t, encode_asdu(t, ca, ioa, f, q, cot=cot, time_ms=time_ms, **sizes)
+
+
+def mirror_of(asdu: bytes, sizes: Mapping[str, Any]) -> tuple[float, int]:
+    """The (value, quality) of a command's object as the decoder reads them: what its
+    ActCon and ActTerm echo (the standard's mirror), decoded the same way."""
+    rows = decode(b"\x68" + bytes([len(asdu) + 4]) + bytes(4) + asdu, **sizes)
+    return float(rows["value"][0]), int(rows["quality"][0])
 
 
 @dataclass
@@ -229,34 +238,42 @@ class Pending:
     ca: int
     ioa: int
     want_term: bool
+    what: str = ""
+    mirror: tuple[float, int] | None = None     # (value, quality) its answers echo
     con: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     term: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     _refusal: asyncio.TimerHandle | None = None
+    refused: bool = False           # a negative answer or COT 44-47 came: never a success
 
     def confirm(self, cot: int, negative: bool, ca: int) -> None:
-        """Feed one answer (its cause, P/N bit and CA) to the futures."""
+        """Feed one answer that mirrors this request (its cause, P/N bit and CA)."""
         err = refusal(self.type_id, ca, self.ioa, cot, negative)
-        if cot == Cot.ACTIVATION_TERMINATION:
-            if not self.term.done():
-                self.term.set_result(ca)
-            if not self.con.done():             # some RTUs skip ActCon of a terminated request
-                self.con.set_result(cot)
+        if self.refused:
+            if err is not None and cot in BY_COT:   # the precise cause after the negative
+                self._refuse(err)
             return
         if err is not None:
-            if cot in BY_COT or self._refusal is not None:
+            self.refused = True
+            if cot in BY_COT:
                 self._refuse(err)
             else:
                 # lib60870 follows a negative ActCon with COT 44-47 naming the cause: give it
                 # a moment so the caller gets the precise error
                 self._refusal = asyncio.get_running_loop().call_later(
                     NEGATIVE_GRACE, self._refuse, err)
-            return
-        if not self.con.done():
-            self.con.set_result(cot)
+        elif cot == Cot.ACTIVATION_CON:
+            if not self.con.done():
+                self.con.set_result(cot)
+        elif cot == Cot.ACTIVATION_TERMINATION:
+            if self.con.done() and not self.term.done():    # (before its ActCon: not ours)
+                self.term.set_result(ca)
+        # any other cause (the request echoed with COT 6, a DeactCon, spontaneous data)
+        # confirms no activation
 
     def _refuse(self, err: Exception) -> None:
         if self._refusal is not None:
             self._refusal.cancel()
+            self._refusal = None
         for fut in (self.con, self.term):
             if not fut.done():
                 fut.set_exception(err)

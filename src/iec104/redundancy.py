@@ -34,7 +34,8 @@ R = TypeVar("R")
 
 # the status() figures that add up over the group's connections
 _SUMMED = ("frames_in", "points", "bad_frames", "refused_rows", "reconnects", "link_closes",
-           "requests", "withdrawn", "late_answers", "in_doubt", "bytes_out", "tls_failures")
+           "requests", "withdrawn", "late_answers", "in_doubt", "unmatched_answers", "bytes_out",
+           "tls_failures")
 
 
 def _on_active(method: Callable[Concatenate[Session, P], Awaitable[R]]

@@ -7,10 +7,18 @@ so every matching rule is tested with plain rows (tests/test_requests.py).
 
 Safety rules kept here (ARCHITECTURE, rule 10):
 
-- a request whose caller gave up (timeout, cancellation) after it was sent is *in doubt*:
-  the RTU may have executed it. A new request to the same object is refused with
-  :class:`~iec104.errors.CommandInDoubt` until the answer arrives (counted as late, never
-  as success) or the connection is closed, so that a retry can never execute twice;
+- an answer is a request's only if it mirrors it: the same type, CA and IOA, and for a
+  process command the same value and qualifier (S/E included: a select's ActCon never
+  confirms the execute); for an interrogation the same QOI or QCC. ActCon is COT 7 only,
+  and an ActTerm counts only after its ActCon; a negative answer is never turned into
+  success by an answer after it. Any other answer is counted (``unmatched``) and ignored;
+- a request whose caller gave up (timeout, cancellation) after it was sent is *in doubt*
+  (also one whose ActCon came but not the ActTerm it waited for): the RTU may have executed
+  it. A new request to the same object (a process command of any type: C_SC_NA_1 and
+  C_SC_TA_1 operate the same object) is refused with
+  :class:`~iec104.errors.CommandInDoubt` until its answer arrives (the ActTerm, if it
+  waited for one; counted as late, never as success) or the connection is closed, so that
+  a retry can never execute twice;
 - devices are what answered positively: a refused interrogation leaves no device;
 - a broadcast interrogation completes when every known station terminated it, or when the
   RTU terminated it with the broadcast address.
@@ -19,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +41,23 @@ __all__ = ["Interrogation", "Requests", "BROADCAST_SETTLE"]
 log = logging.getLogger("iec104.requests")
 BROADCAST_SETTLE = 0.2   # s without a new station's answer that ends a broadcast request
 _Key = tuple[int, int, int]   # (type, ca, ioa) of a command or system request
+_PROCESS_COMMANDS = frozenset((*range(45, 52), *range(58, 65)))
+
+
+def _object(key: _Key) -> _Key:
+    """What a request acts on: every process command type to one (CA, IOA) is one object."""
+    t, ca, ioa = key
+    return (0, ca, ioa) if t in _PROCESS_COMMANDS else key
+
+
+@dataclass
+class _Doubt:
+    """A request sent whose caller gave up before its answer (see Requests.end)."""
+
+    type_id: int
+    what: str
+    until_term: bool                # only its ActTerm (or a refusal) clears it
+    mirror: tuple[float, int] | None
 
 
 class Interrogation:
@@ -67,8 +94,11 @@ class Interrogation:
             mask &= points["ca"] == self.ca
         self.objects += int(np.count_nonzero(mask))
 
-    def answer(self, ca: int, cot: int, negative: bool) -> None:
-        if self.done.done() or (not self.is_broadcast and ca != self.ca):
+    def answer(self, ca: int, cot: int, negative: bool, qualifier: float | None = None) -> None:
+        """One ActCon/ActTerm/refusal; ``qualifier`` the QOI/QCC it mirrors (another
+        request's answer, e.g. a late group's, is not this one's)."""
+        if self.done.done() or (not self.is_broadcast and ca != self.ca) or (
+                qualifier is not None and qualifier != self.qualifier):
             return
         err = refusal(self.type_id, ca, 0, cot, negative)
         if err is not None:
@@ -126,66 +156,98 @@ class Requests:
 
     def __init__(self, name: str, broadcast: int) -> None:
         self.name, self.broadcast = name, broadcast
-        self.pending: dict[_Key, Pending] = {}              # (type, ca, ioa) -> command
-        self.reads: dict[tuple[int, int], asyncio.Future[np.void]] = {}   # (ca, ioa) -> row
+        self.pending: dict[_Key, Pending] = {}              # _object((type, ca, ioa)) -> it
+        # (ca, ioa) -> the reads awaiting that object's answer, oldest first
+        self.reads: dict[tuple[int, int], deque[asyncio.Future[np.void]]] = {}
         self.interrogations: dict[tuple[int, int], Interrogation] = {}  # (type, ca)
-        self.in_doubt: dict[_Key, str] = {}                 # (type, ca, ioa) -> what
+        self.in_doubt: dict[_Key, _Doubt] = {}              # _object((type, ca, ioa)) -> it
+        # confirmed requests whose ActTerm may still come (their callers did not wait for it)
+        self.answered: dict[_Key, tuple[int, tuple[float, int] | None]] = {}
         self.late = 0
+        self.unmatched = 0              # answers that mirror no request of ours
 
     def __bool__(self) -> bool:
         return bool(self.pending or self.reads or self.interrogations or self.in_doubt)
 
     # ---- commands and system requests --------------------------------------------------------
 
-    def begin(self, key: _Key, what: str, want_term: bool) -> Pending:
-        """Register a request to (type, ca, ioa); refused while one is open or in doubt."""
-        if key in self.in_doubt:
+    def begin(self, key: _Key, what: str, want_term: bool,
+              mirror: tuple[float, int] | None = None) -> Pending:
+        """Register a request to (type, ca, ioa); refused while one to the same object is
+        open or in doubt. ``mirror``: the (value, quality) its answers must echo."""
+        obj = _object(key)
+        if obj in self.in_doubt:
             raise CommandInDoubt(
-                f"{self.name}: {what} refused: an earlier {self.in_doubt[key]} was sent and "
-                "its caller gave up before the answer; the RTU may have executed it. The "
+                f"{self.name}: {what} refused: an earlier {self.in_doubt[obj].what} was sent "
+                "and its caller gave up before the answer; the RTU may have executed it. The "
                 "answer, or closing the link, clears this")
-        if key in self.pending:
-            raise CommandInDoubt(f"{self.name}: {what} refused: the same request already "
-                                 "awaits its confirmation")
+        if obj in self.pending:
+            raise CommandInDoubt(f"{self.name}: {what} refused: a request to the same object "
+                                 f"({self.pending[obj].what}) already awaits its confirmation")
         t, ca, ioa = key
-        p = self.pending[key] = Pending(t, ca, ioa, want_term)
+        p = self.pending[obj] = Pending(t, ca, ioa, want_term, what=what, mirror=mirror)
         return p
 
     def end(self, key: _Key, p: Pending, *, gave_up: bool, sent: bool, what: str) -> None:
         """The caller stopped waiting: done, or gave up (sent: the RTU may act on it)."""
-        if self.pending.get(key) is p:
-            del self.pending[key]
-        if gave_up and sent and not p.con.done():
-            self.in_doubt[key] = what
-            log.warning("%s: %s sent, no confirmation: in doubt until its answer arrives",
-                        self.name, what)
+        obj = _object(key)
+        if self.pending.get(obj) is p:
+            del self.pending[obj]
+        if not gave_up and _confirmed(p.con) and not p.term.done():
+            self.answered[obj] = (p.type_id, p.mirror)
+        if not (gave_up and sent) or p.refused:
+            return                      # answered, never left, or refused by the RTU
+        if not p.con.done() or (p.want_term and not p.term.done()):
+            self.in_doubt[obj] = _Doubt(p.type_id, what, p.con.done() or p.want_term, p.mirror)
+            log.warning("%s: %s sent, no %s: in doubt until its answer arrives", self.name,
+                        what, "termination" if p.con.done() else "confirmation")
 
-    def confirmation(self, t: int, ca: int, ioa: int, cot: int, negative: bool) -> int | None:
-        """Feed one answering object of a control-direction ASDU. Returns the CA of an
-        end of initialization (M_EI_NA_1), which asks for a general interrogation."""
+    def confirmation(self, t: int, ca: int, ioa: int, cot: int, negative: bool,
+                     value: float | None = None, quality: int | None = None) -> int | None:
+        """Feed one answering object of a control-direction ASDU (``value`` and ``quality``
+        as decoded: what it mirrors). Returns the CA of an end of initialization
+        (M_EI_NA_1), which asks for a general interrogation."""
         if t == TypeID.M_EI_NA_1:
             return ca
         if t in (TypeID.C_IC_NA_1, TypeID.C_CI_NA_1):
             for gi in list(self.interrogations.values()):
                 if gi.type_id == t:
-                    gi.answer(ca, cot, negative)
+                    gi.answer(ca, cot, negative, value)
             return None
-        key = (t, ca, ioa)
-        p = self.pending.get(key)
-        if p is not None:
+        if t == TypeID.C_RD_NA_1:
+            err = refusal(t, ca, ioa, cot, negative)
+            waiting = self.reads.get((ca, ioa))
+            if err is not None and waiting:     # a read is answered by data, or refused
+                waiting.popleft().set_exception(err)
+            return None
+        obj = _object((t, ca, ioa))
+        p = self.pending.get(obj)
+        if p is not None and p.type_id == t and _mirrors(p.mirror, value, quality):
             p.confirm(cot, negative, ca)
-        elif key in self.in_doubt and (refusal(t, ca, ioa, cot, negative) is not None or cot in (
-                Cot.ACTIVATION_CON, Cot.DEACTIVATION_CON, Cot.ACTIVATION_TERMINATION)):
-            what = self.in_doubt.pop(key)
-            self.late += 1
-            outcome = "refused" if negative or cot >= 44 else "confirmed"
-            log.warning("%s: late answer (%s, COT %d) to %s, after its caller gave up: "
-                        "counted as late, not as success", self.name, outcome, cot, what)
-        err = refusal(t, ca, ioa, cot, negative) if t == TypeID.C_RD_NA_1 else None
-        if err is not None:
-            fut = self.reads.pop((ca, ioa), None)           # a read is answered by data, or refused
-            if fut is not None and not fut.done():
-                fut.set_exception(err)
+            return None
+        d = self.in_doubt.get(obj)
+        if d is not None and d.type_id == t and _mirrors(d.mirror, value, quality):
+            refused = refusal(t, ca, ioa, cot, negative) is not None
+            if refused or cot in (Cot.ACTIVATION_CON, Cot.ACTIVATION_TERMINATION):
+                self.late += 1
+                ends = refused or cot == Cot.ACTIVATION_TERMINATION or not d.until_term
+                if ends:
+                    del self.in_doubt[obj]
+                log.warning("%s: late answer (%s, COT %d) to %s, after its caller gave up: "
+                            "counted as late, not as success%s", self.name,
+                            "refused" if refused else "confirmed", cot, d.what,
+                            "" if ends else "; in doubt until its termination")
+            return None
+        a = self.answered.get(obj)
+        if a is not None and a[0] == t and _mirrors(a[1], value, quality) and \
+                cot == Cot.ACTIVATION_TERMINATION:
+            del self.answered[obj]              # the ActTerm its caller did not wait for
+            return None
+        self.unmatched += 1
+        if self.unmatched == 1 or self.unmatched % 1000 == 0:     # (a flood: not every one)
+            log.warning("%s: an answer that mirrors no request of ours (%s CA %d IOA %d COT "
+                        "%d; %d so far): ignored", self.name, TypeID(t).name
+                        if t in TypeID._value2member_map_ else t, ca, ioa, cot, self.unmatched)
         return None
 
     # ---- data that answers requests ----------------------------------------------------------
@@ -196,21 +258,32 @@ class Requests:
             gi.count(points)
         if self.reads:
             for row in points[points["cot"] == Cot.REQUEST]:
-                fut = self.reads.pop((int(row["ca"]), int(row["ioa"])), None)
-                if fut is not None and not fut.done():
-                    fut.set_result(row.copy())
+                waiting = self.reads.get((int(row["ca"]), int(row["ioa"])))
+                if waiting:
+                    waiting.popleft().set_result(row.copy())
 
     def fail_all(self, exc: BaseException) -> None:
         """The connection is gone: every open request fails, nothing stays in doubt."""
         for p in self.pending.values():
             p.fail(exc)
-        for f in self.reads.values():
-            if not f.done():
+        for waiting in self.reads.values():
+            for f in waiting:
                 f.set_exception(exc)
                 f.exception()
         for gi in self.interrogations.values():
             gi.fail(exc)
         self.pending.clear()
+        self.answered.clear()
         self.reads.clear()
         self.interrogations.clear()
         self.in_doubt.clear()
+
+
+def _mirrors(mirror: tuple[float, int] | None, value: float | None,
+             quality: int | None) -> bool:
+    """Whether an answer's (value, quality) echo a request's (None: nothing to compare)."""
+    return mirror is None or (value is not None and (value, quality) == mirror)
+
+
+def _confirmed(fut: asyncio.Future[int]) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None

@@ -22,7 +22,9 @@ import polars as pl
 
 from iec104._codec import Decoder, decode_frames
 from iec104._encode import encode_asdu
-from iec104.commands import CommandResult, Pending, build_command, check_address, to_ms
+from iec104.commands import (
+    CommandResult, Pending, build_command, check_address, is_int, mirror_of, to_ms,
+)
 from iec104.errors import (
     ConfirmationTimeout, ConnectError, ConnectionLostError, InvalidRequestError, NotConnected,
     SettingsError,
@@ -482,9 +484,12 @@ class Session:
         for f in frames[(frames["format"] == FrameFormat.I) & (frames["type_id"] >= 45)]:
             t, ca, cot, neg = int(f["type_id"]), int(f["ca"]), int(f["cot"]), bool(f["negative"])
             first, n = int(f["first_point"]), int(f["n_points"])
-            ioas = points["ioa"][first:first + n].tolist() if n else [0]
-            for ioa in ioas:
-                ei = req.confirmation(t, ca, ioa, cot, neg)
+            objs = points[first:first + n]
+            # each object with what it echoes (none decoded: nothing it could mirror)
+            answers = zip(objs["ioa"].tolist(), objs["value"].tolist(),
+                          objs["quality"].tolist()) if n else [(0, None, None)]
+            for ioa, value, quality in answers:
+                ei = req.confirmation(t, ca, ioa, cot, neg, value, quality)
                 if ei is not None:
                     log.info("%s: end of initialization of CA %d: general interrogation",
                              self.name, ei)
@@ -586,14 +591,14 @@ class Session:
         asdu = encode_asdu(int(type_id), ca, 0, qualifier, 0, cot=Cot.ACTIVATION, **self._sizes)
         key = (int(type_id), ca)
         req = self._requests
-        running = req.interrogations.get(key)
-        if running is not None:
+        while (running := req.interrogations.get(key)) is not None:
             if running.qualifier == qualifier:
                 return await self._await(running.done, what, timeout)
-            try:
-                await running.done
-            except Exception:
-                pass
+            # another group's: ours goes out after it, within our own timeout
+            wait = timeout or self.settings.request_timeout
+            if not (await asyncio.wait({running.done}, timeout=wait))[0]:
+                raise ConfirmationTimeout(f"{self.name}: {what} not sent: the running "
+                                          f"interrogation of CA {ca} did not end within {wait:g} s")
         broadcast = ca == self.broadcast_ca
         expect = set(self.devices) if broadcast else set()
         gi = Interrogation(int(type_id), ca, qualifier, expect, self.broadcast_ca)
@@ -613,8 +618,11 @@ class Session:
                 if is_gi:
                     dev.update(last_gi=time.time(), gi_state="done")
             return n
-        except BaseException:
+        except BaseException as e:
             self._withdraw(sent)
+            # whoever waits on it with us (the same request, or the next group) stops too
+            gi.fail(e if isinstance(e, Exception) else ConfirmationTimeout(
+                f"{self.name}: {what} of CA {ca}: its first caller gave up"))
             for c in gi.stations():
                 self._device(c)                 # it answered positively: it exists
             if is_gi:
@@ -665,14 +673,16 @@ class Session:
         t, asdu = build_command(type, ca, ioa, value, select=select, qualifier=qualifier,
                                 time=time_, sizes=self._sizes)
         what = f"{TypeID(t).name} {'select' if select else 'execute'} CA {ca} IOA {ioa}"
-        p = await self._request(t, ca, ioa, asdu, what, timeout, wait_term)
+        p = await self._request(t, ca, ioa, asdu, what, timeout, wait_term,
+                                mirror_of(asdu, self._sizes))
         return t, p.term.done() and not p.term.cancelled() and p.term.exception() is None
 
     async def _request(self, t: int, ca: int, ioa: int, asdu: bytes, what: str,
-                       timeout: float | None, wait_term: bool = False) -> Pending:
+                       timeout: float | None, wait_term: bool = False,
+                       mirror: tuple[float, int] | None = None) -> Pending:
         key = (t, ca, ioa)
         req = self._requests
-        p = req.begin(key, what, wait_term)
+        p = req.begin(key, what, wait_term, mirror)
         sent = None
         gave_up = False
         try:
@@ -696,7 +706,8 @@ class Session:
         asdu = encode_asdu(TypeID.C_RD_NA_1, ca, ioa, cot=Cot.REQUEST, **self._sizes)
         fut: asyncio.Future[np.void] = self._loop.create_future()
         reads = self._requests.reads
-        reads[(ca, ioa)] = fut
+        waiting = reads.setdefault((ca, ioa), collections.deque())
+        waiting.append(fut)                     # answers come in the order of the reads
         sent = None
         try:
             sent = self._send(asdu)
@@ -705,7 +716,9 @@ class Session:
             self._withdraw(sent)
             raise
         finally:
-            if reads.get((ca, ioa)) is fut:
+            if fut in waiting:
+                waiting.remove(fut)
+            if not waiting and reads.get((ca, ioa)) is waiting:
                 del reads[(ca, ioa)]
 
     async def clock_sync(self, ca: int | None = None, time: datetime | int = True, *,
@@ -721,8 +734,8 @@ class Session:
     async def test_command(self, ca: int, *, tsc: int = 0, timeout: float | None = None) -> None:
         """Test command with time tag (C_TS_TA_1)."""
         self._check(ca)
-        if not 0 <= tsc <= 0xFFFF:
-            raise InvalidRequestError(f"test sequence counter {tsc}: 0..65535")
+        if not (is_int(tsc) and 0 <= tsc <= 0xFFFF):
+            raise InvalidRequestError(f"test sequence counter {tsc!r}: an integer 0..65535")
         asdu = encode_asdu(TypeID.C_TS_TA_1, ca, 0, tsc, cot=Cot.ACTIVATION, time_ms=to_ms(True),
                            **self._sizes)
         await self._request(TypeID.C_TS_TA_1, ca, 0, asdu, f"test command CA {ca}", timeout)
@@ -730,8 +743,9 @@ class Session:
     async def reset_process(self, ca: int, qrp: int = 1, *, timeout: float | None = None) -> None:
         """Reset process command (C_RP_NA_1; QRP 1: general reset, 2: reset pending events)."""
         self._check(ca)
-        if not 1 <= qrp <= 255:
-            raise InvalidRequestError(f"qrp {qrp}: 1..255 (1 general reset, 2 pending events)")
+        if not (is_int(qrp) and 1 <= qrp <= 255):
+            raise InvalidRequestError(f"qrp {qrp!r}: an integer 1..255 (1 general reset, "
+                                      "2 pending events)")
         asdu = encode_asdu(TypeID.C_RP_NA_1, ca, 0, qrp, cot=Cot.ACTIVATION, **self._sizes)
         await self._request(TypeID.C_RP_NA_1, ca, 0, asdu, f"reset process CA {ca}", timeout)
 
@@ -890,6 +904,7 @@ class Session:
             "reconnects": self._counts["reconnects"], "link_closes": self._counts["link_closes"],
             "requests": self._counts["requests"], "withdrawn": self._counts["withdrawn"],
             "late_answers": self._requests.late, "in_doubt": len(self._requests.in_doubt),
+            "unmatched_answers": self._requests.unmatched,
             "bytes_out": self._counts["bytes_out"] + self._channel_count("bytes_out"),
             "link": link.status() if link is not None and self._proto is not None
             and self._proto.transport is not None else {},
