@@ -226,3 +226,16 @@ async def test_the_actterm_a_caller_did_not_wait_for_is_no_stray_answer():
         peer.send_i(sc(7, ioa=101))                      # an ActCon to nothing we sent
         await wait_for(lambda: rtu.status()["unmatched_answers"] == 1, 2)
         assert rtu.status()["late_answers"] == 0
+
+
+async def test_a_broadcast_clock_sync_is_confirmed_by_a_station_that_answers_with_its_own_ca():
+    """RTUs answer a request to the global address with it or with their own CA: either
+    confirms the clock sync (it used to time out and leave every later one in doubt)."""
+    async with ScriptedPeer() as peer, iec104.Master() as master:
+        rtu = await connected(peer, master)
+        task = asyncio.ensure_future(rtu.clock_sync(timeout=1))
+        await wait_for(lambda: len(commands(peer, 103)) == 1, 2)
+        cp56 = commands(peer, 103)[0][1][-7:]            # the time it sent, mirrored
+        peer.send_i(asdu(103, 7, 1, b"\x00\x00\x00" + cp56))
+        await asyncio.wait_for(task, 2)
+        assert rtu.status()["in_doubt"] == 0 and rtu.status()["unmatched_answers"] == 0

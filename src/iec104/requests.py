@@ -221,6 +221,11 @@ class Requests:
                 waiting.popleft().set_exception(err)
             return None
         obj = _object((t, ca, ioa))
+        if obj not in self.pending and obj not in self.in_doubt and \
+                t not in _PROCESS_COMMANDS and ca != self.broadcast:
+            # a system request sent to the global address (a clock sync): RTUs answer it
+            # with the global address or with their own
+            obj = (t, self.broadcast, ioa)
         p = self.pending.get(obj)
         if p is not None and p.type_id == t and _mirrors(p.mirror, value, quality):
             p.confirm(cot, negative, ca)
