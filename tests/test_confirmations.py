@@ -239,3 +239,26 @@ async def test_a_broadcast_clock_sync_is_confirmed_by_a_station_that_answers_wit
         peer.send_i(asdu(103, 7, 1, b"\x00\x00\x00" + cp56))
         await asyncio.wait_for(task, 2)
         assert rtu.status()["in_doubt"] == 0 and rtu.status()["unmatched_answers"] == 0
+
+
+async def test_a_station_interrogation_waits_for_a_running_broadcast_one():
+    """The ActCon/ActTerm of CA 1 answer a broadcast GI and a GI to CA 1 alike: the second
+    waits until the first ended (both at once let CA 1's answers to one end the other)."""
+    async with ScriptedPeer(auto_gi=False) as peer, iec104.Master() as master:
+        rtu = await connected(peer, master)
+        for ca in (1, 2):                                # two devices known
+            peer.send_i(asdu(13, 3, ca, float_objects(1, [1.0])))
+        await wait_for(lambda: len(rtu.devices) == 2, 2)
+        everyone = asyncio.ensure_future(rtu.interrogate(timeout=2))
+        one = asyncio.ensure_future(rtu.interrogate(ca=1, timeout=2))
+        await wait_for(lambda: len(commands(peer, 100)) == 1, 2)
+        await round_trips(rtu)
+        assert len(commands(peer, 100)) == 1, "a GI to CA 1 went out beside the broadcast"
+        for ca in (1, 2):
+            peer.send_i(gi(7, 20, ca))
+            peer.send_i(gi(10, 20, ca))
+        await asyncio.wait_for(everyone, 2)
+        await wait_for(lambda: len(commands(peer, 100)) == 2, 2)
+        peer.send_i(gi(7, 20, 1))
+        peer.send_i(gi(10, 20, 1))
+        await asyncio.wait_for(one, 2)

@@ -591,14 +591,16 @@ class Session:
         asdu = encode_asdu(int(type_id), ca, 0, qualifier, 0, cot=Cot.ACTIVATION, **self._sizes)
         key = (int(type_id), ca)
         req = self._requests
-        while (running := req.interrogations.get(key)) is not None:
-            if running.qualifier == qualifier:
+        while (running := self._interrogation_running(int(type_id), ca)) is not None:
+            if running.ca == ca and running.qualifier == qualifier:
                 return await self._await(running.done, what, timeout)
-            # another group's: ours goes out after it, within our own timeout
+            # one whose answers ours could not be told from (another group's, or a broadcast
+            # and a station's): ours goes out after it, within our own timeout
             wait = timeout or self.settings.request_timeout
             if not (await asyncio.wait({running.done}, timeout=wait))[0]:
                 raise ConfirmationTimeout(f"{self.name}: {what} not sent: the running "
-                                          f"interrogation of CA {ca} did not end within {wait:g} s")
+                                          f"interrogation of CA {running.ca} did not end within "
+                                          f"{wait:g} s")
         broadcast = ca == self.broadcast_ca
         expect = set(self.devices) if broadcast else set()
         gi = Interrogation(int(type_id), ca, qualifier, expect, self.broadcast_ca)
@@ -633,6 +635,14 @@ class Session:
         finally:
             if req.interrogations.get(key) is gi:
                 del req.interrogations[key]
+
+    def _interrogation_running(self, type_id: int, ca: int) -> Interrogation | None:
+        """A running interrogation of this type to ``ca``, to the global address, or (for
+        the global address) to any station: their ActCon/ActTerm look the same."""
+        for (t, other), gi in self._requests.interrogations.items():
+            if t == type_id and (other == ca or self.broadcast_ca in (ca, other)):
+                return gi
+        return None
 
     async def command(self, ca: int, ioa: int, type: int | str, value: float, *,
                       select: bool = False, qualifier: int = 0,
