@@ -367,3 +367,18 @@ async def test_test_command_refuses_a_tsc_that_is_not_an_integer(tsc):
             await rtu.test_command(1, tsc=tsc, timeout=0.1)
         await round_trips(rtu)
         assert peer.received(fmt=0, type_id=107) == []
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5", True])
+async def test_a_timeout_that_is_not_a_positive_number_is_refused_before_sending(timeout):
+    """0 used to mean the default (10 s); a negative or NaN timeout gave the command up as it
+    left (in doubt, maybe executed): each is an InvalidRequestError, nothing sent."""
+    async with ScriptedPeer() as peer, iec104.Master() as master:
+        rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
+        for request in (rtu.command(1, 100, "C_SC_NA_1", 1, timeout=timeout),
+                        rtu.interrogate(1, timeout=timeout), rtu.read(1, 100, timeout=timeout),
+                        rtu.clock_sync(1, timeout=timeout)):
+            with pytest.raises(InvalidRequestError, match="timeout"):
+                await request
+        await round_trips(rtu)
+        assert [f for f, _ in peer.received(fmt=0)] == []

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import math
 import random
 import ssl
 import time
@@ -550,6 +551,16 @@ class Session:
             return False
         return True
 
+    def _timeout(self, timeout: float | None) -> float:
+        """A request's timeout in s (None: ``request_timeout``), checked before anything is
+        sent: 0, a negative or NaN one would give the request up as it leaves (in doubt)."""
+        if timeout is None:
+            return self.settings.request_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+                not 0 < timeout < math.inf:
+            raise InvalidRequestError(f"timeout {timeout!r}: seconds, a number above 0")
+        return float(timeout)
+
     async def _await(self, fut: asyncio.Future[_T], what: str, timeout: float | None) -> _T:
         timeout = timeout or self.settings.request_timeout
         try:
@@ -588,6 +599,7 @@ class Session:
                              timeout: float | None, what: str) -> int:
         ca = self.broadcast_ca if ca is None else ca
         self._check(ca)
+        timeout = self._timeout(timeout)
         asdu = encode_asdu(int(type_id), ca, 0, qualifier, 0, cot=Cot.ACTIVATION, **self._sizes)
         key = (int(type_id), ca)
         req = self._requests
@@ -690,6 +702,7 @@ class Session:
     async def _request(self, t: int, ca: int, ioa: int, asdu: bytes, what: str,
                        timeout: float | None, wait_term: bool = False,
                        mirror: tuple[float, int] | None = None) -> Pending:
+        timeout = self._timeout(timeout)
         key = (t, ca, ioa)
         req = self._requests
         p = req.begin(key, what, wait_term, mirror)
@@ -713,6 +726,7 @@ class Session:
     async def read(self, ca: int, ioa: int, *, timeout: float | None = None) -> np.void:
         """Read one object (C_RD_NA_1, COT 5); returns its POINT_DTYPE row."""
         self._check(ca, ioa, broadcast=False)
+        timeout = self._timeout(timeout)
         asdu = encode_asdu(TypeID.C_RD_NA_1, ca, ioa, cot=Cot.REQUEST, **self._sizes)
         fut: asyncio.Future[np.void] = self._loop.create_future()
         reads = self._requests.reads
