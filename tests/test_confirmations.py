@@ -51,6 +51,7 @@ async def test_an_execute_goes_out_only_after_a_select_actcon(cot):
             await asyncio.wait_for(task, 2)
         await round_trips(rtu)
         assert len(commands(peer)) == 1, "the execute went out without a select ActCon"
+        assert rtu.status()["unmatched_answers"] == 1        # counted: it answered nothing
 
 
 async def test_a_repeated_select_actcon_does_not_confirm_the_execute():

@@ -245,13 +245,14 @@ class Pending:
     _refusal: asyncio.TimerHandle | None = None
     refused: bool = False           # a negative answer or COT 44-47 came: never a success
 
-    def confirm(self, cot: int, negative: bool, ca: int) -> None:
-        """Feed one answer that mirrors this request (its cause, P/N bit and CA)."""
+    def confirm(self, cot: int, negative: bool, ca: int) -> bool:
+        """Feed one answer that mirrors this request (its cause, P/N bit and CA); False if
+        it answers nothing of it."""
         err = refusal(self.type_id, ca, self.ioa, cot, negative)
         if self.refused:
             if err is not None and cot in BY_COT:   # the precise cause after the negative
                 self._refuse(err)
-            return
+            return err is not None
         if err is not None:
             self.refused = True
             if cot in BY_COT:
@@ -261,14 +262,15 @@ class Pending:
                 # a moment so the caller gets the precise error
                 self._refusal = asyncio.get_running_loop().call_later(
                     NEGATIVE_GRACE, self._refuse, err)
-        elif cot == Cot.ACTIVATION_CON:
-            if not self.con.done():
-                self.con.set_result(cot)
-        elif cot == Cot.ACTIVATION_TERMINATION:
-            if self.con.done() and not self.term.done():    # (before its ActCon: not ours)
-                self.term.set_result(ca)
-        # any other cause (the request echoed with COT 6, a DeactCon, spontaneous data)
-        # confirms no activation
+        elif cot == Cot.ACTIVATION_CON and not self.con.done():
+            self.con.set_result(cot)
+        elif cot == Cot.ACTIVATION_TERMINATION and self.con.done() and not self.term.done():
+            self.term.set_result(ca)            # (before its ActCon it is not this one's)
+        else:
+            # another cause (the request echoed with COT 6, a DeactCon, spontaneous data)
+            # or a second ActCon: it confirms no activation
+            return False
+        return True
 
     def _refuse(self, err: Exception) -> None:
         if self._refusal is not None:

@@ -227,8 +227,8 @@ class Requests:
             # with the global address or with their own
             obj = (t, self.broadcast, ioa)
         p = self.pending.get(obj)
-        if p is not None and p.type_id == t and _mirrors(p.mirror, value, quality):
-            p.confirm(cot, negative, ca)
+        if p is not None and p.type_id == t and _mirrors(p.mirror, value, quality) and \
+                p.confirm(cot, negative, ca):
             return None
         d = self.in_doubt.get(obj)
         if d is not None and d.type_id == t and _mirrors(d.mirror, value, quality):
