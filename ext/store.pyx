@@ -294,7 +294,8 @@ cdef class EventRing:
     ``hold`` is the oldest absolute row a lossless reader has not taken yet (-1: no such
     reader). An append that would overwrite it grows the ring instead (counted in
     ``grown``): sessions pause reading at the high-water mark and bound each read to the
-    room left, so this is a safety net, never the way it works.
+    room left, so this is a safety net, never the way it works. ``first`` is the oldest
+    absolute row still in the ring: rows [first, total) are what a reader can take.
     """
 
     def __init__(self, int64_t capacity):
@@ -303,6 +304,7 @@ cdef class EventRing:
         self._ring = np.zeros(self.capacity, POINT_DTYPE)
         self._bind()
         self.total = 0
+        self.first = 0
         self.hold = -1
         self.high = self.capacity
 
@@ -318,17 +320,18 @@ cdef class EventRing:
         return self.capacity if self.hold < 0 else self.capacity - (self.total - self.hold)
 
     cdef int _grow_for(self, int64_t n) except -1:
-        cdef int64_t keep = self.total - self.hold, cap = self.capacity, start = self.hold
+        cdef int64_t keep = self.total - self.hold, cap = self.capacity, start = self.first
         while cap - keep < n:
             cap *= 2
         new = np.zeros(cap, POINT_DTYPE)
-        # the rows still held, in order, at their positions modulo the new capacity
+        # every row still in the ring, not only the held ones: a lossy reader behind the
+        # lossless one reads them too; in order, at their positions modulo the new capacity
         old = self.slice(start, self.total)
-        s = start % cap
-        first = min(keep, cap - s)
+        cdef int64_t rows = self.total - start, s = start % cap
+        first = min(rows, cap - s)
         new[s:s + first] = old[:first]
-        if first < keep:
-            new[:keep - first] = old[first:]
+        if first < rows:
+            new[:rows - first] = old[first:]
         self._ring = new
         self.capacity = cap
         self._bind()
@@ -352,6 +355,8 @@ cdef class EventRing:
         if first < n:
             memcpy(self.p, pv + first, (n - first) * sizeof(point_t))
         self.total += n
+        # not total - capacity after a growth: the positions below what was copied are empty
+        self.first = max(self.first, self.total - cap)
         return 0
 
     def append(self, points) -> None:

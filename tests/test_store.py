@@ -5,10 +5,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+import iec104
 from iec104 import POINT_DTYPE, NO_TIME
 from iec104._store import LatestTable
 from iec104.errors import SettingsError
 from iec104.store import EventLog, ParquetSink, Store
+
+from waiting import wait_for
 
 
 def rows(n=3, *, type_id=13, station=0, ca=1, start=1, value=0.0):
@@ -249,3 +252,100 @@ def test_a_reader_linger_out_of_range_is_one_clear_error_when_asked(bad):
     # (a string failed there, at the first iteration; inf or nan waited for ever or not at all)
     with pytest.raises(SettingsError, match="linger must be 0..60 s"):
         Store().events(linger=bad)
+
+
+def test_a_ring_grown_for_a_lossless_reader_keeps_the_rows_a_lossy_reader_has_not_read():
+    """When the ring grows to keep a lossless reader whole, every row still in it is kept, not
+    only the held ones: a lossy reader behind the lossless one (and snapshot(), and so
+    export_events()) gets the rows it had not read, never zero rows (type 0, IOA 0)."""
+    log = EventLog(capacity=10)
+    lossy = log.consumer()
+    log.append(rows(5, start=1))                    # the lossy reader has not read these
+    lossless = log.consumer(lossless=True)          # holds from row 5
+    log.append(rows(12, start=100))                 # past the capacity: the ring grows
+    assert log.ring.grown == 1
+    got = lossy.take()
+    assert (got["type_id"] != 0).all(), f"zero rows handed to a lossy reader: {got['ioa'].tolist()}"
+    assert len(got) + lossy.lost == 17
+    assert (log.snapshot()["type_id"] != 0).all()
+    lossless.close()
+
+
+def test_a_ring_grown_by_one_row_counts_what_it_never_held_as_lost():
+    """A ring that grows (doubles) for a small append holds only the rows it had: the new
+    positions below them are empty, and a lossy reader that far behind gets the rows held,
+    the others counted in ``lost``, never the empty positions."""
+    log = EventLog(capacity=10)
+    lossy = log.consumer()
+    log.append(rows(15, start=1))                   # the lossy reader lost 5 already
+    lossless = log.consumer(lossless=True)          # holds from row 15
+    log.append(rows(10, start=16))                  # the ring is full for the lossless reader
+    log.append(rows(1, start=26))                   # grows 10 -> 20, holding rows 16..26
+    assert log.ring.grown == 1 and log.capacity == 20
+    assert lossy.take()["ioa"].tolist() == list(range(16, 27)) and lossy.lost == 15
+    assert log.snapshot()["ioa"].tolist() == list(range(16, 27))
+    lossless.close()
+
+
+def test_a_small_event_log_resumes_reading_once_its_lossless_reader_caught_up():
+    """Reading resumes at a backlog at or below the low-water mark: with a capacity under 4
+    (or low_water=0) that mark is 0, and a reader that caught up (or closed) resumes it."""
+    log = EventLog(capacity=3)
+    calls = []
+    log.on_pause.append(lambda: calls.append("pause"))
+    log.on_resume.append(lambda: calls.append("resume"))
+    c = log.consumer(lossless=True)
+    log.append(rows(2))
+    assert calls == ["pause"]
+    c.take()                                        # caught up: nothing is held back any more
+    assert calls == ["pause", "resume"] and not log.paused
+
+
+def test_equal_water_marks_do_not_pause_and_resume_at_every_row():
+    """The low-water mark stays below the high one, whatever the fractions: a backlog that
+    stays at the high-water mark keeps reading paused."""
+    log = EventLog(capacity=10, high_water=0.5, low_water=0.5)
+    calls = []
+    log.on_pause.append(lambda: calls.append("pause"))
+    log.on_resume.append(lambda: calls.append("resume"))
+    c = log.consumer(lossless=True)
+    log.append(rows(6))
+    c.take(1)                                       # a backlog of 5: still the high mark
+    assert calls == ["pause"] and log.paused
+    c.take(1)
+    assert calls == ["pause", "resume"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10"])
+def test_max_rows_below_one_is_refused_where_the_reader_is_made(bad):
+    """max_rows is None or an int >= 1, checked where the reader is made: with 0 each batch
+    would be empty and handed over without waiting (``async for`` spins and starves the event
+    loop), with a negative value the reader's cursor would move back."""
+    with pytest.raises(SettingsError, match="max_rows must be None or an int >= 1"):
+        Store().events(max_rows=bad)
+
+
+async def test_a_session_connected_while_reading_is_paused_does_not_read():
+    """A session connected while the event log is paused for a lossless reader past its
+    high-water mark starts paused too: it reads nothing (not its GI) until the reader catches
+    up, and the ring does not grow by the size of the RTU's image (memory stays bounded)."""
+    async with iec104.Outstation(stations=1, points=3000) as out, \
+            iec104.Master(event_capacity=1000) as master:
+        stream = master.events(lossless=True)       # a reader that does not read
+        master.store.update(rows(800))              # past the high-water mark (750)
+        assert master.store.log.paused
+        log = master.store.log
+        connect = asyncio.ensure_future(master.connect("127.0.0.1", out.port, t0=2))
+        try:
+            await asyncio.wait({connect}, timeout=1.0)
+            try:
+                await wait_for(lambda: log.total > 800, 1.0)
+            except AssertionError:
+                pass                                # nothing read: as it should be
+            assert log.total == 800 and log.ring.grown == 0, \
+                f"a new session read {log.total - 800} rows while paused (ring grown " \
+                f"{log.ring.grown} times, capacity {log.capacity})"
+        finally:
+            connect.cancel()
+            await asyncio.gather(connect, return_exceptions=True)
+            stream.close()

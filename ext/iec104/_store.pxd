@@ -55,6 +55,7 @@ cdef class EventRing:
     cdef point_t* p
     cdef public int64_t capacity
     cdef public int64_t total              # rows ever appended
+    cdef public int64_t first              # oldest row still in the ring (readers start there)
     cdef public int64_t hold               # oldest row a lossless reader still needs (-1: none)
     cdef public int64_t high               # backlog of `hold` at which sessions pause
     cdef public uint64_t grown             # times the ring grew to keep a lossless reader whole

@@ -24,6 +24,7 @@ class LatestTable:
 class EventRing:
     capacity: int
     total: int
+    first: int
     hold: int
     high: int
     grown: int

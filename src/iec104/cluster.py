@@ -42,7 +42,7 @@ from iec104.cluster_worker import Raised, Worker
 from iec104.export import RotatingWriter
 from iec104.errors import ConnectionLostError, IEC104Error, InvalidRequestError, NotConnected
 from iec104.metadata import read_point_list
-from iec104.settings import SessionSettings, check_coalesce, check_linger
+from iec104.settings import SessionSettings, check_coalesce, check_linger, check_max_rows
 
 __all__ = ["Cluster", "RTU", "EventSink"]
 
@@ -354,8 +354,10 @@ class Cluster:
         ``session`` and ``worker``; ``options`` as for :meth:`iec104.Master.events`
         (``lossless=True``: a reader that falls behind pauses the RTUs). A worker that
         restarts loses what its RTUs sent while it was down; its batches resume after."""
-        if "linger" in options:                 # here, not as a worker's error at the first batch
-            options = {**options, "linger": check_linger(options["linger"])}
+        # here, not as a worker's error at the first batch
+        for name, check in (("linger", check_linger), ("max_rows", check_max_rows)):
+            if name in options:
+                options = {**options, name: check(options[name])}
         key = uuid.uuid4().hex
         queue: asyncio.Queue[pl.DataFrame | BaseException] = asyncio.Queue(
             maxsize=2 * len(self.actors))

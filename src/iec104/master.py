@@ -168,6 +168,8 @@ class Master:
                            station=len(self.sessions), settings=settings, store=self.store,
                            catalog=self.catalog) for h, p in addresses]
         s = RedundancyGroup(members, name=name) if standby else members[0]
+        if self.store.log.paused:               # on_pause fired before this session existed
+            s.set_reading(False)
         self.sessions.append(s)
         try:
             await s.start()

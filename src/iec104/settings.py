@@ -16,7 +16,7 @@ from iec104.tls import TLS
 from iec104.types import broadcast_ca
 
 __all__ = ["SessionSettings", "FieldSizes", "DEFAULT", "Default", "check_coalesce",
-           "check_linger"]
+           "check_linger", "check_max_rows"]
 
 
 class Default(enum.Enum):
@@ -221,3 +221,12 @@ def check_coalesce(value: object) -> float:
 def check_linger(value: object) -> float:
     """An event reader's ``linger`` (s): 0 (every read) to 60."""
     return _seconds("linger", value, 60)
+
+
+def check_max_rows(value: object) -> int | None:
+    """An event reader's ``max_rows``: None (no bound) or an int >= 1 (0 would hand over empty
+    batches without waiting, a negative count move the reader's cursor back)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                              or value < 1):
+        raise SettingsError(f"max_rows must be None or an int >= 1, not {value!r}")
+    return None if value is None else int(value)

@@ -7,7 +7,7 @@ the ring loses the oldest rows, and that loss is counted (``Consumer.lost``,
 (``events(lossless=True)``, the Parquet sink) loses nothing whatever the capacity: the ring
 never overwrites a row it has not taken (``EventRing.hold``), each read from a socket is
 bounded to the room left, and the store asks sessions to pause reading when its backlog
-passes the high-water mark and to resume below the low-water mark: TCP then pushes back on
+passes the high-water mark and to resume at the low-water mark: TCP then pushes back on
 the RTUs, which is what k/w flow control is for.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from iec104._store import EventRing, LatestTable
-from iec104.settings import check_linger
+from iec104.settings import check_linger, check_max_rows
 from iec104.types import NO_TIME, TypeID
 
 __all__ = ["Store", "EventLog", "Consumer", "EventStream", "ParquetSink", "points_frame",
@@ -85,7 +85,7 @@ class Consumer:
         """Everything appended since the last take (copied), counting rows lost to overrun."""
         lg = self.log
         ring = lg.ring
-        oldest = ring.total - min(ring.total, ring.capacity)
+        oldest = ring.first
         if self.cursor < oldest:
             lost = oldest - self.cursor
             self.lost += lost
@@ -111,7 +111,8 @@ class EventLog:
                  low_water: float = 0.25):
         self.ring = EventRing(capacity)
         self.ring.high = max(1, int(capacity * high_water))
-        self.low = int(capacity * low_water)
+        # resumed at a backlog <= low, paused at >= high: low < high, or it would oscillate
+        self.low = max(0, min(int(capacity * low_water), self.ring.high - 1))
         self.consumers: set[Consumer] = set()
         self.paused = False
         self.lost = 0                           # rows lost by lossy consumers, all told
@@ -150,7 +151,9 @@ class EventLog:
     def consumed(self, consumer: Consumer) -> None:
         held = [c.cursor for c in self.consumers if c.lossless]
         self.ring.hold = min(held) if held else -1
-        if self.paused and self._lossless_backlog() < self.low:
+        # <=, not <: a low of 0 (a small log) resumes once the readers caught up, and with
+        # no lossless reader left the backlog is 0
+        if self.paused and self._lossless_backlog() <= self.low:
             self.paused = False
             for cb in self.on_resume:
                 cb()
@@ -161,8 +164,7 @@ class EventLog:
 
     def snapshot(self) -> np.ndarray:
         """Every row still held, oldest first."""
-        ring = self.ring
-        return ring.slice(ring.total - min(ring.total, ring.capacity), ring.total)
+        return self.ring.slice(self.ring.first, self.ring.total)
 
     def consumer(self, *, lossless: bool = False) -> Consumer:
         c = Consumer(self, lossless)
@@ -296,8 +298,9 @@ class Store:
         holds: with 100 quiet RTUs (1,000 APDUs/s) the default cost 9-15 us of CPU per APDU,
         0.02 s about 2 (benchmarks/README.md, round 9).
         """
-        return EventStream(self, as_polars=as_polars, lossless=lossless, max_rows=max_rows,
-                           idle=idle, linger=check_linger(linger))
+        return EventStream(self, as_polars=as_polars, lossless=lossless,
+                           max_rows=check_max_rows(max_rows), idle=idle,
+                           linger=check_linger(linger))
 
     def add_sink(self, sink: "ParquetSink") -> "ParquetSink":
         sink.start(self)
