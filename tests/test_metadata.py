@@ -246,3 +246,98 @@ async def test_an_import_without_a_list_or_hook_says_so_in_one_line():
     with pytest.raises(PointListError, match="no point list: give a file, a DataFrame or hook="):
         await catalog.import_points()
     assert catalog.status.state != "in_progress"
+
+
+@pytest.mark.parametrize("text, column", [
+    ("ioa,tag,name\n1,a,b\n", "name"),          # Tag is the name column; so is a later "name"
+    ("IOA,ioa,name\n1,2,b\n", "ioa"),           # the same column twice in two cases
+    ("ioa,type,type_id\n1,analog,13\n", "type_id"),     # type_id is an alias of type
+    ("ioa,family,name\n1,a,b\n", "family"),     # an extra column named like an output column
+])
+def test_a_column_named_like_a_canonical_one_is_a_point_list_error(tmp_path, text, column):
+    """Two columns that give the same canonical column (two aliases, or an alias and the
+    canonical name itself), and an extra column named like one of the output, are a
+    PointListError naming the column, not a polars DuplicateError from inside."""
+    with pytest.raises(PointListError) as ei:
+        read_point_list(write(tmp_path, text))
+    assert ei.value.column == column
+
+
+@pytest.mark.parametrize("encoding, words", [("ascii", "not ascii text"),
+                                             ("no-such-codec", "unknown encoding")])
+def test_a_wrong_explicit_encoding_is_a_point_list_error(tmp_path, encoding, words):
+    """An ``encoding=`` the file is not in, or an unknown codec, is a PointListError (with
+    the row of the first byte that does not decode), not UnicodeDecodeError or LookupError."""
+    p = write(tmp_path, "ioa,unit\n1,°C\n")
+    with pytest.raises(PointListError, match=words):
+        read_point_list(p, encoding=encoding)
+
+
+@pytest.mark.parametrize("text, column", [
+    ("ioa,raw_min,raw_max,eng_min,eng_max\n1,5,5,0,100\n", "raw_max"),     # zero raw span
+    ("ioa,scale\n1,inf\n", "scale"),
+    ("ioa,scale\n1,nan\n", "scale"),
+    ("ioa,offset\n1,1e400\n", "offset"),
+    ("ioa,min\n1,-inf\n", "min"),
+])
+def test_a_scaling_that_is_not_finite_is_refused(tmp_path, text, column):
+    """Scale, offset and limits are finite numbers, and a raw range has a span: inf, nan,
+    1e400 or raw_min == raw_max is a PointListError, not a list whose every eng_value of the
+    point is silently inf or nan."""
+    with pytest.raises(PointListError, match="not finite|not a finite number") as ei:
+        read_point_list(write(tmp_path, text))
+    assert ei.value.column == column and ei.value.row == 1
+
+
+@pytest.mark.parametrize("sheet", [-1, True, 1.0])
+def test_a_sheet_that_is_no_name_nor_index_is_a_point_list_error(tmp_path, sheet):
+    """``sheet`` is a name or an index >= 0: -1 would be polars' "every sheet" (a dict of
+    frames, then an AttributeError), not a PointListError."""
+    p = write_xlsx(tmp_path / "p.xlsx", {"Points": [["IOA"], [1]]})
+    with pytest.raises(PointListError, match="a sheet name or an index >= 0"):
+        read_point_list(p, sheet=sheet)
+
+
+def test_a_list_column_in_a_dataframe_or_hook_rows_is_a_point_list_error():
+    """A column of lists or structs (a DataFrame's, a hook's rows with a list value) is a
+    PointListError naming the column, not polars' InvalidOperationError from a cast."""
+    for df in (pl.DataFrame({"ioa": [1, 2], "tags": [["a"], ["b", "c"]]}),
+               pl.DataFrame({"ioa": [1, 2], "tags": [{"a": 1}, {"a": 2}]})):
+        with pytest.raises(PointListError) as ei:
+            read_point_list(df)
+        assert ei.value.column == "tags"
+
+
+@pytest.mark.parametrize("station", [-1, 2**32, True, 1.5, "0"])
+def test_a_station_argument_out_of_range_is_a_point_list_error(tmp_path, station):
+    """``station=`` (import_points(station=...)) is a station index 0..2**32-1 or None; any
+    other is a PointListError, not polars' InvalidOperationError from a strict cast."""
+    with pytest.raises(PointListError, match="a station index"):
+        read_point_list(write(tmp_path, "ioa\n1\n"), station=station)
+    assert read_point_list(write(tmp_path, "ioa\n1\n"), station=2**32 - 1)["station"][0] == 2**32 - 1
+
+
+@pytest.mark.parametrize("typed", [False, True])
+@pytest.mark.parametrize("column", ["value", "quality", "recv_time", "status", "age", "iv",
+                                    "_live"])
+def test_a_list_column_named_like_a_live_one_is_shown_beside_it(tmp_path, column, typed):
+    """An extra column named like a column of the live or parameter table (a "value" column
+    of initial values, as the simulator's lists have) imports as it is, and the parameter
+    table (Master.parameters, export, the TUI) shows it as ``list_<name>`` beside the live
+    one: neither a polars error at every call nor the list's column joined over."""
+    cat = Catalog()
+    kind = ",type" if typed else ""
+    cat.load(write(tmp_path, f"ioa,name{kind},{column}\n100,I{',analog' if typed else ''},x\n"))
+    assert cat.table()[column].to_list() == ["x"]           # as imported
+    table = cat.parameters(live({100: 10.0}).points())
+    assert table[f"list_{column}"].to_list() == ["x"]
+    assert table["value"].to_list() == [10.0] and table["status"].to_list() == ["ok"]
+
+
+def test_a_list_column_named_like_the_renamed_one_keeps_both():
+    """``list_<name>`` already taken by the list itself: the renamed column takes a longer
+    name, and both show."""
+    cat = Catalog()
+    cat.load(pl.DataFrame({"ioa": ["100"], "value": ["x"], "list_value": ["y"]}))
+    table = cat.parameters(live({100: 10.0}).points())
+    assert table["list_list_value"].to_list() == ["x"] and table["list_value"].to_list() == ["y"]

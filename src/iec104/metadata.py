@@ -57,6 +57,10 @@ ALIASES = {
 # what read_point_list reads: a file (CSV or workbook) or a DataFrame
 PointListSource = str | os.PathLike[str] | pl.DataFrame
 _KIND = {"digital": 1, "binary": 1, "analog": 13, "analogue": 13, "counter": 15}
+_QUALITY_BITS = (("iv", 0x80), ("nt", 0x40), ("sb", 0x20), ("bl", 0x10), ("ov", 0x01))
+# what Catalog.parameters adds to the live values (and its join's markers)
+_ADDED = ("status", "eng_value", *(name for name, _ in _QUALITY_BITS), "age",
+          "_live", "_listed")
 OUT_SCHEMA = pl.Schema({
     "station": pl.UInt32, "ca": pl.UInt16, "ioa": pl.UInt32, "family": pl.UInt8,
     "type_id": pl.UInt8, "name": pl.String, "description": pl.String, "unit": pl.String,
@@ -77,8 +81,13 @@ def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: st
     if not path.exists():
         raise PointListError("no such file", path=path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods"):
+        # polars reads sheet_id 0 as "every sheet" (a dict of frames): no index below 0
+        if not (sheet is None or isinstance(sheet, str)
+                or isinstance(sheet, int) and not isinstance(sheet, bool) and sheet >= 0):
+            raise PointListError(f"sheet {sheet!r}: a sheet name or an index >= 0", path=path)
         try:
-            kw: dict[str, Any] = {"sheet_name": sheet} if isinstance(sheet, str) else {"sheet_id": (sheet or 0) + 1 if sheet is not None else 1}
+            kw: dict[str, Any] = ({"sheet_name": sheet} if isinstance(sheet, str)
+                                  else {"sheet_id": (sheet or 0) + 1})
             df = pl.read_excel(path, engine="calamine", infer_schema_length=0, **kw)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -97,7 +106,13 @@ def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: st
             except UnicodeDecodeError:
                 continue
     else:
-        text = raw.decode(encoding)
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            raise PointListError(f"not {encoding} text ({e.reason} at byte {e.start})", path=path,
+                                 row=raw[:e.start].count(b"\n") or None) from None
+        except (LookupError, TypeError):
+            raise PointListError(f"unknown encoding {encoding!r}", path=path) from None
     if separator is None:
         head = "\n".join(text.splitlines()[:5])
         separator = max([",", ";", "\t", "|"], key=head.count)
@@ -107,6 +122,22 @@ def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: st
     except Exception as e:
         raise PointListError(f"not a readable CSV ({str(e).splitlines()[0]})", path=path) from None
     return df, str(path)
+
+
+def _as_text(df: pl.DataFrame, path: str) -> pl.DataFrame:
+    """Every column as text (what the checks parse); one of lists, structs or objects (a
+    DataFrame's, a hook's rows) is refused, not cast."""
+    cols = []
+    for name, dtype in df.schema.items():
+        try:
+            text = None if dtype.is_nested() or dtype == pl.Object else df[name].cast(pl.String)
+        except pl.exceptions.PolarsError:   # binary that is not UTF-8, say
+            text = None
+        if text is None:
+            raise PointListError(f"a column of {dtype} values: one text or number per cell",
+                                 path=path, column=name)
+        cols.append(text)
+    return pl.DataFrame(cols) if cols else df
 
 
 def _parse_type(value: str | None, row: int | None, path: str,
@@ -147,21 +178,29 @@ def read_point_list(source: PointListSource, *, sheet: str | int | None = None, 
     """Read and validate a point list (CSV, XLSX or a DataFrame) into the normalised schema:
     station, ca, ioa, family, type_id, name, description, unit, scale, offset, command_type,
     min, max, then every other column as read."""
+    if station is not None and not (isinstance(station, numbers.Integral)
+                                    and not isinstance(station, bool) and 0 <= station < 2**32):
+        raise PointListError(f"station {station!r}: a station index 0..{2**32 - 1} or None")
     df, path = _read_raw(source, sheet=sheet, separator=separator, encoding=encoding)
+    df = _as_text(df, path)
     lookup = {alias: canon for canon, names in ALIASES.items() for alias in names}
     rename: dict[str, str] = {}
     original: dict[str, str] = {}
     for col in df.columns:
         canon = lookup.get(_norm(col))
-        if canon and canon not in rename.values():
+        if canon in original:               # which of the two would be meant?
+            raise PointListError(f"a second {canon} column (the first is {original[canon]!r})",
+                                 path=path, column=col)
+        if canon:
             rename[col] = canon
             original[canon] = col
+        elif col in OUT_SCHEMA:             # kept as an extra, it would clash with the output's
+            raise PointListError("named like a column of the normalised list: rename it",
+                                 path=path, column=col)
     if "ioa" not in rename.values():
         raise PointListError(f"no IOA column (columns seen: {', '.join(df.columns)})",
                              path=path, column="IOA")
     df = df.rename(rename)
-    if df.schema != {c: pl.String for c in df.columns}:
-        df = df.select([pl.col(c).cast(pl.String) for c in df.columns])
     n = len(df)
 
     def numeric(col: str, lo: float | None = None, hi: float | None = None,
@@ -170,7 +209,8 @@ def read_point_list(source: PointListSource, *, sheet: str | int | None = None, 
             return None
         s = df[col].str.strip_chars()
         parsed = s.cast(pl.Float64, strict=False)
-        bad = parsed.is_null() & s.is_not_null() & (s != "")
+        # "nan", "inf" and 1e400 parse too: a scale or limit must be a finite number
+        bad = (parsed.is_null() & s.is_not_null() & (s != "")) | ~parsed.is_finite().fill_null(True)
         if integer:
             bad |= parsed.is_not_null() & (parsed != parsed.floor())
         if lo is not None:
@@ -178,7 +218,8 @@ def read_point_list(source: PointListSource, *, sheet: str | int | None = None, 
         if bad.any():
             i = int(bad.arg_true()[0])
             rng = f" in {lo}..{hi}" if lo is not None else ""
-            raise PointListError(f"{s[i]!r} is not a{'n integer' if integer else ' number'}{rng}",
+            what = "an integer" if integer else "a finite number"
+            raise PointListError(f"{s[i]!r} is not {what}{rng}",
                                  path=path, row=i + 1, column=original.get(col, col))
         return parsed
 
@@ -199,6 +240,13 @@ def read_point_list(source: PointListSource, *, sheet: str | int | None = None, 
         span = raw_max - raw_min
         lin_scale = (eng_max - eng_min) / span
         lin_offset = eng_min - raw_min * lin_scale
+        bad = ~(lin_scale.is_finite() & lin_offset.is_finite()).fill_null(True)
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            why = ("raw_min equals raw_max" if span[i] == 0
+                   else "raw_min..raw_max to eng_min..eng_max")
+            raise PointListError(f"{why}: the scale or offset is not finite",
+                                 path=path, row=i + 1, column=original["raw_max"])
         scale = lin_scale if scale is None else scale.fill_null(lin_scale)
         offset = lin_offset if offset is None else offset.fill_null(lin_offset)
     out = pl.DataFrame({
@@ -307,6 +355,19 @@ class Catalog:
         readable quality, age."""
         now = time.time() if now is None else now
         meta = self.table()
+        # a list's own column named like a live one or one added here (a "value" of initial
+        # values, as the simulator's lists have) is shown as list_<name>: neither joined over
+        # nor overwritten
+        taken = set(points.columns) | set(_ADDED)
+        clash: dict[str, str] = {}
+        for c in meta.columns:
+            if c in taken and c not in OUT_SCHEMA:
+                new = f"list_{c}"
+                while new in taken or new in meta.columns:
+                    new = f"list_{new}"
+                clash[c] = new
+                taken.add(new)
+        meta = meta.rename(clash)
         live = points.with_columns(pl.lit(True).alias("_live"))
         if len(meta) == 0:
             joined = live.with_columns(pl.lit(None, pl.String).alias("name"),
@@ -325,8 +386,7 @@ class Catalog:
             .otherwise(pl.lit("ok")).alias("status"),
             (pl.col("value") * pl.col("scale").fill_null(1.0) + pl.col("offset").fill_null(0.0))
             .alias("eng_value"),
-            *[((q & bit) != 0).alias(name) for name, bit in
-              (("iv", 0x80), ("nt", 0x40), ("sb", 0x20), ("bl", 0x10), ("ov", 0x01))],
+            *[((q & bit) != 0).alias(name) for name, bit in _QUALITY_BITS],
             (pl.lit(now) - pl.col("recv_time").dt.epoch("ns") / 1e9).alias("age"),
         ).drop([c for c in ("_live", "_listed") if c in joined.columns])
         first = ["station", "ca", "ioa", "name", "type", "value", "eng_value", "unit", "status",
