@@ -161,3 +161,25 @@ def test_secret_is_redacted_and_revealed_only_on_request():
     assert str(s) == "***" and f"{s}" == "***" and PASSWORD not in repr(s)
     assert s.reveal() == PASSWORD
     assert Secret(s).reveal() == PASSWORD                   # wrapping twice is harmless
+
+
+def escaping_hook(*, element, request_id, device, user, password):
+    raise KeyError(password.reveal())               # str(KeyError) is the repr of its key
+
+
+def percent_hook(*, element, request_id, device, user, password):
+    from urllib.parse import quote
+    raise ConnectionError(f"https://erp/login?pw={quote(password.reveal(), safe='')} refused")
+
+
+@pytest.mark.parametrize("password", ["Zq9\\hunter2-Xy", "Zq9'hunter2\"Xy", "Zq9\thunter2-Xy",
+                                      "Zq9/hunter2 Xy&", "Zq9ähunter2-Xy"])
+@pytest.mark.parametrize("hook", ["escaping_hook", "percent_hook"])
+async def test_a_password_shown_escaped_in_a_hook_error_is_scrubbed(password, hook):
+    """The password is scrubbed in the forms exceptions usually show it in, too: escaped by
+    repr (KeyError, OSError's filename, f"{pw!r}": a backslash, mixed quotes, a tab),
+    ascii or JSON, and percent-encoded in a URL; none reaches ImportHookError in clear."""
+    with pytest.raises(ImportHookError) as ei:
+        await run_hook(f"{__name__}:{hook}", password=Secret(password))
+    assert "hunter2" not in str(ei.value), str(ei.value)
+    assert "***" in str(ei.value)

@@ -30,6 +30,7 @@ import asyncio
 import importlib
 import importlib.metadata
 import io
+import json
 import os
 import re
 import signal
@@ -38,6 +39,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote, quote_plus
 
 import polars as pl
 
@@ -74,11 +76,25 @@ class Secret:
         raise TypeError("a Secret is not serialised")
 
 
+def _shown(password: str) -> list[str]:
+    """The forms an error may show the password in, longest first (so that none is left in
+    part): as is; escaped by repr (KeyError, OSError's filename, !r), with ' escaped or not
+    (repr quotes it either way), by ascii, in bytes and in JSON; percent-encoded (a URL)."""
+    escaped = [repr(password + '"')[1:-2], ascii(password + '"')[1:-2],
+               repr(password.encode() + b'"')[2:-2]]
+    forms = {password, *escaped, *(e.replace("\\'", "'") for e in escaped),
+             json.dumps(password)[1:-1], json.dumps(password, ensure_ascii=False)[1:-1],
+             quote(password, safe=""), quote_plus(password)}
+    return sorted(forms, key=len, reverse=True)
+
+
 def _scrub(text: str, secret: Secret, user: str | None) -> str:
-    """text without the password, anywhere, nor the user name as a word."""
+    """text without the password, anywhere and in any of its usual escaped forms, nor the
+    user name as a word."""
     password = secret.reveal()
     if password:
-        text = text.replace(password, "***")
+        for form in _shown(password):
+            text = text.replace(form, "***")
     if user:
         text = re.sub(rf"(?<!\w){re.escape(user)}(?!\w)", "***", text)
     return text
@@ -194,9 +210,11 @@ async def run_hook(hook: str, *, element: str = "", device: str | int = "ALL",
     except asyncio.TimeoutError:
         failure = f"import hook {hook!r} did not answer within {timeout:g} s"
     except ImportHookError as e:
-        failure = _scrub(str(e), password, user)
+        failure = str(e)
     except Exception as e:
-        failure = _scrub(f"import hook {hook!r} failed: {type(e).__name__}: {e}", password, user)
-    # raised out here, not in the except clauses: the hook's exception (its message, its frames'
-    # local variables) is not chained to this one
+        failure = f"import hook {hook!r} failed: {type(e).__name__}: {e}"
+    # every message scrubbed (the hook's name too), in place: this frame's locals show in a
+    # traceback; raised out here, not in the except clauses: the hook's exception (its message,
+    # its frames' local variables) is not chained to this one
+    failure = _scrub(failure, password, user)
     raise ImportHookError(failure)
