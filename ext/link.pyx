@@ -399,6 +399,9 @@ cdef class Link:
                 # outstation that received STOPDT act takes no more requests either
                 self._fail("I-frame received while data transfer is stopped")
                 return 0
+            if self.state == DT_STARTING and self.master:
+                self._fail("I-frame received before STARTDT con")   # (5.3: not started yet)
+                return 0
             if f.ns != self.vr:
                 self.n_seq += 1
                 self._fail(f"sequence error: N(S)={f.ns}, expected {self.vr}")
@@ -487,8 +490,8 @@ cdef class Link:
             self._sooner(now + self.t1)
 
     cdef int _flush_queue(self, double now) except -1:
-        if self.state != DT_STARTED or not self._queue:
-            return 0
+        if self.closed or self.state != DT_STARTED or not self._queue:
+            return 0                    # (a closed link keeps its queue: still withdrawable)
         cdef bytes asdu
         cdef Py_ssize_t n
         cdef uint8_t* p
@@ -549,10 +552,11 @@ cdef class Link:
         p[5] = 0
         self.n_u_out += 1
         if awaits_con:
+            if not self.u_pending:      # t1 of an act still unanswered runs on (5.2)
+                self.u_at = now
+                self.u_ns = mono_ns()
+                self._sooner(now + self.t1)
             self.u_pending = fn
-            self.u_at = now
-            self.u_ns = mono_ns()
-            self._sooner(now + self.t1)
 
     cdef inline void _sooner(self, double d) noexcept:
         # the Timers keep a lower bound of every link's deadline (a later one is found when

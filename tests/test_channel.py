@@ -343,3 +343,17 @@ def test_a_reader_is_woken_by_the_link_core_itself_after_its_linger():
     assert fut.done()
     ring.remove_waiter(w)                       # (what EventLog.wait does then)
     assert ring.waiters == 0 and not ring.notify
+
+
+def test_master_refuses_and_does_not_store_i_frames_before_startdt_con():
+    """The master has sent STARTDT act and no con came yet: an I-frame of the outstation is
+    refused (the link closed) and nothing of it stored, as before STARTDT act (5.3)."""
+    table, ring = LatestTable(), EventRing(100)
+    link = Link(LinkConfig())
+    link.connection_made(0.0)
+    link.start(0.0)                                  # STARTDT act out, no con
+    link.data_to_send()
+    ch = Channel(link, Decoder(workspace=Workspace(256)), RecvBuffer(4096), table, ring)
+    feed(ch, gi_data(0, ioa=7, values=(9.5,)))
+    assert ch.accepted == 0 and len(table) == 0 and ring.total == 0
+    assert link.closed and link.take_events() & LinkEvent.CLOSE

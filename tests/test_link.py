@@ -261,3 +261,32 @@ def test_an_i_frame_received_while_stopping_is_acknowledged_at_once():
     link.receive_frames(1.1, frames(("I", 0, 0)))
     s = sent(link)
     assert s["format"].tolist() == [1] and s["nr"].tolist() == [1]
+
+
+def test_a_link_closed_mid_batch_emits_no_queued_i_frame():
+    """A batch [S-frame that opens the k window, I-frame with a wrong N(S)]: the link closes
+    and sends nothing more; the queued ASDU stays queued, so it can be withdrawn (it used to
+    be numbered and written to the dead link, and the session took it for sent: in doubt)."""
+    link = started_master(k=2, w=1)
+    link.send_asdu(ASDU, 1.0)
+    link.send_asdu(ASDU, 1.0)
+    queued = link.send_asdu(ASDU, 1.0)
+    assert len(sent(link)) == 2 and link.queued() == 1
+    assert link.receive_frames(2.0, frames(("S", 2), ("I", 5, 0))) == 1
+    assert link.closed
+    out = sent(link)
+    assert not (out["format"] == 0).any(), "an I-frame was built on a closed link"
+    assert link.withdraw(queued), "the never-sent request cannot be withdrawn"
+
+
+def test_an_unconfirmed_testfr_act_closes_at_its_own_t1_when_stopdt_follows():
+    """t1 runs for every U act sent (5.2): a TESTFR act left unanswered closes the link t1
+    after it was sent, even when a STOPDT act (or STARTDT act) follows it meanwhile (the
+    later act's t1 used to replace it: 6 s instead of 4.1 s)."""
+    link = started_master(t1=3.0, t2=1.0, t3=1.0)   # the last frame came in at 0.1
+    link.tick(1.1)
+    assert sent(link)["u_function"].tolist() == [UFunction.TESTFR_ACT]
+    link.stop(3.0)                                   # STOPDT act; the TESTFR act is 1.9 s old
+    sent(link)
+    link.tick(4.1)                                   # the TESTFR act is t1 old: unanswered
+    assert link.closed and link.take_events() & LinkEvent.CLOSE

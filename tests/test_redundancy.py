@@ -14,8 +14,10 @@ import pytest
 
 import iec104
 from iec104.errors import ConnectError, ConnectionLostError
+from iec104.outstation import Outstation
 from iec104.types import Cot
 
+from scripted_peer import u_frame
 from waiting import round_trips, wait_for
 from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
@@ -275,3 +277,22 @@ async def test_the_operator_tools_work_on_a_group():
         await wait_for(lambda: master.store.event_frame().height >= before + 2 * GI_OBJECTS, 10)
         rtu.set_schedules(gi_interval=None)
         assert all(m._sched_task is None for m in rtu.members)
+
+
+async def test_stopdt_then_startdt_in_one_segment_keeps_the_connection_the_groups_active_one():
+    """A master sends STOPDT act and STARTDT act in one segment: its connection ends started
+    and stays the group's active one (the two events come as one mask; the connection used
+    to join the group on STARTED and leave it on STOPPED, and the stream was held)."""
+    async with Outstation(stations=1, points=5, standby_ports=[0]) as out:
+        r, w = await asyncio.open_connection("127.0.0.1", out.ports[0])
+        try:
+            w.write(u_frame(0x07))
+            assert await asyncio.wait_for(r.readexactly(6), 2) == u_frame(0x0B)
+            conn = next(iter(out._conns))
+            assert out._active is conn
+            w.write(u_frame(0x13) + u_frame(0x07))       # STOPDT act, STARTDT act
+            assert await asyncio.wait_for(r.readexactly(12), 2) == u_frame(0x23) + u_frame(0x0B)
+            assert conn.link.data_transfer == "started"
+            assert out._active is conn, "the started connection left the group"
+        finally:
+            w.close()

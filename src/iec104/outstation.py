@@ -271,10 +271,13 @@ class _Connection(LinkProtocol):
         if ev & _STARTED and self.out.send_ei:
             for ca in self.out.stations:
                 self.enqueue_asdu(self.out._asdu(TypeID.M_EI_NA_1, ca, 0, 0, Cot.INITIALIZED))
-        if ev & _STARTED and self.out.group:
-            self.out._join_group(self)
-        if ev & _STOPPED:
-            self.out._leave_group(self)
+        if ev & (_STARTED | _STOPPED):
+            # by the state reached: STOPDT act and STARTDT act in one read come as one mask
+            if self.link.data_transfer == "started":
+                if self.out.group:
+                    self.out._join_group(self)
+            else:
+                self.out._leave_group(self)
         return True
 
 
