@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import iec104
-from iec104.errors import ConnectError, ConnectionLostError
+from iec104.errors import CommandInDoubt, ConfirmationTimeout, ConnectError, ConnectionLostError
 from iec104.outstation import Outstation
 from iec104.types import Cot
 
-from scripted_peer import u_frame
+from scripted_peer import ScriptedPeer, u_frame
 from waiting import round_trips, wait_for
 from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
@@ -192,6 +192,10 @@ async def test_a_command_in_flight_at_the_failure_fails_and_runs_at_most_once():
         await wait_for(lambda: len(rtu.history) == 2 and rtu.history[-1]["gi_objects"] is not None, 10)
         await round_trips(rtu)
         assert executed() == 1                  # never sent again on the new connection
+        with pytest.raises(CommandInDoubt):     # it may have run (it did): nothing blindly
+            await rtu.command(ca=1, ioa=2, type="C_SC_NA_1", value=0)
+        assert rtu.status()["in_doubt"] == 1 and executed() == 1
+        rtu.clear_doubt(ca=1, ioa=2)            # the GI showed its state: the caller decides
         result = await rtu.command(ca=1, ioa=2, type="C_SC_NA_1", value=0)   # a new one works
         assert result.ioa == 2 and executed() == 2
         assert [c["connection"] for c in out.commands][0] != out.commands[1]["connection"]
@@ -296,3 +300,96 @@ async def test_stopdt_then_startdt_in_one_segment_keeps_the_connection_the_group
             assert out._active is conn, "the started connection left the group"
         finally:
             w.close()
+
+
+async def _switched(rtu, n=2):
+    await wait_for(lambda: len(rtu.history) == n and rtu.history[-1]["gi_objects"] is not None, 5)
+
+
+async def test_a_command_in_doubt_is_not_forgotten_by_a_switchover():
+    """A command in doubt (it left, its caller gave up: the RTU may have run it) stays so
+    across a switchover: the group's connections share what is in doubt, so the retry is
+    refused on the new connection too (it used to be sent again there)."""
+    async with ScriptedPeer() as a, ScriptedPeer() as b, iec104.Master(**FAST) as master:
+        rtu = await asyncio.wait_for(master.connect(
+            "127.0.0.1", a.port, standby=[("127.0.0.1", b.port)], name="rtu"), 5)
+        await _switched(rtu, 1)
+        cmd = dict(ca=1, ioa=5, type="C_SC_NA_1", value=1, timeout=0.2)
+        with pytest.raises(ConfirmationTimeout):        # sent on A, no ActCon: in doubt
+            await rtu.command(**cmd)
+        with pytest.raises(CommandInDoubt):             # the retry is refused on A
+            await rtu.command(**cmd)
+        a.connections[0]["writer"].close()              # A fails: the group switches to B
+        await _switched(rtu)
+        assert rtu.history[-1]["active"] == f"127.0.0.1:{b.port}"
+        try:
+            with pytest.raises(CommandInDoubt):         # still in doubt: not sent again
+                await rtu.command(**cmd)
+        finally:
+            sent_on_b = [c for c in b.connections if b.received(c, type_id=45)]
+            assert not sent_on_b, "the command in doubt was sent again on the new connection"
+
+
+async def test_the_gi_after_a_switch_survives_set_schedules():
+    """set_schedules changes the schedules only: the group still runs its general
+    interrogation after a switchover (it used to take the members' gi_on_start=False)."""
+    async with iec104.Outstation(stations=1, points=20, standby_ports=[0]) as out, \
+            iec104.Master(**FAST) as master:
+        rtu = await asyncio.wait_for(master.connect(
+            "127.0.0.1", out.ports[0], standby=[("127.0.0.1", out.ports[1])], name="rtu"), 5)
+        await _switched(rtu, 1)
+        rtu.set_schedules(gi_interval=None)             # changes no GI setting
+        out.fail_port(out.ports[0])
+        await wait_for(lambda: len(rtu.history) == 2, 5)
+        await wait_for(lambda: rtu.history[-1]["gi_objects"] is not None, 3)
+
+
+async def test_an_on_switch_hook_that_raises_does_not_end_failover():
+    """An on_switch hook that raises is logged; the group still switches at the next failure
+    (the supervising task used to die with it)."""
+    async with iec104.Outstation(stations=1, points=20, standby_ports=[0, 0]) as out, \
+            iec104.Master(**FAST) as master:
+        rtu = await asyncio.wait_for(master.connect(
+            "127.0.0.1", out.ports[0], standby=[("127.0.0.1", p) for p in out.ports[1:]],
+            name="rtu"), 5)
+        await _switched(rtu, 1)
+
+        def hook(rec):
+            raise RuntimeError("operator hook failed")
+        rtu.on_switch.append(hook)
+        out.fail_port(out.ports[0])
+        await _switched(rtu, 2)                         # the hook runs (and raises) here
+        await asyncio.sleep(0.1)
+        out.fail_port(out.ports[1])                     # the third address is still up
+        await wait_for(lambda: len(rtu.history) == 3, 3)
+        assert rtu.status()["active"] == f"127.0.0.1:{out.ports[2]}"
+
+
+async def test_a_group_start_given_up_closes_its_connections():
+    """A group start given up while it waits for STARTDT con (a caller's timeout, Ctrl-C)
+    closes every connection of the group (they used to stay up, reconnecting, unowned)."""
+    async with ScriptedPeer(auto_start=False) as a, ScriptedPeer(auto_start=False) as b:
+        master = iec104.Master(t1=5, t2=1, **FAST)
+        try:
+            with pytest.raises(TimeoutError):           # no STARTDT con within 0.5 s
+                await asyncio.wait_for(master.connect(
+                    "127.0.0.1", a.port, standby=[("127.0.0.1", b.port)], name="rtu"), 0.5)
+            assert a.connections and b.connections      # both were up and tested
+        finally:
+            await asyncio.wait_for(master.close(), 3)
+        conns = a.connections + b.connections
+        await wait_for(lambda: all(c["closed"].is_set() for c in conns), 1.5)
+
+
+async def test_closing_a_group_just_after_it_connected_returns():
+    """close() right after connect returns, even when its cancel of the supervisor is lost
+    (3.11's wait_for drops a cancel that comes with a result): the supervisor sees the group
+    closing (it used to wait for ever, and close() with it)."""
+    async with ScriptedPeer() as a, ScriptedPeer() as b:
+        master = iec104.Master(t1=5, t2=1, **FAST)
+        rtu = await asyncio.wait_for(master.connect(
+            "127.0.0.1", a.port, standby=[("127.0.0.1", b.port)], name="rtu"), 3)
+        try:
+            await asyncio.wait_for(rtu.close(), 2)      # (seen on uvloop: the race is its)
+        finally:
+            await master.close()

@@ -80,7 +80,7 @@ async def test_two_requests_to_one_object_at_once_are_refused():
         req.begin((SC, 1, 100), "second", False)
 
 
-async def test_closing_the_link_fails_everything_and_clears_doubt():
+async def test_closing_the_link_fails_everything_and_keeps_the_doubt_until_cleared():
     req = Requests("rtu", BROADCAST)
     p = req.begin((SC, 1, 100), "a", False)
     p2 = req.begin((SC, 1, 101), "b", False)
@@ -89,7 +89,22 @@ async def test_closing_the_link_fails_everything_and_clears_doubt():
     req.fail_all(ConnectionLostError("gone"))
     assert isinstance(p.con.exception(), ConnectionLostError)
     assert isinstance(gi.done.exception(), ConnectionLostError)
-    assert not req.in_doubt and not req.pending and not req.interrogations
+    assert not req.pending and not req.interrogations
+    # "a" was sent and lost with the link before its answer: it may have run, too
+    req.end((SC, 1, 100), p, gave_up=True, sent=True, what="a", lost=True)
+    with pytest.raises(CommandInDoubt, match=r"clear_doubt\(ca=1, ioa=101\)"):
+        req.begin((SC, 1, 101), "b again", False)        # no answer can come: still in doubt
+    assert req.clear_doubt(1, 101) == ["b"] and list(req.in_doubt) == [(0, 1, 100)]
+    req.begin((SC, 1, 101), "b again", False)
+    assert req.clear_doubt() == ["a"] and not req.in_doubt
+
+
+async def test_clock_sync_and_the_test_command_are_never_in_doubt():
+    req = Requests("rtu", BROADCAST)
+    for t in (int(TypeID.C_CS_NA_1), int(TypeID.C_TS_TA_1)):
+        p = req.begin((t, 1, 0), "harmless twice", False)
+        req.end((t, 1, 0), p, gave_up=True, sent=True, what="harmless twice")
+        req.begin((t, 1, 0), "again", False)
 
 
 async def test_a_broadcast_gi_ends_when_the_rtu_terminates_it_with_the_broadcast_address():

@@ -13,8 +13,8 @@ import pytest
 import iec104
 from iec104 import Outstation
 from iec104.errors import (
-    CommandInDoubt, ConfirmationTimeout, ConnectError, NotConnected, SettingsError,
-    UnknownCommonAddressError,
+    CommandInDoubt, ConfirmationTimeout, ConnectError, ConnectionLostError, NotConnected,
+    SettingsError, UnknownCommonAddressError,
 )
 
 from scripted_peer import ScriptedPeer, asdu, float_objects, i_frame, s_frame, u_frame
@@ -75,6 +75,27 @@ async def test_a_retry_after_a_sent_command_timed_out_is_refused_until_the_answe
         assert rtu.learned_commands == {}                             # late is not success
         task = asyncio.ensure_future(rtu.command(1, 100, "C_SC_NA_1", 1, timeout=2))
         await wait_for(lambda: len(peer.received(fmt=0, type_id=45)) == 2)
+        peer.send_i(sc_answer(7))
+        assert (await task).ioa == 100
+
+
+async def test_a_command_in_doubt_when_the_link_was_lost_stays_so_across_the_reconnect():
+    """No answer can come on a new connection: the retry is refused until the caller, who
+    looked at the RTU's state, clears the doubt (it used to be forgotten at the reconnect)."""
+    async with ScriptedPeer() as peer, iec104.Master(backoff_min=0.05, backoff_max=0.1) as master:
+        rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
+        task = asyncio.ensure_future(rtu.command(1, 100, "C_SC_NA_1", 1, timeout=5))
+        await wait_for(lambda: len(peer.received(fmt=0, type_id=45)) == 1)
+        peer.connections[0]["writer"].close()                          # lost before its ActCon
+        with pytest.raises(ConnectionLostError):
+            await task
+        await wait_for(lambda: rtu.data_transfer == "started" and len(peer.connections) == 2)
+        with pytest.raises(CommandInDoubt, match="clear_doubt"):
+            await rtu.command(1, 100, "C_SC_NA_1", 1, timeout=0.5)
+        assert rtu.status()["in_doubt"] == 1 and peer.received(type_id=45) == []
+        assert rtu.clear_doubt(ca=1, ioa=100) == ["C_SC_NA_1 execute CA 1 IOA 100"]
+        task = asyncio.ensure_future(rtu.command(1, 100, "C_SC_NA_1", 1, timeout=2))
+        await wait_for(lambda: len(peer.received(fmt=0, type_id=45)) == 1)
         peer.send_i(sc_answer(7))
         assert (await task).ioa == 100
 

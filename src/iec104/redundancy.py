@@ -34,8 +34,7 @@ R = TypeVar("R")
 
 # the status() figures that add up over the group's connections
 _SUMMED = ("frames_in", "points", "bad_frames", "refused_rows", "reconnects", "link_closes",
-           "requests", "withdrawn", "late_answers", "in_doubt", "unmatched_answers", "bytes_out",
-           "tls_failures")
+           "requests", "withdrawn", "late_answers", "unmatched_answers", "bytes_out", "tls_failures")
 
 
 def _on_active(method: Callable[Concatenate[Session, P], Awaitable[R]]
@@ -75,6 +74,7 @@ class RedundancyGroup:
         self._has_active = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        in_doubt = members[0]._requests.in_doubt
         for m in members:
             # the group interrogates after each activation (per CA); a member's own GI at
             # start would be a second one
@@ -82,6 +82,8 @@ class RedundancyGroup:
             m.hold_start = True
             m.devices = self.devices             # one device table and command memory
             m.learned_commands = self.learned_commands
+            # and one record of what is in doubt: a switchover is no licence to retry
+            m._requests.in_doubt = in_doubt
             m.on_link.append(self._on_link)
 
     def __repr__(self) -> str:
@@ -103,18 +105,20 @@ class RedundancyGroup:
             if not isinstance(r, ConnectError):
                 await self.close()
                 raise r
-        await self._activate_one("start")
+        try:
+            await self._activate_one("start")
+        except BaseException:                   # given up (a timeout, Ctrl-C): nothing left up
+            await self.close()
+            raise
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"iec104 {self.name} redundancy")
 
     async def close(self) -> None:
         self._closing = True
+        self._changed.set()                     # (a supervisor whose cancel was lost sees it)
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait({self._task}, timeout=self.settings.t1)
         await asyncio.gather(*(m.close() for m in self.members), return_exceptions=True)
 
     async def reconnect(self) -> None:
@@ -154,6 +158,8 @@ class RedundancyGroup:
         failure = self._failure
         previous = failure[1] if failure is not None else None
         while self.active is None:
+            if self._closing:
+                return
             cand = self._candidate(previous)
             if cand is None:
                 self._changed.clear()
@@ -180,7 +186,7 @@ class RedundancyGroup:
 
     async def _supervise(self) -> None:
         """For the group's life: the GI after each activation, a new one after a failure."""
-        while True:
+        while not self._closing:
             if self.active is None:
                 await self._activate_one("failure")
             rec, active = self.history[-1], self.active
@@ -194,8 +200,11 @@ class RedundancyGroup:
                 except Exception as e:          # the new connection failed too: next round
                     rec["gi_error"] = str(e)
                 for hook in self.on_switch:
-                    hook(rec)
-            if self.active is not None:
+                    try:
+                        hook(rec)
+                    except Exception:           # a hook's fault must not end the failover
+                        log.exception("%s: an on_switch hook failed", self.name)
+            if self.active is not None and not self._closing:
                 self._changed.clear()
                 await self._changed.wait()
 
@@ -221,6 +230,10 @@ class RedundancyGroup:
     test_command = _on_active(Session.test_command)
     reset_process = _on_active(Session.reset_process)
     test = _on_active(Session.test)
+
+    def clear_doubt(self, ca: int | None = None, ioa: int | None = None) -> list[str]:
+        """:meth:`Session.clear_doubt` (the group's connections share what is in doubt)."""
+        return self.members[0].clear_doubt(ca, ioa)
 
     def import_points(self, source: Any, **options: Any) -> Any:
         return self.members[0].import_points(source, **options)
@@ -274,7 +287,9 @@ class RedundancyGroup:
         started runs them); a bad value raises SettingsError and changes none."""
         for m in self.members:
             m.set_schedules(**schedules)
-        self.settings = self.members[0].settings
+        # the schedules only: the members' gi_on_start is off (the group runs that GI)
+        self.settings = dataclasses.replace(
+            self.settings, **{k: getattr(self.members[0].settings, k) for k in schedules})
 
     def status(self) -> dict[str, Any]:
         """The active connection's status (see :meth:`Session.status`) with counts over the

@@ -17,8 +17,11 @@ Safety rules kept here (ARCHITECTURE, rule 10):
   it. A new request to the same object (a process command of any type: C_SC_NA_1 and
   C_SC_TA_1 operate the same object) is refused with
   :class:`~iec104.errors.CommandInDoubt` until its answer arrives (the ActTerm, if it
-  waited for one; counted as late, never as success) or the connection is closed, so that
-  a retry can never execute twice;
+  waited for one; counted as late, never as success). Once its connection is lost no answer
+  can come: it stays in doubt, across reconnects and redundancy switchovers, until the
+  caller has looked at the RTU's state and says so (``Session.clear_doubt``). So a retry
+  never executes twice blindly. Clock sync and the test command are not tracked: sent twice,
+  they do no harm;
 - devices are what answered positively: a refused interrogation leaves no device;
 - a broadcast interrogation completes when every known station terminated it, or when the
   RTU terminated it with the broadcast address.
@@ -42,6 +45,7 @@ log = logging.getLogger("iec104.requests")
 BROADCAST_SETTLE = 0.2   # s without a new station's answer that ends a broadcast request
 _Key = tuple[int, int, int]   # (type, ca, ioa) of a command or system request
 _PROCESS_COMMANDS = frozenset((*range(45, 52), *range(58, 65)))
+_HARMLESS_TWICE = frozenset((TypeID.C_CS_NA_1, TypeID.C_TS_TA_1))  # never in doubt
 
 
 def _object(key: _Key) -> _Key:
@@ -58,6 +62,7 @@ class _Doubt:
     what: str
     until_term: bool                # only its ActTerm (or a refusal) clears it
     mirror: tuple[float, int] | None
+    lost: bool = False              # its connection is gone: no answer can come any more
 
 
 class Interrogation:
@@ -177,10 +182,13 @@ class Requests:
         open or in doubt. ``mirror``: the (value, quality) its answers must echo."""
         obj = _object(key)
         if obj in self.in_doubt:
+            d = self.in_doubt[obj]
             raise CommandInDoubt(
-                f"{self.name}: {what} refused: an earlier {self.in_doubt[obj].what} was sent "
-                "and its caller gave up before the answer; the RTU may have executed it. The "
-                "answer, or closing the link, clears this")
+                f"{self.name}: {what} refused: an earlier {d.what} was sent and its caller "
+                "gave up before the answer; the RTU may have executed it. " + (
+                    "Its connection was lost, so no answer will come: look at the RTU's state, "
+                    f"then clear_doubt(ca={key[1]}, ioa={key[2]}) to send it again" if d.lost
+                    else "Its answer clears this"))
         if obj in self.pending:
             raise CommandInDoubt(f"{self.name}: {what} refused: a request to the same object "
                                  f"({self.pending[obj].what}) already awaits its confirmation")
@@ -188,19 +196,23 @@ class Requests:
         p = self.pending[obj] = Pending(t, ca, ioa, want_term, what=what, mirror=mirror)
         return p
 
-    def end(self, key: _Key, p: Pending, *, gave_up: bool, sent: bool, what: str) -> None:
-        """The caller stopped waiting: done, or gave up (sent: the RTU may act on it)."""
+    def end(self, key: _Key, p: Pending, *, gave_up: bool, sent: bool, what: str,
+            lost: bool = False) -> None:
+        """The caller stopped waiting: done, or gave up (sent: the RTU may act on it; lost:
+        with its connection, so no answer can come)."""
         obj = _object(key)
         if self.pending.get(obj) is p:
             del self.pending[obj]
         if not gave_up and _confirmed(p.con) and not p.term.done():
             self.answered[obj] = (p.type_id, p.mirror)
-        if not (gave_up and sent) or p.refused:
-            return                      # answered, never left, or refused by the RTU
-        if not p.con.done() or (p.want_term and not p.term.done()):
-            self.in_doubt[obj] = _Doubt(p.type_id, what, p.con.done() or p.want_term, p.mirror)
-            log.warning("%s: %s sent, no %s: in doubt until its answer arrives", self.name,
-                        what, "termination" if p.con.done() else "confirmation")
+        if not (gave_up and sent) or p.refused or p.type_id in _HARMLESS_TWICE:
+            return                      # answered, never left, refused, or harmless again
+        confirmed = _confirmed(p.con)
+        if not confirmed or (p.want_term and not _confirmed(p.term)):
+            self.in_doubt[obj] = _Doubt(p.type_id, what, confirmed or p.want_term, p.mirror, lost)
+            log.warning("%s: %s sent, no %s: in doubt until %s", self.name, what,
+                        "termination" if confirmed else "confirmation",
+                        "clear_doubt() (its connection was lost)" if lost else "its answer")
 
     def confirmation(self, t: int, ca: int, ioa: int, cot: int, negative: bool,
                      value: float | None = None, quality: int | None = None) -> int | None:
@@ -255,6 +267,16 @@ class Requests:
                         if t in TypeID._value2member_map_ else t, ca, ioa, cot, self.unmatched)
         return None
 
+    def clear_doubt(self, ca: int | None = None, ioa: int | None = None) -> list[str]:
+        """Forget the requests in doubt (to ``ca``, to its ``ioa``; None: every one): the
+        caller has seen what the RTU did. Returns what was cleared."""
+        gone = [o for o in self.in_doubt
+                if (ca is None or o[1] == ca) and (ioa is None or o[2] == ioa)]
+        what = [self.in_doubt.pop(o).what for o in gone]
+        for w in what:
+            log.warning("%s: %s no longer in doubt: cleared by the caller", self.name, w)
+        return what
+
     # ---- data that answers requests ----------------------------------------------------------
 
     def data(self, points: np.ndarray) -> None:
@@ -268,7 +290,8 @@ class Requests:
                     waiting.popleft().set_result(row.copy())
 
     def fail_all(self, exc: BaseException) -> None:
-        """The connection is gone: every open request fails, nothing stays in doubt."""
+        """The connection is gone: every open request fails; what is in doubt stays so (no
+        answer can come now: ``clear_doubt``)."""
         for p in self.pending.values():
             p.fail(exc)
         for waiting in self.reads.values():
@@ -281,7 +304,8 @@ class Requests:
         self.answered.clear()
         self.reads.clear()
         self.interrogations.clear()
-        self.in_doubt.clear()
+        for d in self.in_doubt.values():
+            d.lost = True
 
 
 def _mirrors(mirror: tuple[float, int] | None, value: float | None,

@@ -257,6 +257,7 @@ class Session:
         s = self.settings
         try:
             context, tls = _tls.context_of(s.tls, server=False)
+            allowed = tls.fingerprints if tls is not None else None     # (it reads files too)
         except Exception as e:                  # SettingsError: files that do not load
             self.last_error = str(e)
             self._fail_start(ConnectError(f"{self.name}: {e}"))
@@ -266,7 +267,6 @@ class Session:
         if context is not None:
             kw = dict(ssl=context, ssl_handshake_timeout=s.t0,
                       server_hostname=(tls.server_hostname if tls is not None else None) or self.host)
-            allowed = tls.fingerprints if tls is not None else None
             if allowed:
                 factory = lambda: self._guarded(_Protocol(self), allowed)
         while not self._closing:
@@ -707,7 +707,7 @@ class Session:
         req = self._requests
         p = req.begin(key, what, wait_term, mirror)
         sent = None
-        gave_up = False
+        gave_up = lost = False
         try:
             sent = self._send(asdu)
             await self._await(p.con, what, timeout)
@@ -715,13 +715,21 @@ class Session:
                 await self._await(p.term, what + " termination", timeout)
             return p
         except BaseException as e:
-            gave_up = isinstance(e, (ConfirmationTimeout, asyncio.CancelledError))
+            lost = isinstance(e, ConnectionLostError)
+            # no answer came, and none will to this caller: if it left, it may have run
+            gave_up = lost or isinstance(e, (ConfirmationTimeout, asyncio.CancelledError))
             if isinstance(e, Exception) and not gave_up:
                 self.learned_commands[(self.station, ca, ioa, t)] = {"last_result": str(e)}
             raise
         finally:
             left = self._withdraw(sent) if gave_up else sent is not None
-            req.end(key, p, gave_up=gave_up, sent=left, what=what)
+            req.end(key, p, gave_up=gave_up, sent=left, what=what, lost=lost)
+
+    def clear_doubt(self, ca: int | None = None, ioa: int | None = None) -> list[str]:
+        """Accept a new request to what is in doubt (to ``ca``, its ``ioa``; None: all):
+        call it once you have seen the RTU's state (a command whose caller gave up, or whose
+        connection was lost, after it left may have run). Returns what was cleared."""
+        return self._requests.clear_doubt(ca, ioa)
 
     async def read(self, ca: int, ioa: int, *, timeout: float | None = None) -> np.void:
         """Read one object (C_RD_NA_1, COT 5); returns its POINT_DTYPE row."""
