@@ -123,3 +123,25 @@ def test_one_rtu_commands_refuse_a_file_of_many(tmp_path, capsys):
     toml.write_text('[[rtu]]\nhost = "127.0.0.1"\nport = 1\n[[rtu]]\nhost = "127.0.0.1"\nport = 2\n')
     assert main(["command", str(toml), "--ca", "1", "--ioa", "2", "--type", "45", "--value", "1"]) == 1
     assert "one RTU" in one_line(capsys)
+
+
+def test_command_honours_the_point_list_of_its_target_file(tmp_path, capsys):
+    """A command connects as poll and export do: the ``points`` list of its target file is in
+    force, so a command to an IOA that the list does not have as a command point of that type
+    is refused in one line (exit code 1) and nothing is sent to the RTU; one to a command
+    point of the list is sent."""
+    points = tmp_path / "points.csv"
+    points.write_text("ioa,ca,type,command_type\n2,1,M_SP_NA_1,\n5,1,M_SP_NA_1,C_SC_NA_1\n")
+    with Sim(stations=1, points=20) as sim:
+        toml = tmp_path / "rtu.toml"
+        toml.write_text(f'[[rtu]]\nhost = "127.0.0.1"\nport = {sim.out.port}\n'
+                        f'points = "{points}"\n')
+        argv = ["command", str(toml), "--ca", "1", "--type", "C_SC_NA_1", "--value", "1",
+                "--timeout", "2"]
+        assert main(argv + ["--ioa", "2"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert not sim.out.commands, f"sent to the RTU: {sim.out.commands}"
+        assert "Traceback" not in err and len(err.splitlines()) == 1
+        assert "IOA 2" in err and "not a C_SC_NA_1 command point" in err
+        main(argv + ["--ioa", "5"])                 # listed: sent (the simulator has no IOA 5)
+        assert [c["ioa"] for c in sim.out.commands] == [5]

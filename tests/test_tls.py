@@ -312,6 +312,50 @@ def test_cli_and_target_crl_and_allow_list(pki, tmp_path):
         _session_settings(args)
 
 
+def test_allow_list_takes_a_pem_whose_key_comes_first(pki, tmp_path):
+    """An allow-list file is read for its CERTIFICATE blocks only: a key before the
+    certificate (the key+chain PEM --tls-cert takes), openssl's "Bag Attributes" lines and
+    other blocks are ignored, every certificate of a chain is allowed, and a DER file is
+    taken as one. A file with no certificate or a corrupt one, or a str that is not a file,
+    is a SettingsError naming the file, never its content: no key material in the message;
+    a str that looks like PEM text is not echoed at all."""
+    server, client = fingerprint(pki.der("server")), fingerprint(pki.der("client"))
+    assert TLS(allowed=[pki.server]).fingerprints >= {server}      # key first, then the chain
+    pem = (tmp_path / "server.pem").read_text()
+    key = pem[:pem.index("-----BEGIN CERTIFICATE")]
+    bag = tmp_path / "bags.pem"
+    bag.write_text("Bag Attributes\n    localKeyID: 01 02 03\nsubject=/CN=rtu-7\nissuer=/O=x\n"
+                   + (tmp_path / "server.crt").read_text()
+                   + "Bag Attributes\n    friendlyName: m\n" + (tmp_path / "client.crt").read_text()
+                   + key)
+    assert TLS(allowed=[str(bag)]).fingerprints == {server, client}
+    der = tmp_path / "client.der"
+    der.write_bytes(pki.der("client"))
+    assert TLS(allowed=[der]).fingerprints == {client}
+
+    secret = key.splitlines()[1]                        # a line of the private key
+    only_key = tmp_path / "only.key"
+    only_key.write_text(key)
+    with pytest.raises(SettingsError, match="only.key.*no certificate") as e:
+        TLS(allowed=[str(only_key)]).fingerprints
+    assert secret not in str(e.value) and "PRIVATE" not in str(e.value)
+    corrupt = tmp_path / "corrupt.pem"
+    corrupt.write_text(key + "-----BEGIN CERTIFICATE-----\n" + secret[:40] + "!!\n"
+                       "-----END CERTIFICATE-----\n")
+    with pytest.raises(SettingsError, match="corrupt.pem.*corrupt") as e:
+        TLS(allowed=[str(corrupt)]).fingerprints
+    assert secret[:20] not in str(e.value)
+    junk = tmp_path / "junk.der"
+    junk.write_bytes(b"\x30\x82\x05\x00 truncated")
+    with pytest.raises(SettingsError, match="junk.der"):
+        TLS(allowed=[str(junk)]).fingerprints
+    with pytest.raises(SettingsError, match="none.crt"):
+        TLS(allowed=[str(tmp_path / "none.crt")]).fingerprints
+    with pytest.raises(SettingsError, match="not a file \\(PEM text\\?\\)") as e:
+        TLS(allowed=[key]).fingerprints                 # the key itself given as a str
+    assert secret not in str(e.value) and "BEGIN" not in str(e.value)
+
+
 def test_tls_is_a_public_name():
     assert iec104.TLS is TLS and "TLS" in iec104.__all__
 
@@ -366,3 +410,17 @@ def test_c104_tls_master_against_our_simulator():
     pytest.skip("c104 2.2.1's TLS client fails every handshake on this platform (mbedtls "
                 "-0x5D80; it cannot be given a host name): the c104-master direction is not "
                 "tested yet (issue 14 suggests a small TLS relay in the test)")
+
+
+async def test_a_missing_allow_list_file_fails_connect_not_hangs(tmp_path):
+    """A TLS allow-list file that is not there fails connect with one ConnectError naming it
+    (it used to kill the connect task and leave connect() waiting for ever)."""
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with iec104.Master(reconnect=False, gi_on_start=False) as m:
+            tls = TLS(verify=False, allowed=[str(tmp_path / "gone.crt")])
+            with pytest.raises((ConnectError, SettingsError), match="gone.crt"):
+                await asyncio.wait_for(m.connect("127.0.0.1", port, tls=tls), 3)
+    finally:
+        server.close()

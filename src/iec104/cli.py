@@ -686,7 +686,9 @@ def cmd_command(args: argparse.Namespace) -> int:
 async def _command(args: argparse.Namespace, target: Target, settings: dict[str, Any],
                    value: float) -> int:
     async with Master(gi_on_start=False, reconnect=False) as master:
-        rtu = await master.connect(target.host, target.port, name=target.name, **settings)
+        # as poll and export connect: the target file's point list in force, so a command to
+        # an IOA that is no command point of it is refused before it leaves
+        rtu = await _connect_one(master, target, settings)
         res = await rtu.command(args.ca, args.ioa, args.type, value, select=args.select,
                                 qualifier=args.qualifier, time=True if args.time else None,
                                 timeout=args.timeout)

@@ -13,8 +13,11 @@ password is kept as a :class:`~iec104.importhooks.Secret`: never in a repr, an e
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import logging
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -51,8 +54,54 @@ def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _looks_secret(text: str) -> bool:
+    """A str that may be PEM or key text rather than a path: never echoed in an error."""
+    return "-----" in text or "\n" in text or "\r" in text or len(text) > 1024
+
+
+def _is_der(der: bytes) -> bool:
+    """A DER SEQUENCE whose length is the data's: a certificate's outer shape."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    n = der[1]
+    if n < 0x80:
+        return 2 + n == len(der)
+    k = n & 0x7F
+    if not 1 <= k <= 4 or len(der) < 2 + k:
+        return False
+    return 2 + k + int.from_bytes(der[2:2 + k], "big") == len(der)
+
+
+def _certificates(data: bytes) -> list[bytes]:
+    """The DER certificates of a file's content: its CERTIFICATE blocks (keys, "Bag
+    Attributes" and other blocks ignored) or the file itself as DER. ValueError (with no
+    content in its message) if there is none or one is corrupt."""
+    if b"-----BEGIN" not in data:
+        if not _is_der(data):
+            raise ValueError("neither a PEM nor a DER certificate")
+        return [data]
+    out: list[bytes] = []
+    for m in _PEM_CERT.finditer(data):
+        try:
+            der = base64.b64decode(re.sub(rb"\s+", b"", m.group(1)), validate=True)
+        except (binascii.Error, ValueError):
+            der = b""
+        if not _is_der(der):
+            raise ValueError(f"certificate {len(out) + 1} in it is corrupt")
+        out.append(der)
+    if not out:
+        raise ValueError("no certificate in it")
+    return out
+
+
 def _fingerprints(allowed: Iterable[Any]) -> frozenset[str]:
-    """Hex fingerprints (colons and case ignored), DER bytes, or paths of PEM/DER files."""
+    """Hex fingerprints (colons and case ignored), DER bytes, or paths of PEM/DER files.
+
+    SettingsError naming the file (never its content, never a str that looks like PEM text)
+    for a file that cannot be read or holds no certificate or a corrupt one."""
     out = set()
     for a in allowed:
         if isinstance(a, (bytes, bytearray)):
@@ -63,18 +112,18 @@ def _fingerprints(allowed: Iterable[Any]) -> frozenset[str]:
         if len(hexed) == 64 and all(c in "0123456789abcdef" for c in hexed):
             out.add(hexed)
             continue
-        path = Path(text)
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise SettingsError(f"TLS allowed certificate {text}: {e.strerror or e}") from None
-        if b"-----BEGIN CERTIFICATE-----" in data:
-            blocks = data.decode("ascii", "replace").split("-----END CERTIFICATE-----")
-            for b in blocks:
-                if "-----BEGIN CERTIFICATE-----" in b:
-                    out.add(fingerprint(ssl.PEM_cert_to_DER_cert(b + "-----END CERTIFICATE-----\n")))
-        else:
-            out.add(fingerprint(data))
+            data = Path(text).read_bytes()
+        except (OSError, ValueError) as e:          # ValueError: a NUL in the str
+            if _looks_secret(text):
+                raise SettingsError("TLS allowed certificate: not a file (PEM text?); "
+                                    "give a file, a SHA-256 fingerprint or DER bytes") from None
+            why = e.strerror if isinstance(e, OSError) and e.strerror else "not a file"
+            raise SettingsError(f"TLS allowed certificate {text}: {why}") from None
+        try:
+            out.update(fingerprint(der) for der in _certificates(data))
+        except ValueError as e:
+            raise SettingsError(f"TLS allowed certificate {text}: {e}") from None
     return frozenset(out)
 
 
