@@ -117,6 +117,7 @@ async def test_a_command_goes_to_the_worker_of_its_rtu(fleet):
     with pytest.raises(UnknownIOAError) as e:           # the library's typed error, intact
         await cluster.command("rtu-1", 1, 99_999, "C_SC_NA_1", 1)
     assert (e.value.ioa, e.value.cot) == (99_999, 47)
+    assert await cluster.clear_doubt("rtu-1", ca=1) == []      # answered, refused: no doubt
 
 
 async def test_export_writes_one_dataset_read_as_one_table(fleet, tmp_path):

@@ -242,6 +242,15 @@ class Cluster:
         return await self._call(rtu.worker, "command", rtu.station, (ca, ioa, type, value),
                                 {"select": select, **options}, what=f"command to {name}")
 
+    async def clear_doubt(self, name: str, ca: int | None = None,
+                          ioa: int | None = None) -> list[str]:
+        """:meth:`iec104.Session.clear_doubt` of ``name``, on its worker (what a worker
+        that restarted had in doubt is gone with it: look at the RTU before a retry)."""
+        rtu = self.rtus[name]
+        out: list[str] = await self._call(rtu.worker, "clear_doubt", rtu.station, ca, ioa,
+                                          what=f"clear_doubt of {name}")
+        return out
+
     def _why_down(self, r: RTU) -> str | None:
         """Why an RTU is down because of its worker (None: it is not)."""
         since = self._down.get(r.worker)

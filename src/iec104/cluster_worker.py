@@ -130,6 +130,9 @@ class Worker:
     async def _command(self, station: int, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         return await self.sessions[station].command(*args, **options)
 
+    async def clear_doubt(self, station: int, ca: int | None, ioa: int | None) -> Any:
+        return await self._do(self.sessions[station].clear_doubt, ca, ioa)
+
     # ---- point lists ---------------------------------------------------------------------
 
     async def set_lists(self, version: int, lists: list[tuple[int | None, Any]]) -> None:
