@@ -139,6 +139,15 @@ def test_target_files_refuse_a_value_of_another_type(tmp_path, line):
         parse_targets([str(toml)])
 
 
+@pytest.mark.parametrize("setting", ["t0", "t1", "t3", "request_timeout", "backoff_max",
+                                     "gi_interval"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_timer_that_never_runs_out_is_a_settings_error(setting, value):
+    """inf or nan seconds: a dead link would never be detected, a request never given up."""
+    with pytest.raises(SettingsError, match=setting):
+        SessionSettings(**{setting: value})
+
+
 @pytest.mark.parametrize("cell", ["3.0", "3.5", "x"])
 def test_csv_targets_refuse_an_int_setting_that_is_no_int(tmp_path, cell):
     csv = tmp_path / "rtus.csv"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import numbers
 import ssl
 import typing
@@ -91,6 +92,12 @@ class SessionSettings:
         if isinstance(self.ca, Sequence) and not isinstance(self.ca, (str, bytes)):
             object.__setattr__(self, "ca", tuple(self.ca))     # one form to read: a tuple
         _check_types(self)
+        for name, (kinds, _) in KINDS.items():      # a timer of inf or nan never runs out
+            v = getattr(self, name)
+            if float in kinds and isinstance(v, numbers.Real) and not math.isfinite(v):
+                raise SettingsError(f"{name} {v!r}: a finite number of seconds")
+        if not self.request_timeout > 0:
+            raise SettingsError(f"request_timeout {self.request_timeout!r}: seconds > 0")
         if self.cot_size not in (1, 2) or self.ca_size not in (1, 2) or self.ioa_size not in (1, 2, 3):
             raise SettingsError("field sizes: COT and CA take 1 or 2 octets, IOA 1, 2 or 3")
         if self.gi_group is not None and not 1 <= self.gi_group <= 16:
