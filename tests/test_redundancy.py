@@ -393,3 +393,21 @@ async def test_closing_a_group_just_after_it_connected_returns():
             await asyncio.wait_for(rtu.close(), 2)      # (seen on uvloop: the race is its)
         finally:
             await master.close()
+
+
+async def test_a_group_closed_while_it_starts_ends_its_start_and_shows_no_active_connection():
+    """close() while the group waits for STARTDT con: start ends with ConnectError (it used
+    to wait for ever), and the status shows no active connection."""
+    async with ScriptedPeer(auto_start=False) as a, ScriptedPeer(auto_start=False) as b:
+        async with iec104.Master(t1=5, t2=1, **FAST) as master:
+            starting = asyncio.ensure_future(master.connect(
+                "127.0.0.1", a.port, standby=[("127.0.0.1", b.port)], name="rtu"))
+            def startdt_sent():
+                return any(f["u_function"] == 0x07 for peer in (a, b) for c in peer.connections
+                           for f, _ in peer.received(c, fmt=2))
+            await wait_for(startdt_sent, 3)
+            group = master.sessions[-1]                 # waiting for STARTDT con
+            await asyncio.wait_for(group.close(), 3)
+            with pytest.raises(ConnectError):
+                await asyncio.wait_for(starting, 3)
+            assert group.status()["active"] is None

@@ -107,6 +107,8 @@ class RedundancyGroup:
                 raise r
         try:
             await self._activate_one("start")
+            if self._closing:
+                raise ConnectError(f"{self.name}: closed while connecting")
         except BaseException:                   # given up (a timeout, Ctrl-C): nothing left up
             await self.close()
             raise
@@ -120,6 +122,8 @@ class RedundancyGroup:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=self.settings.t1)
         await asyncio.gather(*(m.close() for m in self.members), return_exceptions=True)
+        self.active = None                      # (status: none of them is active any more)
+        self._has_active.clear()
 
     async def reconnect(self) -> None:
         """Try every connection that is down again now; returns once one is active."""
