@@ -608,11 +608,10 @@ class Session:
                 return await self._await(running.done, what, timeout)
             # one whose answers ours could not be told from (another group's, or a broadcast
             # and a station's): ours goes out after it, within our own timeout
-            wait = timeout or self.settings.request_timeout
-            if not (await asyncio.wait({running.done}, timeout=wait))[0]:
+            if not (await asyncio.wait({running.done}, timeout=timeout))[0]:
                 raise ConfirmationTimeout(f"{self.name}: {what} not sent: the running "
                                           f"interrogation of CA {running.ca} did not end within "
-                                          f"{wait:g} s")
+                                          f"{timeout:g} s")
         broadcast = ca == self.broadcast_ca
         expect = set(self.devices) if broadcast else set()
         gi = Interrogation(int(type_id), ca, qualifier, expect, self.broadcast_ca)
