@@ -107,3 +107,142 @@ def test_write_points_by_extension(tmp_path):
     import polars as pl
     out = write_points(res, tmp_path / "o.parquet")
     assert len(pl.read_parquet(out)) == len(res.points)
+
+
+# ---- damaged and hostile files: every one a CaptureError or a skipped packet, no traceback ----
+
+def shb():
+    body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+    return struct.pack("<II", 0x0A0D0D0A, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def idb(linktype=101, tsresol=None):
+    opts = b""
+    if tsresol is not None:
+        opts = struct.pack("<HHB3x", 9, 1, tsresol) + struct.pack("<HH", 0, 0)
+    body = struct.pack("<HHI", linktype, 0, 65535) + opts
+    return struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def epb(data, hi=0, lo=0, cap=None):
+    pad = (-len(data)) % 4
+    body = struct.pack("<IIIII", 0, hi, lo, len(data) if cap is None else cap, len(data)) \
+        + data + b"\0" * pad
+    return struct.pack("<II", 6, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def raw_ip(payload=None, seq=0):
+    return tcp_packet(apdu(1, 1.5) if payload is None else payload, seq)[0]
+
+
+def raw_pcap(linktype, *packets, tail=b""):
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+    for p in packets:
+        out += struct.pack("<IIII", 1_800_000_000, 0, len(p), len(p)) + p
+    return out + tail
+
+
+@pytest.mark.parametrize("linktype,packet", [(113, b"\0" * 10), (276, b""), (0, b"\x02"),
+                                             (101, b"")],
+                         ids=["sll-10-octets", "sll2-empty", "loopback-1-octet", "raw-ip-empty"])
+def test_a_packet_shorter_than_its_link_header_is_skipped(tmp_path, linktype, packet):
+    """A packet shorter than its link-layer header (SLL 16 octets, SLL2 20, BSD loopback 4,
+    raw IP its version octet: a small snaplen, a hostile file) is not a TCP/IP packet: it
+    is counted and skipped, with no traceback, and the packets after it are decoded."""
+    p = tmp_path / "c.pcap"
+    good = {113: b"\0" * 14 + b"\x08\x00", 276: b"\x08\x00" + b"\0" * 18, 0: b"\x02\0\0\0",
+            101: b""}[linktype] + raw_ip()
+    p.write_bytes(raw_pcap(linktype, packet, good))
+    res = read_capture(p)
+    assert res.stats["packets"] == 2 and res.stats["tcp_segments"] == 1
+    assert res.points["ioa"].to_list() == [1]
+
+
+def test_bsd_loopback_family_in_either_byte_order(tmp_path):
+    """The loopback header's address family is in the capturing host's byte order: AF_INET
+    written big-endian is IPv4 too."""
+    p = tmp_path / "c.pcap"
+    p.write_bytes(raw_pcap(0, b"\0\0\0\x02" + raw_ip()))
+    assert read_capture(p).points["ioa"].to_list() == [1]
+
+
+def test_a_pcapng_packet_block_shorter_than_its_header_is_a_capture_error(tmp_path):
+    """An enhanced packet block shorter than its 32-octet header and trailer is a
+    CaptureError naming its offset (its header is not read from the next block)."""
+    p = tmp_path / "c.pcapng"
+    head = shb() + idb()
+    p.write_bytes(head + struct.pack("<III", 6, 12, 12) + epb(raw_ip()))
+    with pytest.raises(CaptureError, match=f"offset {len(head)}.*32-octet"):
+        read_capture(p)
+
+
+def test_a_pcapng_captured_length_past_its_block_stays_inside_the_block(tmp_path):
+    """An enhanced packet's captured length longer than its block is cut to the block: the
+    next block is not read as packet data, and is itself decoded."""
+    p = tmp_path / "c.pcapng"
+    first = raw_ip(apdu(1, 1.0), 0)
+    second = raw_ip(apdu(2, 2.0), len(apdu(1, 1.0)))
+    p.write_bytes(shb() + idb() + epb(first, cap=len(first) + 500) + epb(second))
+    res = read_capture(p)
+    assert res.stats["packets"] == 2 and res.points["ioa"].to_list() == [1, 2]
+
+
+def test_a_pcapng_timestamp_past_int64_is_a_capture_error(tmp_path):
+    """An enhanced packet's 64-bit timestamp times the interface's resolution past int64
+    nanoseconds (the year 2262) is a CaptureError naming the packet's offset."""
+    p = tmp_path / "c.pcapng"
+    head = shb() + idb()
+    p.write_bytes(head + epb(raw_ip(), hi=0xFFFFFFFF))
+    with pytest.raises(CaptureError, match=f"offset {len(head)}.*2262"):
+        read_capture(p)
+
+
+@pytest.mark.parametrize("tsresol,ticks_per_s",
+                         [(0x80 | 20, 1 << 20), (12, 10 ** 12), (9, 10 ** 9)],
+                         ids=["binary-2^-20", "picoseconds", "nanoseconds"])
+def test_pcapng_timestamp_resolutions_are_exact(tmp_path, tsresol, ticks_per_s):
+    """if_tsresol in powers of two or of ten, finer than a nanosecond too, gives the exact
+    capture time (no tick rounded to whole nanoseconds)."""
+    ts = 10_000_000 * ticks_per_s + ticks_per_s // 2             # 1e7 s and a half: in 64 bits
+    p = tmp_path / "c.pcapng"
+    p.write_bytes(shb() + idb(tsresol=tsresol) + epb(raw_ip(), hi=ts >> 32, lo=ts & 0xFFFFFFFF))
+    t = read_capture(p).points["capture_time"].dt.epoch("ns")[0]
+    assert t == 10_000_000_500_000_000
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_capture_cut_inside_a_record_header_is_a_capture_error(tmp_path, kind):
+    """A file that ends inside a record header (fewer than 16 octets left in pcap, 12 in
+    pcapng) is a CaptureError naming the offset, like one cut inside a packet's data: it is
+    not read as if complete."""
+    p = tmp_path / f"c.{kind}"
+    if kind == "pcap":
+        data = raw_pcap(101, raw_ip(), tail=struct.pack("<II", 1_800_000_001, 0))
+        at = len(data) - 8
+    else:
+        data = shb() + idb() + epb(raw_ip()) + struct.pack("<I", 6)
+        at = len(data) - 4
+    p.write_bytes(data)
+    with pytest.raises(CaptureError, match=f"ends inside .* offset {at}"):
+        read_capture(p)
+
+
+def test_a_stream_decoded_in_chunks_is_what_one_decode_gives(tmp_path, monkeypatch):
+    """A stream is decoded in bounded chunks (the decoder's rows sized from a chunk, not
+    from the capture): APDUs across a chunk boundary, their offsets, first points and
+    capture times are what one decode of the whole stream gives."""
+    import iec104.capture as capture
+    data = b"".join(apdu(i, float(i)) for i in range(1, 60))       # 1180 octets: 5 chunks
+    pk, seq = [], 0
+    for i in range(0, len(data), 37):
+        pk.append(tcp_packet(data[i:i + 37], seq))
+        seq += len(data[i:i + 37])
+    p = tmp_path / "c.pcap"
+    p.write_bytes(pcap(pk))
+    whole = read_capture(p)
+    monkeypatch.setattr(capture, "_CHUNK", 1)    # 256 octets, the least
+    chunked = read_capture(p)
+    assert chunked.points.equals(whole.points) and chunked.frames.equals(whole.frames)
+    assert chunked.points["ioa"].to_list() == list(range(1, 60))
+    assert chunked.frames["offset"].to_list() == [20 * i for i in range(59)]
+    assert chunked.frames["first_point"].to_list() == list(range(59))

@@ -65,17 +65,26 @@ def _packets(buf: bytes, path: object) -> Iterator[_Packet]:
             raise CaptureError(f"{path}: packet at offset {pos - 16} runs past the end of the file")
         yield sec * 1_000_000_000 + frac * mult, linktype, mv[pos:pos + incl]
         pos += incl
+    if pos != n:                                    # (uint32 seconds: no int64 overflow)
+        raise CaptureError(f"{path}: the file ends inside the packet record header at offset "
+                           f"{pos} ({n - pos} of its 16 octets)")
+
+
+_NS_MAX = (1 << 63) - 1                             # capture times are int64 ns
 
 
 def _pcapng(buf: bytes, path: object) -> Iterator[_Packet]:
     mv = memoryview(buf)
     n, pos = len(buf), 0
     e = "<"
-    ifaces: list[tuple[int, int]] = []              # (linktype, ns per tick)
+    ifaces: list[tuple[int, int, int]] = []         # (linktype, ns = ticks * mul // div)
     while pos + 12 <= n:
         btype = struct.unpack_from(e + "I", buf, pos)[0]
         if btype == 0x0A0D0D0A:                     # section header: byte order
-            bom = buf[pos + 8:pos + 12]
+            bom = bytes(buf[pos + 8:pos + 12])
+            if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                raise CaptureError(f"{path}: damaged pcapng section header at offset {pos} "
+                                   f"(byte-order magic {bom.hex()})")
             e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
             ifaces = []
         blen = struct.unpack_from(e + "I", buf, pos + 4)[0]
@@ -83,29 +92,55 @@ def _pcapng(buf: bytes, path: object) -> Iterator[_Packet]:
             raise CaptureError(f"{path}: damaged pcapng block at offset {pos}")
         body = pos + 8
         if btype == 1:                              # interface description
+            if blen < 20:
+                raise CaptureError(f"{path}: pcapng interface block at offset {pos} is "
+                                   f"{blen} octets, shorter than its 20-octet header")
             linktype = struct.unpack_from(e + "H", buf, body)[0]
-            tick = 1000                             # default: microseconds
+            mul, div = 1000, 1                      # default: microseconds
             opt = body + 8
             while opt + 4 <= pos + blen - 4:
                 code, olen = struct.unpack_from(e + "HH", buf, opt)
                 if code == 0:
                     break
-                if code == 9:                       # if_tsresol
+                if code == 9 and olen >= 1:         # if_tsresol: 10^-r or 2^-r seconds
                     r = buf[opt + 4]
-                    tick = 10 ** (9 - r) if not r & 0x80 and r <= 9 else max(1, int(1e9 / 2 ** (r & 0x7F)))
+                    if r & 0x80:
+                        mul, div = 1_000_000_000, 1 << (r & 0x7F)
+                    elif r <= 9:
+                        mul, div = 10 ** (9 - r), 1
+                    else:
+                        mul, div = 1, 10 ** (r - 9)
                 opt += 4 + (olen + 3) // 4 * 4
-            ifaces.append((linktype, tick))
+            ifaces.append((linktype, mul, div))
         elif btype == 6:                            # enhanced packet
+            if blen < 32:
+                raise CaptureError(f"{path}: pcapng packet block at offset {pos} is {blen} "
+                                   "octets, shorter than its 32-octet header and trailer")
             iface, hi, lo, cap = struct.unpack_from(e + "IIII", buf, body)
             if iface >= len(ifaces):
                 raise CaptureError(f"{path}: packet for unknown interface {iface} at offset {pos}")
-            linktype, tick = ifaces[iface]
-            yield ((hi << 32) | lo) * tick, linktype, mv[body + 20:body + 20 + cap]
+            linktype, mul, div = ifaces[iface]
+            t = ((hi << 32) | lo) * mul // div
+            if t > _NS_MAX:
+                raise CaptureError(f"{path}: packet at offset {pos} has a timestamp past the "
+                                   "year 2262 (beyond int64 nanoseconds)")
+            cap = min(cap, blen - 32)               # the data stays inside its block
+            yield t, linktype, mv[body + 20:body + 20 + cap]
         elif btype == 3 and ifaces:                 # simple packet: no time
+            if blen < 16:
+                raise CaptureError(f"{path}: pcapng simple packet block at offset {pos} is "
+                                   f"{blen} octets, shorter than its 16-octet header")
             orig = struct.unpack_from(e + "I", buf, body)[0]
             cap = min(orig, blen - 16)
             yield 0, ifaces[0][0], mv[body + 4:body + 4 + cap]
         pos += blen
+    if pos != n:
+        raise CaptureError(f"{path}: the file ends inside the pcapng block header at offset "
+                           f"{pos} ({n - pos} of its 12 octets)")
+
+
+_LOOPBACK_V4 = (2, 2 << 24)                         # AF_INET, either byte order
+_LOOPBACK_V6 = (24, 28, 30, 24 << 24, 28 << 24, 30 << 24)   # AF_INET6 on the BSDs, macOS
 
 
 def _tcp(linktype: int, d: memoryview) -> _Segment | None:
@@ -120,21 +155,31 @@ def _tcp(linktype: int, d: memoryview) -> _Segment | None:
             etype = struct.unpack_from(">H", d, off + 2)[0]
             off += 4
     elif linktype == 113:                           # Linux cooked (SLL)
+        if len(d) < 16:
+            return None
         etype, off = struct.unpack_from(">H", d, 14)[0], 16
     elif linktype == 276:                           # SLL2
+        if len(d) < 20:
+            return None
         etype, off = struct.unpack_from(">H", d, 0)[0], 20
     elif linktype == 0:                             # BSD loopback: family in host order
+        if len(d) < 4:
+            return None
         fam = struct.unpack_from("<I", d, 0)[0]
-        etype = 0x0800 if fam == 2 else 0x86DD
+        etype = 0x0800 if fam in _LOOPBACK_V4 else 0x86DD if fam in _LOOPBACK_V6 else 0
         off = 4
     elif linktype in (101, 228, 229, 12, 14):       # raw IP
-        etype = 0x0800 if d[0] >> 4 == 4 else 0x86DD
+        if not len(d):
+            return None
+        etype = {4: 0x0800, 6: 0x86DD}.get(d[0] >> 4, 0)
     else:
         return None
     if etype == 0x0800:
         if len(d) < off + 20 or d[off + 9] != 6:
             return None
         ihl = (d[off] & 0x0F) * 4
+        if ihl < 20 or struct.unpack_from(">H", d, off + 6)[0] & 0x1FFF:
+            return None                             # a bad header, or a later fragment
         total = struct.unpack_from(">H", d, off + 2)[0]
         src, dst = bytes(d[off + 12:off + 16]), bytes(d[off + 16:off + 20])
         end = off + total if total else len(d)
@@ -152,6 +197,8 @@ def _tcp(linktype: int, d: memoryview) -> _Segment | None:
         return None
     sport, dport, seq = struct.unpack_from(">HHI", d, off)
     doff = (d[off + 12] >> 4) * 4
+    if doff < 20:
+        return None
     flags = d[off + 13]
     return src, dst, sport, dport, seq, flags, d[off + doff:min(end, len(d))]
 
@@ -163,10 +210,13 @@ def _addr(a: bytes, port: int) -> str:
     return f"[{ipaddress.IPv6Address(a)}]:{port}"
 
 
+_CHUNK = 1 << 24                                    # octets of a stream decoded at a time
+
+
 class _Stream:
     """One direction of a TCP connection: its bytes in sequence order, with the capture time
-    at which each stretch of them became readable. Decoded in one call when the capture has
-    been read; each APDU takes the time of the segment that completed it."""
+    at which each stretch of them became readable. Decoded, in bounded chunks, when the
+    capture has been read; each APDU takes the time of the segment that completed it."""
 
     def __init__(self, conn: str, direction: str, sizes: FieldSizes) -> None:
         self.conn, self.direction, self.sizes = conn, direction, sizes
@@ -228,10 +278,39 @@ class _Stream:
             self.held.clear()
         if not self.buf:
             return
-        d = Decoder(capacity=len(self.buf), **self.sizes)
-        d.feed(self.buf, 0, final=True)
-        self.frames, self.points = d.frames, d.points     # the decoder is ours alone: no copy
-        last = (self.frames["offset"] + self.frames["length"]).astype(np.int64)
+        # in chunks: the decoder's arrays are sized from a chunk (a row per 5 octets, an APDU
+        # per 6, grown when denser), not from the stream (47 octets of rows per octet)
+        total = len(self.buf)
+        step = max(_CHUNK, 256)                     # holds a whole APDU: each feed moves on
+        size = min(total, step)
+        d = Decoder(capacity=size // 5 + 16, frames=size // 6 + 1, **self.sizes)
+        mv = memoryview(self.buf)
+        frames, points, lasts = [], [], []
+        pos = npts = 0
+        while True:
+            end = min(pos + step, total)
+            final = end == total
+            used = d.feed(mv[pos:end], 0, final=final)
+            f, pt = d.frames, d.points              # views until the next feed
+            if not final:
+                f, pt = f.copy(), pt.copy()
+            # offsets and first_point are uint32: exact times from int64 stream offsets
+            lasts.append(f["offset"].astype(np.int64) + f["length"] + pos)
+            if pos:
+                f["offset"] += np.uint32(pos & 0xFFFFFFFF)
+            if npts:
+                f["first_point"] += np.uint32(npts & 0xFFFFFFFF)
+            frames.append(f)
+            points.append(pt)
+            npts += len(pt)
+            if final:
+                break
+            pos += used
+        mv.release()
+        one = len(frames) == 1                      # the decoder is ours alone: no copy
+        self.frames = frames[0] if one else np.concatenate(frames)
+        self.points = points[0] if one else np.concatenate(points)
+        last = lasts[0] if one else np.concatenate(lasts)
         at = np.searchsorted(np.asarray(self.ends, np.int64), last, side="left")
         times = np.asarray(self.times, np.int64)
         self.frame_times = times[np.minimum(at, len(times) - 1)]
