@@ -210,7 +210,7 @@ def _addr(a: bytes, port: int) -> str:
     return f"[{ipaddress.IPv6Address(a)}]:{port}"
 
 
-_CHUNK = 1 << 24                                    # octets of a stream decoded at a time
+_CHUNK = 1 << 28                                    # octets of a stream decoded at a time
 
 
 class _Stream:
