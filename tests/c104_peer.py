@@ -145,10 +145,11 @@ def c104_client(port, *, unmute=True, command_timeout_ms=1000):
     return client, conn, wire
 
 
-def run_c104(port, body, attempts=3):
+def run_c104(port, body, attempts=5):
     """``body(conn, wire)`` on a started c104 client connection; run again on a fresh one
     (``attempts`` in all) when c104 missed an answer it received (Wire.answered), since then
-    it gave up a request that our side did answer."""
+    it gave up a request that our side did answer. (3 attempts all missed once in 4 runs of
+    the whole suite on 2 cores: under that load c104 misses far more often than alone.)"""
     for attempt in range(1, attempts + 1):
         client, conn, wire = c104_client(port)
         try:
