@@ -1,19 +1,25 @@
 """The public surface: what scripts and type checkers see, typed keyword by keyword."""
 import ast
+import asyncio
 import dataclasses
 import inspect
 import ssl
 import typing
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 
 import iec104
-from iec104 import Cot, CounterQuality, Quality, SessionSettings
+from iec104 import NO_TIME, POINT_DTYPE, Cot, CounterQuality, Quality, SessionSettings
 from iec104.errors import SettingsError
 from iec104.master import Master
 from iec104.settings import DEFAULT
+from iec104.store import ParquetSink
 from iec104.targets import parse_targets
+
+from waiting import wait_for
 
 INIT = Path(iec104.__file__)
 
@@ -204,3 +210,72 @@ def test_the_field_sizes_are_the_codecs_keywords():
     sizes = SessionSettings(ca_size=1, ioa_size=2).sizes
     assert sizes == {"cot_size": 2, "ca_size": 1, "ioa_size": 2}
     iec104.Decoder(**sizes)                     # the keywords the codec takes
+
+
+# ---- Master: close, parameters -----------------------------------------------------------------
+
+def rows(n=3, *, station=0, ca=1, start=1):
+    p = np.zeros(n, POINT_DTYPE)
+    p["type_id"], p["station"], p["ca"] = 13, station, ca
+    p["ioa"] = np.arange(start, start + n)
+    p["time"] = NO_TIME
+    p["cot"] = 3
+    return p
+
+
+async def test_close_ends_the_event_readers():
+    """Master.close() closes the event log's readers: an ``async for batch in
+    master.events()`` ends."""
+    m = iec104.Master()
+    got = []
+
+    async def read():
+        async for batch in m.events():
+            got.append(batch)
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.sleep(0.01)
+        m.store.update(rows(3))
+        await wait_for(lambda: got, 1)
+        await m.close()
+        done, _ = await asyncio.wait({reader}, timeout=1.0)
+        assert done, "the reader still waits after Master.close()"
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_close_raises_a_sinks_error_once_it_released_the_rest(tmp_path, monkeypatch):
+    """A sink's error at close is raised by Master.close() after every sink and reader was
+    closed and the loop's read coalescing released."""
+    released = []
+    monkeypatch.setattr("iec104.master.release_coalesce",
+                        lambda loop, owner: released.append(owner))
+    m = iec104.Master()
+    m.store.add_sink(ParquetSink(tmp_path / "ev", flush_interval=60))
+    stream = m.events(lossless=True)
+    m.store.update(rows(3))
+    (tmp_path / "ev").rmdir()
+    (tmp_path / "ev").write_text("")            # no directory can be made there
+    with pytest.raises(OSError):
+        await m.close()
+    assert released == [m] and not m.store.log.consumers
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+
+
+async def test_parameters_show_a_silent_stations_points_as_missing(no_network):
+    """A point list for every station applies to every connected station, not only to those
+    that sent data: the points of a connected RTU that has sent nothing (down, or before its
+    GI) are in parameters(), "missing"."""
+    async with iec104.Master() as m:
+        await m.connect("127.0.0.1", 1, name="a")
+        await m.connect("127.0.0.1", 2, name="b")
+        m.import_points(pl.DataFrame({"ca": [1, 1], "ioa": [1, 2], "type": ["M_ME_NC_1"] * 2,
+                                      "name": ["x", "y"]}))
+        m.store.update(rows(2, station=0))      # station 0 answered, station 1 did not
+        df = m.parameters()
+        assert df.filter(pl.col("session") == "a")["status"].to_list() == ["ok", "ok"]
+        b = df.filter(pl.col("session") == "b")
+        assert b["status"].to_list() == ["missing", "missing"], \
+            df.select("station", "session", "ioa", "status")

@@ -99,10 +99,13 @@ async def test_a_point_list_imported_once_is_joined_on_every_worker(fleet):
     cluster.import_points(pl.DataFrame({"ioa": ["1"], "name": ["rtu-3 breaker"]}),
                           station="rtu-3")
     df = await cluster.parameters()
-    assert len(df) == sum(map(in_gi, outs))     # as in a Master: no rows for "silent", which sent none
+    # as in a Master: "silent", connected but sending nothing, shows its listed points missing
+    assert len(df) == sum(map(in_gi, outs)) + 2
+    assert df.filter(pl.col("session") == "silent")["status"].to_list() == ["missing"] * 2
     named = df.filter(pl.col("ioa") == 1).select("session", "name", "status").rows()
     assert named == [("rtu-0", "breaker", "ok"), ("rtu-1", "breaker", "ok"),
-                     ("rtu-2", "breaker", "ok"), ("rtu-3", "rtu-3 breaker", "ok")]
+                     ("rtu-2", "breaker", "ok"), ("rtu-3", "rtu-3 breaker", "ok"),
+                     ("silent", "breaker", "missing")]
     assert df.filter(pl.col("ioa") == 3)["status"].unique().to_list() == ["unknown"]
 
 
@@ -129,7 +132,7 @@ async def test_export_writes_one_dataset_read_as_one_table(fleet, tmp_path):
     assert len(back) == len(expected)
     assert back.sort("station", "ioa")["session"].to_list() == expected["session"].to_list()
     by_station = await cluster.export(tmp_path / "fleet", by="station")   # replaced in place
-    assert sorted(p.name for p in by_station.iterdir()) == [f"station={i}" for i in range(4)]
+    assert sorted(p.name for p in by_station.iterdir()) == [f"station={i}" for i in range(5)]
 
 
 async def test_events_stream_batches_from_every_worker(fleet):

@@ -48,3 +48,27 @@ def test_rotating_writer_writes_complete_files(tmp_path):
     files = sorted(tmp_path.glob("ev-*.parquet"))
     assert [len(pl.read_parquet(f)) for f in files] == [3, 3, 2]
     assert pl.concat([pl.read_parquet(f) for f in files])["i"].to_list() == list(range(8))
+
+
+def test_a_failed_rotation_keeps_its_rows_and_names_are_the_writers_own(tmp_path, monkeypatch):
+    """A file that could not be written (disk full) keeps its rows for the next write; two
+    writers on one directory within one second make names of their own."""
+    orig, failing = pl.DataFrame.write_parquet, [True]
+
+    def write(self, *a, **k):
+        if failing[0]:
+            raise OSError(28, "No space left on device")
+        return orig(self, *a, **k)
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", write)
+    monkeypatch.setattr("iec104.export.time.strftime", lambda fmt: "20261204T000000")
+    a, b = (RotatingWriter(tmp_path, prefix="ev", rotate_rows=2) for _ in range(2))
+    with pytest.raises(OSError):
+        a.write(pl.DataFrame({"i": [0, 1]}))
+    assert not os.listdir(tmp_path)
+    failing[0] = False
+    a.write(pl.DataFrame({"i": [2]}))
+    b.write(pl.DataFrame({"i": [3, 4]}))
+    a.close()
+    assert len(a.files) == 2 and len(set(a.files + b.files)) == 3
+    back = sorted(i for f in tmp_path.iterdir() for i in pl.read_parquet(f)["i"])
+    assert back == [0, 1, 2, 3, 4]

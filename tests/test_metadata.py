@@ -117,6 +117,16 @@ def test_parameter_table_has_ok_unknown_and_missing_rows(tmp_path):
     assert by[102]["status"] == "missing" and by[102]["value"] is None and by[102]["name"] == "P"
 
 
+def test_a_list_for_every_station_applies_to_the_stations_given_too(tmp_path):
+    """``stations`` (the master's connected ones) join a list for every station as the
+    stations with live values do: a station that sent nothing shows the list as missing."""
+    cat = Catalog()
+    cat.load(write(tmp_path, "ioa,name,type\n100,I,M_ME_NC_1\n"))
+    df = cat.parameters(live({100: 10.0}).points(), stations=[0, 2])
+    assert df.select("station", "status").rows() == [(0, "ok"), (2, "missing")]
+    assert cat.parameters(Store().points(), stations=[3])["station"].to_list() == [3]
+
+
 def test_import_is_all_or_nothing(tmp_path):
     cat = Catalog()
     cat.load(write(tmp_path, "ioa,name\n1,a\n"))

@@ -349,3 +349,150 @@ async def test_a_session_connected_while_reading_is_paused_does_not_read():
             connect.cancel()
             await asyncio.gather(connect, return_exceptions=True)
             stream.close()
+
+
+# ---- the Parquet sink: failed writes, closing, names ------------------------------------------
+
+def written(sink):
+    return sorted(i for f in sink.files if f.exists() for i in pl.read_parquet(f)["ioa"].to_list())
+
+
+def failing_writer(monkeypatch, failures):
+    """DataFrame.write_parquet raising OSError (a full disk) while ``failures[0]`` is true."""
+    orig = pl.DataFrame.write_parquet
+
+    def write(self, *a, **k):
+        if failures[0]:
+            raise OSError(28, "No space left on device")
+        return orig(self, *a, **k)
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", write)
+
+
+async def test_a_failed_parquet_write_keeps_its_rows_for_the_next(tmp_path, monkeypatch):
+    """A write that fails (disk full) keeps its rows, leaves no temporary file, and the rows
+    are written once the disk has room: the sink is lossless."""
+    failures = [True]
+    failing_writer(monkeypatch, failures)
+    s = Store(event_capacity=1000)
+    sink = s.add_sink(ParquetSink(tmp_path, rotate_rows=10, rotate_seconds=None,
+                                  flush_interval=0.01))
+    s.update(rows(10, start=0))
+    await wait_for(lambda: sink.failures, 1)
+    assert not list(tmp_path.iterdir())         # nor a temporary file
+    failures[0] = False                         # space again
+    s.update(rows(20, start=10))
+    await asyncio.sleep(0.05)
+    s.close()
+    assert written(sink) == list(range(30))
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))
+
+
+async def test_a_parquet_sink_whose_directory_was_removed_makes_it_again(tmp_path):
+    import shutil
+    s = Store()
+    sink = s.add_sink(ParquetSink(tmp_path / "ev", flush_interval=60))
+    s.update(rows(5))
+    shutil.rmtree(tmp_path / "ev")
+    s.close()
+    assert written(sink) == [1, 2, 3, 4, 5]
+
+
+async def test_a_parquet_sink_retries_failed_writes_and_says_so_once(tmp_path, monkeypatch,
+                                                                      caplog):
+    """After a write error the sink goes on (retrying, backing off): its rows are written
+    once the disk has room, and the sessions paused meanwhile resume. The error is on the
+    sink (``error``, ``failures``) while it lasts and logged once, not at every retry."""
+    failures = [True]
+    failing_writer(monkeypatch, failures)
+    s = Store(event_capacity=100)
+    sink = s.add_sink(ParquetSink(tmp_path, rotate_rows=10, rotate_seconds=None,
+                                  flush_interval=0.01))
+    try:
+        s.update(rows(10, start=0))
+        await wait_for(lambda: sink.failures >= 3, 2)
+        assert isinstance(sink.error, OSError) and not sink._task.done()
+        failures[0] = False
+        for i in range(1, 9):
+            s.update(rows(10, start=i * 10))
+            await asyncio.sleep(0.02)
+        await wait_for(lambda: sink.rows_written >= 80 and not s.log.paused, 2)
+        assert sink.error is None
+        errors = [r for r in caplog.records if r.name == "iec104.store" and r.levelname == "ERROR"]
+        assert len(errors) == 1 and "No space left" in errors[0].getMessage()
+    finally:
+        s.close()
+    assert written(sink) == list(range(90))
+
+
+async def test_a_failed_write_takes_no_more_rows_from_the_log(tmp_path, monkeypatch):
+    """While its writes fail, the sink leaves the rows in the event log, whose lossless hold
+    pauses the sessions: its memory stays bounded by the log's."""
+    failing_writer(monkeypatch, [True])
+    s = Store(event_capacity=100)
+    sink = s.add_sink(ParquetSink(tmp_path, rotate_rows=10, rotate_seconds=None,
+                                  flush_interval=0.01))
+    s.update(rows(10, start=0))
+    await wait_for(lambda: sink.failures, 1)
+    for i in range(1, 9):
+        s.update(rows(10, start=i * 10))
+    await wait_for(lambda: sink.failures >= 3, 2)
+    assert sink._consumer.backlog == 80 and s.log.paused
+    with pytest.raises(OSError):
+        s.close()
+
+
+async def test_a_failing_sink_keeps_no_other_from_writing_and_its_error_is_raised(tmp_path):
+    """Store.close() closes every sink, then raises the first one's error: another sink's
+    rows are written all the same, and no reader holds the event log any more."""
+    s = Store()
+    gone, kept = tmp_path / "gone", tmp_path / "kept"
+    s.add_sink(ParquetSink(gone, flush_interval=60))
+    second = s.add_sink(ParquetSink(kept, flush_interval=60))
+    s.update(rows(5))
+    await asyncio.sleep(0.05)
+    gone.rmdir()
+    gone.write_text("")                         # no directory can be made there
+    with pytest.raises(OSError):
+        s.close()
+    assert written(second) == [1, 2, 3, 4, 5] and not s.log.consumers
+
+
+async def test_two_sinks_on_one_directory_write_files_of_their_own(tmp_path, monkeypatch):
+    """Two sinks on one directory (two masters, or a poll restarted within the second) make
+    names of their own: neither file replaces the other."""
+    monkeypatch.setattr("iec104.export.time.strftime", lambda fmt: "20261204T000000")
+    a, b = Store(), Store()
+    sa = a.add_sink(ParquetSink(tmp_path, flush_interval=60))
+    sb = b.add_sink(ParquetSink(tmp_path, flush_interval=60))
+    a.update(rows(5, start=1))
+    b.update(rows(5, start=100))
+    a.close()
+    b.close()
+    on_disk = sorted(i for f in tmp_path.glob("*.parquet") for i in pl.read_parquet(f)["ioa"])
+    assert on_disk == [1, 2, 3, 4, 5, 100, 101, 102, 103, 104], f"{sa.files} {sb.files}"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10", None])
+def test_rotate_rows_below_one_is_refused_where_the_sink_is_made(tmp_path, bad):
+    with pytest.raises(SettingsError, match="rotate_rows must be an int >= 1"):
+        ParquetSink(tmp_path, rotate_rows=bad)
+
+
+async def test_closing_the_store_ends_its_event_readers():
+    """Store.close() closes every reader of the event log: one waiting for rows ends its
+    ``async for``, a lossless one no longer holds the log, and one asked for afterwards
+    ends at once."""
+    s = Store()
+    got = []
+
+    async def read(**options):
+        async for batch in s.events(**options):
+            got.append(batch)
+    readers = [asyncio.create_task(read()), asyncio.create_task(read(lossless=True))]
+    await asyncio.sleep(0.01)
+    s.update(rows(3))
+    await wait_for(lambda: len(got) == 2, 1)
+    s.close()
+    done, _ = await asyncio.wait(readers, timeout=1.0)
+    assert len(done) == 2 and not s.log.consumers and s.log.ring.hold == -1
+    await asyncio.wait_for(read(), 1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-__all__ = ["write_table", "file_mode", "RotatingWriter", "FORMATS"]
+__all__ = ["write_table", "file_mode", "rotation_name", "RotatingWriter", "FORMATS"]
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".arrow": "ipc", ".ipc": "ipc",
            ".feather": "ipc", ".jsonl": "ndjson", ".ndjson": "ndjson"}
@@ -57,9 +57,17 @@ def write_table(df: pl.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def rotation_name(prefix: str, index: int, tag: str, fmt: str) -> str:
+    """A rotated file's name: ``prefix-000001-20261124T010203-<tag>.parquet``; ``tag`` is
+    random per writer (``os.urandom(4).hex()``), so that two writers on one directory in
+    the same second never make the same name (the second file would replace the first)."""
+    return f"{prefix}-{index:06d}-{time.strftime('%Y%m%dT%H%M%S')}-{tag}.{fmt}"
+
+
 class RotatingWriter:
     """Accumulates frames and writes them as a sequence of complete files, rotating by
-    rows and/or seconds (``prefix-000001-20261124T010203.parquet``...)."""
+    rows and/or seconds (named by :func:`rotation_name`). A write that fails (disk full)
+    keeps its rows: the next ``write`` or ``close`` tries again."""
 
     def __init__(self, directory: str | Path, *, prefix: str = "events", fmt: str = "parquet",
                  rotate_rows: int | None = 1_000_000, rotate_seconds: float | None = None):
@@ -70,6 +78,7 @@ class RotatingWriter:
         self.prefix, self.fmt = prefix, fmt
         self.rotate_rows, self.rotate_seconds = rotate_rows, rotate_seconds
         self.files: list[Path] = []
+        self._tag = os.urandom(4).hex()
         self._frames: list[pl.DataFrame] = []
         self._rows = 0
         self._opened = time.monotonic()
@@ -87,10 +96,11 @@ class RotatingWriter:
     def _flush(self, n: int) -> None:
         df = pl.concat(self._frames, how="vertical_relaxed")
         out, rest = df.head(n), df.slice(n)
+        name = rotation_name(self.prefix, len(self.files) + 1, self._tag, self.fmt)
+        self.files.append(write_table(out, self.dir / name))
+        # dropped once in their file: a failed write keeps them for the next try
         self._frames = [rest] if len(rest) else []
         self._rows = len(rest)
-        name = f"{self.prefix}-{len(self.files) + 1:06d}-{time.strftime('%Y%m%dT%H%M%S')}.{self.fmt}"
-        self.files.append(write_table(out, self.dir / name))
         self._opened = time.monotonic()
 
     def close(self) -> None:

@@ -188,8 +188,10 @@ class Master:
         """Stop data transfer and close every session, then the event log's consumers."""
         await asyncio.gather(*(s.close() for s in self.sessions if s is not None),
                              return_exceptions=True)
-        self.store.close()
-        release_coalesce(asyncio.get_running_loop(), self)
+        try:
+            self.store.close()                  # a sink's error, raised once all is closed
+        finally:
+            release_coalesce(asyncio.get_running_loop(), self)
 
     # ---- tables ------------------------------------------------------------------------------
 
@@ -213,7 +215,9 @@ class Master:
         """Live values left-joined with the point list: engineering values, names, units,
         readable quality; rows the list does not know ("unknown") and rows never received
         ("missing") included; the session's name (``session``) beside its station."""
-        return self._named(self.catalog.parameters(self.store.points()))
+        # the connected stations too: a silent one's listed points show as missing
+        stations = [s.station for s in self.sessions if s is not None]
+        return self._named(self.catalog.parameters(self.store.points(), stations=stations))
 
     def command_points(self) -> pl.DataFrame:
         """IOAs that accept commands: from the point list, and learned from confirmations."""

@@ -24,6 +24,7 @@ import numbers
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,9 +351,12 @@ class Catalog:
         frames = [df for df in self.lists.values()]
         return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=OUT_SCHEMA)
 
-    def parameters(self, points: pl.DataFrame, now: float | None = None) -> pl.DataFrame:
+    def parameters(self, points: pl.DataFrame, now: float | None = None, *,
+                   stations: Iterable[int] = ()) -> pl.DataFrame:
         """Live values joined with the lists: status ok / unknown / missing, engineering value,
-        readable quality, age."""
+        readable quality, age. A list for every station applies to the stations of
+        ``points`` and to ``stations`` (those connected: one that sent nothing yet shows
+        its points as missing)."""
         now = time.time() if now is None else now
         meta = self.table()
         # a list's own column named like a live one or one added here (a "value" of initial
@@ -378,7 +382,7 @@ class Catalog:
                                        pl.lit(False).alias("_listed"))
         else:
             meta = meta.with_columns(pl.lit(True).alias("_listed"))
-            joined = self._join(live, meta)
+            joined = self._join(live, meta, stations)
         q = pl.col("quality")
         out = joined.with_columns(
             pl.when(pl.col("_live").is_null()).then(pl.lit("missing"))
@@ -395,15 +399,17 @@ class Catalog:
         return out.select(first + [c for c in out.columns if c not in first]).sort(
             ["station", "ca", "ioa"], nulls_last=True)
 
-    def _join(self, live: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
+    def _join(self, live: pl.DataFrame, meta: pl.DataFrame,
+              stations: Iterable[int]) -> pl.DataFrame:
         """Full join on (station, CA, IOA, family); list rows without a station match every
-        station, rows without a type match any family at their IOA."""
-        stations = live["station"].unique().to_list() or [0]
+        station (of ``live`` or ``stations``), rows without a type match any family at their
+        IOA."""
+        every = sorted({*live["station"].unique().to_list(), *stations}) or [0]
         any_st = meta.filter(pl.col("station").is_null())
         if len(any_st):
             meta = pl.concat([meta.filter(pl.col("station").is_not_null()),
                               *[any_st.with_columns(pl.lit(s, pl.UInt32).alias("station"))
-                                for s in stations]], how="vertical_relaxed")
+                                for s in every]], how="vertical_relaxed")
             meta = meta.unique(["station", "ca", "ioa", "family"], keep="first", maintain_order=True)
         typed = meta.filter(pl.col("family").is_not_null())
         untyped = meta.filter(pl.col("family").is_null()).drop(["family", "type_id"])

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import numbers
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
@@ -22,6 +24,8 @@ import numpy as np
 import polars as pl
 
 from iec104._store import EventRing, LatestTable
+from iec104.errors import SettingsError
+from iec104.export import rotation_name, write_table
 from iec104.settings import check_linger, check_max_rows
 from iec104.types import NO_TIME, TypeID
 
@@ -29,6 +33,9 @@ __all__ = ["Store", "EventLog", "Consumer", "EventStream", "ParquetSink", "point
            "rows_frame"]
 
 log = logging.getLogger("iec104.store")
+RETRY_MAX = 10.0
+"""The longest wait (s) between a failed write of :class:`ParquetSink` and the next try (the
+sessions may be paused meanwhile: it bounds how long they stay so once the disk has room)."""
 _TYPE_NAMES = {int(t): t.name for t in TypeID}
 
 
@@ -118,6 +125,8 @@ class EventLog:
         self.lost = 0                           # rows lost by lossy consumers, all told
         self.on_pause: list[Callable[[], None]] = []
         self.on_resume: list[Callable[[], None]] = []
+        self.closed = False
+        self._waits: set[asyncio.Future[None]] = set()   # what close() wakes
 
     @property
     def capacity(self) -> int:
@@ -168,6 +177,8 @@ class EventLog:
 
     def consumer(self, *, lossless: bool = False) -> Consumer:
         c = Consumer(self, lossless)
+        if self.closed:                         # a reader of a closed log ends at once
+            return c
         self.consumers.add(c)
         if lossless:
             self.consumed(c)
@@ -178,6 +189,7 @@ class EventLog:
         ``timeout`` s have passed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = self.ring.add_waiter(fut, linger)
+        self._waits.add(fut)
         try:
             if timeout is None:                 # a reader's usual wait: nothing more to set up
                 await fut
@@ -190,6 +202,17 @@ class EventLog:
             pass
         finally:
             self.ring.remove_waiter(entry)
+            self._waits.discard(fut)
+
+    def close(self) -> None:
+        """End every reader: each is closed (none holds the log back any more) and those
+        waiting for rows are woken (their ``async for`` ends)."""
+        self.closed = True
+        for c in list(self.consumers):
+            c.close()
+        for fut in self._waits:
+            if not fut.done():
+                fut.set_result(None)
 
 
 class EventStream:
@@ -224,6 +247,8 @@ class EventStream:
         while c.backlog == 0:
             before = lg.total
             await lg.wait(self._idle, self._linger)
+            if c not in lg.consumers:           # closed meanwhile (Store.close)
+                raise StopAsyncIteration
             if self._idle is not None and lg.total == before:
                 self.close()
                 raise StopAsyncIteration
@@ -308,25 +333,50 @@ class Store:
         return sink
 
     def close(self) -> None:
+        """Close every sink (each writes what it holds), then every reader of the event log;
+        the first error of a sink is raised after that, so that one failing sink keeps no
+        other from writing."""
+        error: BaseException | None = None
         for s in self._sinks:
-            s.close()
+            try:
+                s.close()
+            except Exception as e:
+                error = error or e
         self._sinks.clear()
+        self.log.close()
+        if error is not None:
+            raise error
+
+
+def _check_rotate_rows(value: object) -> int:
+    # 0 or less would write files for ever (never fewer rows pending), a float is no index
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise SettingsError(f"rotate_rows must be an int >= 1, not {value!r}")
+    return int(value)
 
 
 class ParquetSink:
     """Writes every row of the event log to rotating Parquet files, each complete on its
     own (written under a temporary name, then renamed), so that a pipeline can pick them up
-    while polling goes on. Lossless: a slow disk pauses the sessions instead of losing rows."""
+    while polling goes on. Lossless: a slow disk pauses the sessions instead of losing rows.
+    A write that fails (disk full, directory removed) keeps its rows and is tried again,
+    backing off from ``flush_interval`` to :data:`RETRY_MAX` s; meanwhile ``error`` holds
+    the error (None once a write succeeds again) and ``failures`` counts the failed writes.
+    """
 
     def __init__(self, directory: str | Path, *, prefix: str = "events",
                  rotate_rows: int = 1_000_000, rotate_seconds: float | None = 60.0,
                  flush_interval: float = 1.0):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.prefix, self.rotate_rows, self.rotate_seconds = prefix, rotate_rows, rotate_seconds
-        self.flush_interval = flush_interval
+        self.prefix, self.rotate_rows = prefix, _check_rotate_rows(rotate_rows)
+        self.rotate_seconds, self.flush_interval = rotate_seconds, flush_interval
         self.files: list[Path] = []
         self.rows_written = 0
+        self.error: OSError | None = None
+        self.failures = 0
+        self._tag = os.urandom(4).hex()
+        # numpy rows until a file is due, not a Polars frame per read (about 1 ms each)
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
         self._opened = time.monotonic()
@@ -338,17 +388,42 @@ class ParquetSink:
         self._task = asyncio.get_running_loop().create_task(self._run(store))
 
     async def _run(self, store: Store) -> None:
+        delay = self.flush_interval
         while True:
-            await store.log.wait(self.flush_interval)
-            self._collect()
+            if self.error is None:
+                await store.log.wait(self.flush_interval)
+            else:                               # not at every row: the disk needs time
+                await asyncio.sleep(delay)
+            try:
+                self._collect()
+            except OSError as e:
+                if self.error is None:          # once per failure, not per retry
+                    log.error("event sink %s: %s; its rows are kept and written once it "
+                              "can (the sessions pause meanwhile)", self.dir, e)
+                    delay = self.flush_interval
+                else:
+                    delay = min(2 * delay, max(RETRY_MAX, self.flush_interval))
+                self.error, self.failures = e, self.failures + 1
+            else:
+                if self.error is not None:
+                    log.warning("event sink %s: writing again after %d failed write(s)",
+                                self.dir, self.failures)
+                self.error = None
 
     def _collect(self) -> None:
         if self._consumer is None:              # closed
             return
+        if self.error is not None:
+            # what failed first, and no more taken until it is written: the rows wait in
+            # the event log, whose lossless hold pauses the sessions (memory stays bounded)
+            self._flush_due()
         batch = self._consumer.take()
         if len(batch):
             self._pending.append(batch)
             self._pending_rows += len(batch)
+        self._flush_due()
+
+    def _flush_due(self) -> None:
         while self._pending_rows >= self.rotate_rows:
             self._write(self.rotate_rows)
         if self._pending_rows and self.rotate_seconds is not None and \
@@ -357,25 +432,24 @@ class ParquetSink:
 
     def _write(self, n: int) -> None:
         rows = np.concatenate(self._pending)
-        out, rest = rows[:n], rows[n:]
-        self._pending = [rest] if len(rest) else []
-        self._pending_rows = len(rest)
-        name = f"{self.prefix}-{len(self.files):06d}-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-        path = self.dir / name
-        tmp = path.with_suffix(".parquet.tmp")
-        rows_frame(out).write_parquet(tmp)
-        tmp.replace(path)
-        self.files.append(path)
-        self.rows_written += len(out)
+        name = rotation_name(self.prefix, len(self.files), self._tag, "parquet")
+        self.files.append(write_table(rows_frame(rows[:n]), self.dir / name))
+        # dropped once in their file: a failed write keeps them for the next try
+        self._pending = [rows[n:]] if len(rows) > n else []
+        self._pending_rows = len(rows) - n
+        self.rows_written += n
         self._opened = time.monotonic()
 
     def close(self) -> None:
-        """Write what is pending and stop."""
+        """Write what is pending and stop (called again, it tries again to write what a
+        failed write left)."""
         if self._task is not None:
             self._task.cancel()
-        if self._consumer is not None:
+        try:
             self._collect()
             if self._pending_rows:
                 self._write(self._pending_rows)
-            self._consumer.close()
-            self._consumer = None
+        finally:                                # released even when the disk refuses
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
