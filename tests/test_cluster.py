@@ -154,6 +154,31 @@ async def test_events_stream_batches_from_every_worker(fleet):
     assert {(0, "rtu-0"), (1, "rtu-1")} <= seen
 
 
+async def test_a_fleet_sink_that_cannot_write_keeps_its_rows_and_writes_them_later(
+        fleet, tmp_path, monkeypatch):
+    """A full disk: the fleet's sink keeps its rows, says so once, tries again with back-off
+    and writes them all once it can (its task used to end at the first error, and the
+    lossless stream then held every RTU for good)."""
+    from iec104 import export
+    cluster, _, _ = fleet
+    real, fails = export.write_table, [3]
+
+    def full_disk(df, path):
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(28, "No space left on device")
+        return real(df, path)
+    monkeypatch.setattr(export, "write_table", full_disk)
+    sink = cluster.sink(tmp_path / "sink", rotate_seconds=0.05)
+    await asyncio.sleep(0.5)                            # the readers are open on both workers
+    await cluster.interrogate("rtu-0")
+    await wait_for(lambda: fails[0] == 0 and sink.error is None and sink.rows_written, 10)
+    sink.close()
+    assert sink.failures == 3
+    written = sum(len(pl.read_parquet(f)) for f in sink.files)
+    assert written == sink.rows_written > 0
+
+
 async def test_poll_with_workers_writes_what_poll_without_writes(fleet, tmp_path, capsys):
     from iec104 import cli
     _, outs, _ = fleet

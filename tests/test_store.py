@@ -478,6 +478,12 @@ def test_rotate_rows_below_one_is_refused_where_the_sink_is_made(tmp_path, bad):
         ParquetSink(tmp_path, rotate_rows=bad)
 
 
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "1", True])
+def test_a_flush_interval_that_is_no_positive_time_is_refused(tmp_path, bad):
+    with pytest.raises(SettingsError, match="flush_interval"):     # 0: a sink that spins
+        ParquetSink(tmp_path, flush_interval=bad)
+
+
 async def test_closing_the_store_ends_its_event_readers():
     """Store.close() closes every reader of the event log: one waiting for rows ends its
     ``async for``, a lossless one no longer holds the log, and one asked for afterwards

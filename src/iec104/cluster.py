@@ -43,6 +43,7 @@ from iec104.export import RotatingWriter
 from iec104.errors import ConnectionLostError, IEC104Error, InvalidRequestError, NotConnected
 from iec104.metadata import read_point_list
 from iec104.settings import SessionSettings, check_coalesce, check_linger, check_max_rows
+from iec104.store import RETRY_MAX
 
 __all__ = ["Cluster", "RTU", "EventSink"]
 
@@ -525,6 +526,8 @@ class EventSink:
         self.writer = RotatingWriter(directory, rotate_rows=rotate_rows,
                                      rotate_seconds=rotate_seconds)
         self.rows_written = 0
+        self.error: Exception | None = None     # the last write's, None once one succeeds
+        self.failures = 0
         self._task = asyncio.create_task(self._run(cluster))
 
     @property
@@ -533,8 +536,25 @@ class EventSink:
 
     async def _run(self, cluster: Cluster) -> None:
         async for batch in cluster.events(lossless=True):
-            self.writer.write(batch)
-            self.rows_written += len(batch)
+            n, delay = len(batch), 0.1
+            while True:
+                try:
+                    self.writer.write(batch)
+                    break
+                except Exception as e:          # a full disk: the writer keeps the rows
+                    if self.error is None:
+                        log.error("fleet event sink %s: %s; its rows are kept and written "
+                                  "once it can (the RTUs pause meanwhile)", self.writer.dir, e)
+                    self.error, self.failures = e, self.failures + 1
+                    batch = batch.clear()       # (in the writer now: tried again without)
+                    # no more batches taken meanwhile: the lossless stream pauses the RTUs
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, RETRY_MAX)
+            if self.error is not None:
+                log.warning("fleet event sink %s: writing again after %d failed write(s)",
+                            self.writer.dir, self.failures)
+                self.error = None
+            self.rows_written += n
 
     def close(self) -> None:
         self._task.cancel()

@@ -348,6 +348,13 @@ class Store:
             raise error
 
 
+def _check_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0 < value < float("inf"):
+        raise SettingsError(f"{name} must be a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
 def _check_rotate_rows(value: object) -> int:
     # 0 or less would write files for ever (never fewer rows pending), a float is no index
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -370,10 +377,12 @@ class ParquetSink:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prefix, self.rotate_rows = prefix, _check_rotate_rows(rotate_rows)
-        self.rotate_seconds, self.flush_interval = rotate_seconds, flush_interval
+        self.rotate_seconds = rotate_seconds
+        # (0 would wake the sink without pause; nan or inf never)
+        self.flush_interval = _check_seconds("flush_interval", flush_interval)
         self.files: list[Path] = []
         self.rows_written = 0
-        self.error: OSError | None = None
+        self.error: Exception | None = None
         self.failures = 0
         self._tag = os.urandom(4).hex()
         # numpy rows until a file is due, not a Polars frame per read (about 1 ms each)
@@ -396,7 +405,7 @@ class ParquetSink:
                 await asyncio.sleep(delay)
             try:
                 self._collect()
-            except OSError as e:
+            except Exception as e:              # OSError, or Polars' own on a full disk
                 if self.error is None:          # once per failure, not per retry
                     log.error("event sink %s: %s; its rows are kept and written once it "
                               "can (the sessions pause meanwhile)", self.dir, e)
