@@ -35,6 +35,12 @@ cdef inline void civil_from_days(int64_t z, int* y, int* m, int* d) noexcept nog
     m[0] = <int>(mp + 3 if mp < 10 else mp - 9)
     y[0] = <int>(yoe + era * 400 + (m[0] <= 2))
 
+cdef inline int days_in_month(int year, int month) noexcept nogil:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month == 4 or month == 6 or month == 9 or month == 11 else 31
+
+
 cdef inline int64_t cp56_to_ms_cached(const uint8_t* p, uint8_t* flags, uint32_t* date_key,
                                       int64_t* date_days) noexcept nogil:
     """cp56_to_ms with the day number of the previous date kept by the caller: objects of
@@ -46,8 +52,9 @@ cdef inline int64_t cp56_to_ms_cached(const uint8_t* p, uint8_t* flags, uint32_t
     cdef int month = p[5] & 0x0F
     cdef uint32_t key = day | (month << 5) | ((p[6] & 0x7F) << 9) | 0x10000
     flags[0] = (TF_IV if p[2] & 0x80 else 0) | (TF_SU if p[3] & 0x80 else 0) | (TF_GEN if p[2] & 0x40 else 0)
-    if month < 1 or month > 12 or day < 1 or minute > 59 or hour > 23 or ms > 59999:
-        flags[0] |= TF_IV
+    if month < 1 or month > 12 or day < 1 or minute > 59 or hour > 23 or ms > 59999 or \
+            (p[6] & 0x7F) > 99 or day > days_in_month(2000 + (p[6] & 0x7F), month):
+        flags[0] |= TF_IV                       # (31 February, year 100: no such date)
         return NO_TIME
     if key != date_key[0]:
         date_key[0] = key
@@ -57,7 +64,8 @@ cdef inline int64_t cp56_to_ms_cached(const uint8_t* p, uint8_t* flags, uint32_t
 
 cdef inline int64_t cp56_to_ms(const uint8_t* p, uint8_t* flags) noexcept nogil:
     """Wall-clock milliseconds (as if UTC) of a CP56Time2a; flags gets IV, SU and GEN.
-    Out-of-range fields (month 0, day 0) give NO_TIME with IV set, never garbage."""
+    Out-of-range fields (month 0, day 0, 31 April, year 100) give NO_TIME with IV set,
+    never garbage."""
     cdef uint32_t key = 0
     cdef int64_t days = 0
     return cp56_to_ms_cached(p, flags, &key, &days)

@@ -18,11 +18,19 @@ from apdu cimport (point_t, element_length, wr_u16, wr_u24, wr_u32, wr_f32, NO_T
 from cp56 cimport ms_to_cp56, cp56_to_ms
 
 cdef int64_t _NO_TIME = NO_TIME
+cdef int64_t CP56_FIRST_MS = 946684800000       # 2000-01-01: CP56Time2a's years are 0..99
+cdef int64_t CP56_END_MS = 4102444800000        # 2100-01-01
 
 
 cdef inline int clamp16(double v) noexcept nogil:
-    cdef long r = lround(v)
-    return <int>(32767 if r > 32767 else (-32768 if r < -32768 else r))
+    # the double clamped before rounding: lround of inf or of 1e19 is LONG_MIN (a sign flip)
+    if v != v:
+        return 0                                # NaN (commands refuse it before this)
+    if v >= 32767.0:
+        return 32767
+    if v <= -32768.0:
+        return -32768
+    return <int>lround(v)
 
 
 cdef inline int nva(double v) noexcept nogil:
@@ -31,7 +39,9 @@ cdef inline int nva(double v) noexcept nogil:
 
 cdef inline void put_time(uint8_t* p, int64_t t, uint8_t tf, bint cp24) noexcept nogil:
     cdef uint8_t buf[7]
-    if t == NO_TIME:                            # no time known: zero fields, IV set
+    if t == NO_TIME or t < CP56_FIRST_MS or t >= CP56_END_MS:
+        # no time known, or one CP56Time2a cannot carry (its year would wrap): zero fields,
+        # IV set
         memset(buf, 0, 7)
         buf[2] = 0x80
         buf[4] = 1
