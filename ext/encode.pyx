@@ -9,7 +9,7 @@ array of monitor rows into full I-frames in one pass (the simulator's hot path),
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t
 from libc.string cimport memset
-from libc.math cimport lround
+from libc.math cimport llround
 
 import numpy as np
 
@@ -22,15 +22,20 @@ cdef int64_t CP56_FIRST_MS = 946684800000       # 2000-01-01: CP56Time2a's years
 cdef int64_t CP56_END_MS = 4102444800000        # 2100-01-01
 
 
-cdef inline int clamp16(double v) noexcept nogil:
-    # the double clamped before rounding: lround of inf or of 1e19 is LONG_MIN (a sign flip)
+cdef inline long long clamp(double v, long long lo, long long hi) noexcept nogil:
+    # the double clamped before rounding: lround of inf or of 1e19 is LONG_MIN (a sign flip),
+    # and a cast past a field's width wraps (a step position of 64 would be -64)
     if v != v:
         return 0                                # NaN (commands refuse it before this)
-    if v >= 32767.0:
-        return 32767
-    if v <= -32768.0:
-        return -32768
-    return <int>lround(v)
+    if v >= <double>hi:
+        return hi
+    if v <= <double>lo:
+        return lo
+    return llround(v)
+
+
+cdef inline int clamp16(double v) noexcept nogil:
+    return <int>clamp(v, -32768, 32767)
 
 
 cdef inline int nva(double v) noexcept nogil:
@@ -88,7 +93,7 @@ cdef int write_element(int t, uint8_t* p, double value, uint8_t q, int64_t tm, u
         elif t == 31 or t == 59 or t == 60:
             put_time(p + 1, tm, tf, False)
     elif t == 5 or t == 6 or t == 32:
-        v = <int>lround(value)
+        v = <int>clamp(value, -64, 63)          # VTI: a 7-bit step position
         p[0] = (v & 0x7F) | (0x80 if q & 0x02 else 0)
         p[1] = q & 0xFD
         if t == 6:
@@ -123,7 +128,7 @@ cdef int write_element(int t, uint8_t* p, double value, uint8_t q, int64_t tm, u
         elif t == 35 or t == 62:
             put_time(p + 3, tm, tf, False)
     elif t == 15 or t == 16 or t == 37:
-        wr_u32(p, <uint32_t>(<int32_t>(<long long>value)))
+        wr_u32(p, <uint32_t>(<int32_t>clamp(value, -2147483648, 2147483647)))   # BCR
         p[4] = q
         if t == 16:
             put_time(p + 5, tm, tf, True)

@@ -84,3 +84,13 @@ def _row(t, value):
     row["type_id"], row["ca"], row["ioa"], row["cot"], row["value"] = t, 1, 1, 3, value
     row["time"] = NO_TIME
     return row
+
+
+@pytest.mark.parametrize("t,value,back", [
+    (5, 64, 63), (5, 100, 63), (5, -65, -64),                     # VTI: -64..63
+    (15, 2.0 ** 31, 2 ** 31 - 1), (15, -2.0 ** 40, -2 ** 31),     # BCR: an int32
+])
+def test_a_step_position_or_counter_beyond_its_field_is_clamped_not_wrapped(t, value, back):
+    """A value past its field's width is sent as the field's end (a step position of 64 used
+    to go out as -64, a counter of 2**31 as -2**31)."""
+    assert decode(bytes(encode_points(_row(t, value))[0]))[0]["value"] == back
