@@ -865,9 +865,12 @@ cdef class Timers:
     cdef readonly double resolution, finest, coarsest
     cdef dict wants                       # a link's resolution -> how many links want it
     cdef public object handle             # the glue's loop timer (None: not running)
+    cdef Py_ssize_t ticking               # the slot tick() is at (-1: not ticking)
+    cdef bint moved_back                  # a discard moved a link behind it meanwhile
 
     def __cinit__(self, *args, **kwargs):
         self.due = NULL
+        self.ticking = -1
 
     def __init__(self, double finest=0.05, double coarsest=0.5):
         self.channels, self.wants = [], {}
@@ -919,6 +922,8 @@ cdef class Timers:
             self.channels[slot] = last
             last.link.tslot = slot
             self.due[slot] = self.due[len(self.channels)]
+            if slot < self.ticking:             # behind tick(): it would wait a resolution
+                self.moved_back = True
         link.timers, link.tslot = None, -1
         r = self._wanted(link)
         if self.wants[r] == 1:
@@ -939,7 +944,9 @@ cdef class Timers:
         cdef Py_ssize_t i = 0
         cdef double d
         cdef object unhandled = None
+        self.moved_back = False
         while i < len(self.channels):           # a callback may add or discard channels
+            self.ticking = i
             if self.due[i] > now:
                 i += 1
                 continue
@@ -963,6 +970,11 @@ cdef class Timers:
                     ch._read_closed(exc, False)
             if link.tslot == i:                 # (else discarded: the last one is in its place)
                 i += 1
+            if i >= len(self.channels) and self.moved_back:
+                # a callback moved a link behind us (a discard of another): look once more
+                # (those ticked already are not due again)
+                i, self.moved_back = 0, False
+        self.ticking = -1
         if unhandled is not None:               # (a channel without glue: its caller's)
             raise unhandled
         return due

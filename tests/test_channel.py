@@ -198,6 +198,26 @@ def test_timers_run_the_deadlines_that_have_come_and_only_those():
     assert sorted(n for n, _ in calls) == ["b", "c"]
 
 
+def test_a_link_moved_behind_the_tick_by_a_discard_is_still_run_in_that_tick():
+    """A callback that discards a channel in an earlier slot moves the last channel there,
+    behind the tick: it still runs in this tick (it used to wait one resolution more)."""
+    timers, calls = Timers(), []
+    a, b, c = channel(), channel(), channel()
+    for name, ch in (("a", a), ("b", b), ("c", c)):
+        timers.add(ch)
+
+    def on(name):
+        def batch(flags):
+            calls.append(name)
+            if name == "b":
+                timers.discard(a)               # c, the last, moves to a's slot 0
+        return batch
+    for name, ch in (("a", a), ("b", b), ("c", c)):
+        ch.bind(lambda: 0.0, on(name))
+    timers.tick(1000.0)                         # every link idle past t3: TESTFR act each
+    assert sorted(calls) == ["a", "b", "c"]
+
+
 def test_timers_resolution_is_a_twentieth_of_the_shortest_timer_within_bounds():
     """The standard's timers (t2 = 10 s) are checked twice a second, not 20 times (each
     tick a wake-up of the loop); a link with short timers makes the ticks finer while it
