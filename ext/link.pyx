@@ -339,7 +339,8 @@ cdef class Link:
     cdef double deadline(self) noexcept:
         if self.closed:
             return INF
-        cdef double d = self.t3_at if self.t3_at < self.t2_at else self.t2_at
+        # t3 waits while a U act is pending (no second TESTFR act): its t1 is the deadline
+        cdef double d = self.t3_at if self.t3_at < self.t2_at and not self.u_pending else self.t2_at
         if self.sent_n and self.sent[self.sent_head] + self.t1 < d:
             d = self.sent[self.sent_head] + self.t1
         if self.u_pending and self.u_at + self.t1 < d:

@@ -290,3 +290,14 @@ def test_an_unconfirmed_testfr_act_closes_at_its_own_t1_when_stopdt_follows():
     sent(link)
     link.tick(4.1)                                   # the TESTFR act is t1 old: unanswered
     assert link.closed and link.take_events() & LinkEvent.CLOSE
+
+
+def test_a_pending_testfr_act_makes_its_t1_the_deadline_not_the_t3_that_has_passed():
+    """While a TESTFR act awaits its con, a t3 that passes meanwhile is no deadline (no
+    second act goes out): the loop's Timers used to run this link at every tick until the
+    con or t1."""
+    link = started_master(t1=3.0, t2=1.0, t3=2.0)   # the last frame came in at 0.1
+    link.test(0.5)                                   # TESTFR act on demand: t1 until 3.5
+    assert sent(link)["u_function"].tolist() == [UFunction.TESTFR_ACT]
+    link.tick(2.5)                                   # t3 (2.1) has passed, the act pending
+    assert len(sent(link)) == 0 and link.next_deadline() == 3.5
