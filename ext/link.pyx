@@ -434,15 +434,18 @@ cdef class Link:
                 self.rtt = (mono_ns() - self.u_ns) / 1e9
                 self.last_testfr_con = now
                 self.u_pending = 0
+                self._sooner(self.t3_at)        # t3 counts again (see deadline)
                 self.events |= EV_TEST_CONFIRMED
         elif fn == U_STARTDT_CON and self.master:
             if self.u_pending == U_STARTDT_ACT:
                 self.u_pending = 0
+                self._sooner(self.t3_at)        # t3 counts again (see deadline)
                 self.state = DT_STARTED
                 self.events |= EV_STARTED
         elif fn == U_STOPDT_CON and self.master:
             if self.u_pending == U_STOPDT_ACT:
                 self.u_pending = 0
+                self._sooner(self.t3_at)        # t3 counts again (see deadline)
                 self.state = DT_STOPPED
                 self.events |= EV_STOPPED
         elif fn == U_STARTDT_ACT and not self.master:
