@@ -162,6 +162,52 @@ def test_csv_targets_refuse_an_int_setting_that_is_no_int(tmp_path, cell):
         parse_targets([str(csv)])
 
 
+@pytest.mark.parametrize("port", ["true", "2404.7", "[2404]"])
+def test_a_target_files_port_is_an_integer_or_refused(tmp_path, port):
+    """port is read as every int setting: a bool, a float or a list is a SettingsError naming
+    the file's row, never truncated to a port."""
+    toml = tmp_path / "rtus.toml"
+    toml.write_text(f'[[rtu]]\nhost = "127.0.0.1"\nport = {port}\n')
+    with pytest.raises(SettingsError, match=r"rtus\.toml \[\[rtu\]\] #1: port"):
+        parse_targets([str(toml)])
+
+
+def test_a_target_files_numeric_name_is_a_string(tmp_path):
+    toml = tmp_path / "rtus.toml"
+    toml.write_text('[[rtu]]\nhost = "127.0.0.1"\nname = 7\n')
+    assert parse_targets([str(toml)])[0].name == "7"
+
+
+def test_a_target_files_paths_are_read_beside_it(tmp_path, monkeypatch):
+    """Relative ``points`` and ``tls_*`` paths are the file's folder's; absolute ones stay."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "ca.pem").write_text("")
+    monkeypatch.chdir(tmp_path)
+    (site / "rtus.toml").write_text(f'[[rtu]]\nhost = "h"\npoints = "points.csv"\n'
+                                    f'tls_ca = "ca.pem"\n[[rtu]]\nhost = "g"\n'
+                                    f'points = "{tmp_path / "p.csv"}"\n')
+    a, b = parse_targets(["site/rtus.toml"])
+    assert Path(a.points) == Path("site/points.csv") and b.points == str(tmp_path / "p.csv")
+    assert Path(a.settings["tls"].ca) == Path("site/ca.pem")
+
+
+@pytest.mark.parametrize("rows, says", [
+    ('[[rtu]]\nhost = "h"\n[[rtu]]\nhost = "h"\nport = 2404\n', "h:2404"),
+    ('[[rtu]]\nhost = "h"\nname = "a"\n[[rtu]]\nhost = "g"\nname = "a"\n', "name a"),
+    ('[[rtu]]\nhost = "h"\n[[rtu]]\nhost = "g"\nstandby = ["h:2404"]\n', "h:2404"),
+])
+def test_a_target_file_names_each_rtu_once(tmp_path, rows, says):
+    """The same address (or standby address) or name twice is refused, naming both rows:
+    two sessions to one RTU, or two rows sharing a name in the tables."""
+    toml = tmp_path / "rtus.toml"
+    toml.write_text(rows)
+    with pytest.raises(SettingsError, match=rf"#2: .*{says}.*#1"):
+        parse_targets([str(toml)])
+    with pytest.raises(SettingsError, match="given twice"):
+        parse_targets(["h", "h:2404"])
+
+
 # ---- enums ------------------------------------------------------------------------------------
 
 # IEC 60870-5-101, 7.2.3: the causes of transmission the standard defines (0, 14..19, 42, 43

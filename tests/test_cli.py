@@ -1,8 +1,12 @@
 """The iec104 command, in-process against the simulator, and the default job as a user runs it."""
 import asyncio
+import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import polars as pl
@@ -123,7 +127,7 @@ def test_target_files_carry_settings(tmp_path):
     toml.write_text('[[rtu]]\nhost = "10.0.0.7"\nport = 2405\nname = "ss7"\nt1 = 20\n'
                     'gi_interval = 600\npoints = "p.csv"\n\n[[rtu]]\nhost = "10.0.0.8"\n')
     a, b = parse_targets([str(toml)])
-    assert (a.host, a.port, a.name, a.points) == ("10.0.0.7", 2405, "ss7", "p.csv")
+    assert (a.host, a.port, a.name, a.points) == ("10.0.0.7", 2405, "ss7", str(tmp_path / "p.csv"))
     assert a.settings == {"t1": 20, "gi_interval": 600} and b.port == 2404
     csv = tmp_path / "rtus.csv"
     csv.write_text("host,port,k,w,ca_size\n127.0.0.1,2404,24,16,1\n")
@@ -172,3 +176,43 @@ def test_poll_reaches_an_rtu_that_comes_up_later(tmp_path):
             late.__exit__()
     assert code == 0                                 # both reached in the end
     assert pl.read_csv(tmp_path / "s.csv")["station"].n_unique() == 2
+
+
+def test_a_numeric_name_is_polled_and_its_export_written(tmp_path, capsys):
+    """`name = 7` in a target file is the name "7": the poll's final table shows it and the
+    --export is written (it is written even if that table fails)."""
+    with Sim(stations=1, points=10) as sim:
+        toml = tmp_path / "rtus.toml"
+        toml.write_text(f'[[rtu]]\nhost = "127.0.0.1"\nport = {sim.out.port}\nname = 7\n')
+        code = main(["poll", str(toml), "--duration", "0.3", "--export", str(tmp_path / "s.csv")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "s.csv").exists()
+
+
+def test_the_export_is_written_when_the_final_table_fails(tmp_path, monkeypatch):
+    from iec104 import console
+
+    def broken(self):
+        raise RuntimeError("display")
+    monkeypatch.setattr(console.Live, "stop", broken)
+    with Sim(stations=1, points=10) as sim:
+        code = main(["poll", f"127.0.0.1:{sim.out.port}", "--duration", "0.3",
+                     "--export", str(tmp_path / "s.csv")])
+    assert code == 1 and (tmp_path / "s.csv").exists()
+
+
+def test_ctrl_c_while_connecting_stops_the_poll_promptly():
+    """SIGINT (as SIGTERM) cancels the connects still running: an RTU that accepts TCP but
+    never answers STARTDT does not hold the operator's Ctrl-C for t1 (or t0)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)                                   # accepts in the kernel, never answers
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    t = time.monotonic()
+    timer.start()
+    try:
+        code = main(["poll", f"127.0.0.1:{srv.getsockname()[1]}", "--t1", "3", "--t2", "1"])
+    finally:
+        timer.cancel()
+        srv.close()
+    assert time.monotonic() - t < 2 and code == 1

@@ -145,3 +145,58 @@ def test_command_honours_the_point_list_of_its_target_file(tmp_path, capsys):
         assert "IOA 2" in err and "not a C_SC_NA_1 command point" in err
         main(argv + ["--ioa", "5"])                 # listed: sent (the simulator has no IOA 5)
         assert [c["ioa"] for c in sim.out.commands] == [5]
+
+
+@pytest.mark.parametrize("body, says", [
+    ('[rtu]\nhost = "127.0.0.1"\nport = 1\n', "[[rtu]]"),          # [rtu] for [[rtu]]
+    ('[[rtu]]\nhost = "127.0.0.1"\nport = [2404]\n', "port"),       # a port given as a list
+])
+def test_a_malformed_target_file_is_one_line_naming_the_file(tmp_path, capsys, body, says):
+    """A table where an array of tables belongs, or a value of the wrong shape: one line
+    naming the file (and its row), never Python's own AttributeError/TypeError."""
+    toml = tmp_path / "rtus.toml"
+    toml.write_text(body)
+    assert main(["poll", str(toml), "--duration", "0.2"]) == 1
+    err = one_line(capsys)
+    assert "Error" not in err and str(toml) in err and says in err, err
+
+
+def test_a_target_files_point_list_is_read_before_connecting(tmp_path, capsys):
+    """A target's missing or bad ``points`` is exit code 1 with no connection made (poll,
+    export, command and watch read it before connecting)."""
+    with Sim(stations=1, points=10) as sim:
+        toml = tmp_path / "rtus.toml"
+        toml.write_text(f'[[rtu]]\nhost = "127.0.0.1"\nport = {sim.out.port}\n'
+                        f'points = "{tmp_path / "nope.csv"}"\n')
+        for argv in (["poll", str(toml), "--duration", "0.3"],
+                     ["export", str(toml), "-o", str(tmp_path / "s.csv")],
+                     ["command", str(toml), "--ca", "1", "--ioa", "1", "--type", "C_SC_NA_1",
+                      "--value", "1"]):
+            assert main(argv) == 1, argv
+            assert "nope.csv" in one_line(capsys)
+        connections = sim.out.stats().get("connections", 0)
+    assert connections == 0
+
+
+def test_a_relative_point_list_is_read_beside_its_target_file(tmp_path, monkeypatch):
+    """`points = "points.csv"` in site/rtus.toml is site/points.csv, from any directory."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "points.csv").write_text("ioa,ca,type\n1,1,M_SP_NA_1\n")
+    monkeypatch.chdir(tmp_path)
+    with Sim(stations=1, points=10) as sim:
+        (site / "rtus.toml").write_text(f'[[rtu]]\nhost = "127.0.0.1"\nport = {sim.out.port}\n'
+                                        'points = "points.csv"\n')
+        assert main(["poll", "site/rtus.toml", "--duration", "0.3"]) == 0
+
+
+def test_duplicate_targets_are_refused_before_connecting(tmp_path, capsys):
+    """The same host:port twice is one line and exit code 1, nothing connected (many RTUs
+    allow one master only; the tables would show every row twice)."""
+    with Sim(stations=1, points=10) as sim:
+        toml = tmp_path / "rtus.toml"
+        toml.write_text(f'[[rtu]]\nhost = "127.0.0.1"\nport = {sim.out.port}\n' * 2)
+        code = main(["poll", str(toml), "--duration", "0.3"])
+        connections = sim.out.stats().get("connections", 0)
+    assert code == 1 and connections == 0, (code, connections)
+    assert "given twice" in one_line(capsys)

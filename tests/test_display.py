@@ -75,3 +75,22 @@ def test_the_parameter_table_as_people_read_it():
 def test_no_status_column_without_a_point_list():
     # without a list every row would read "unknown", which looks like a fault
     assert "status" not in display.readable(_params(), listed=False).columns
+
+
+def test_an_invalid_time_tag_reads_as_invalid():
+    """A CP56Time2a flagged invalid (``time_invalid``) shows " (IV)" after the time; a valid
+    one and a row without a time tag read as before."""
+    out = display.readable(_params(time_invalid=[True, None, False]))
+    assert out["time"].to_list() == ["2024-03-01 12:00:00.000 (IV)", "", ""]
+    out = display.readable(_params(time_invalid=[False, None, False]))
+    assert out.row(0)[7] == "2024-03-01 12:00:00.000"
+
+
+@pytest.mark.parametrize("x, text", [(1e15, "1.0e+15"), (9.9999999e15, "1.0e+16"),
+                                     (1e300, "1.0e+300"), (-2.5e20, "-2.5e+20")])
+def test_a_big_number_has_one_digit_before_the_point(x, text):
+    """Scientific notation keeps one digit before the point: at powers of ten and where the
+    rounded mantissa reaches 10 the exponent is one more."""
+    assert one(display.number(pl.col("v")), v=[x]) == [text]
+    mantissa, _, _ = text.partition("e")
+    assert 1 <= abs(float(mantissa)) < 10

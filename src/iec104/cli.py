@@ -291,6 +291,13 @@ def _read_points(path: str | None) -> pl.DataFrame | None:
     return read_point_list(path)
 
 
+def _read_target_points(targets: list[Target]) -> None:
+    """The targets' own point lists (a target file's ``points``) read and checked before
+    connecting, each file once: a bad one is exit code 1 with nothing connected."""
+    for path in dict.fromkeys(t.points for t in targets if t.points):
+        _read_points(path)
+
+
 def _logging(verbose: int) -> None:
     """-v: the library's INFO logs (sessions connect, interrogate, close) on stderr; -vv: DEBUG.
     Without -v only the error line says what went wrong (warnings are dropped)."""
@@ -490,12 +497,28 @@ class Reach:
     def name(t: Target) -> str:
         return t.name or f"{t.host}:{t.port}"
 
-    async def start(self) -> int:
-        """Connect to all at once; returns how many were reached."""
-        res = await asyncio.gather(*(_connect_one(self.master, t, self.settings)
-                                     for t in self.targets), return_exceptions=True)
-        for t, r in zip(self.targets, res):
-            if isinstance(r, BaseException):
+    async def start(self, stop: asyncio.Event | None = None) -> int:
+        """Connect to all at once; returns how many were reached. ``stop`` (Ctrl-C, SIGTERM)
+        set meanwhile cancels the connects still running: their targets are down."""
+        tasks = [asyncio.ensure_future(_connect_one(self.master, t, self.settings))
+                 for t in self.targets]
+        every = asyncio.gather(*tasks, return_exceptions=True)
+        waits: set[asyncio.Future[Any]] = {every}
+        if stop is not None:
+            waits.add(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                if w is not every:
+                    w.cancel()
+            for task in tasks:
+                task.cancel()               # the ones still connecting; done ones keep theirs
+            await asyncio.gather(every, *waits, return_exceptions=True)
+        for t, task in zip(self.targets, tasks):
+            r = task.exception() if not task.cancelled() else \
+                IEC104Error("stopped while connecting")
+            if r is not None:
                 if not isinstance(r, (IEC104Error, OSError)):
                     raise r
                 self.down[self.name(t)] = str(r)
@@ -549,6 +572,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     for t in targets:
         _check_settings({**_session_settings(args), **t.settings})
     _check_output(args.export)
+    _read_target_points(targets)
     points = _read_points(args.points)
     return run(_poll(args, targets, points))
 
@@ -569,13 +593,14 @@ async def _poll(args: argparse.Namespace, targets: list[Target],
         else:
             sink = master.store.add_sink(ParquetSink(args.events)) if args.events else None
         reach = Reach(master, targets, _session_settings(args))
-        if not await reach.start():
+        if not await reach.start(stop):
             for name, why in reach.down.items():
                 console.error(why if name in why else f"{name}: {why}")
             if sink is not None:
                 sink.close()
             return FAILED
-        reach.retry()
+        if not stop.is_set():
+            reach.retry()
         if points is not None:
             master.import_points(points)
         # the sessions live as long as the poll: out of the collector's full passes, which
@@ -590,16 +615,11 @@ async def _poll(args: argparse.Namespace, targets: list[Target],
             pass
         finally:
             gc.unfreeze()
-            await reach.stop()
-            live.stop()
-            if args.export:
-                # the same table as without --workers (the placement is the cluster's business)
-                df = (await master.parameters()).drop("worker") if args.workers \
-                    else master.parameters()
-                console.say(f"wrote {len(master)} parameters to {_export_table(df, args.export)}")
-            if sink is not None:
-                sink.close()
-                console.say(f"wrote {sink.rows_written} events to {len(sink.files)} file(s) in {args.events}")
+            try:
+                await reach.stop()
+                live.stop()                     # the final table: its failure loses no file
+            finally:
+                await _write_poll_files(args, master, sink)
     for s in master.sessions:
         if s is not None:
             _log.info("%s: closed", s.name)
@@ -609,11 +629,27 @@ async def _poll(args: argparse.Namespace, targets: list[Target],
     return OK
 
 
+async def _write_poll_files(args: argparse.Namespace, master: Any, sink: Any) -> None:
+    """The end of a poll: --export's table and --events' last file, the one written even
+    when the other fails."""
+    try:
+        if args.export:
+            # the same table as without --workers (the placement is the cluster's business)
+            df = (await master.parameters()).drop("worker") if args.workers \
+                else master.parameters()
+            console.say(f"wrote {len(master)} parameters to {_export_table(df, args.export)}")
+    finally:
+        if sink is not None:
+            sink.close()
+            console.say(f"wrote {sink.rows_written} events to {len(sink.files)} file(s) in {args.events}")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     targets = _targets([args.target])
     for t in targets:
         _check_settings({**_session_settings(args), **t.settings})
     _check_output(args.output)
+    _read_target_points(targets)
     return run(_export(args, targets, _read_points(args.points)))
 
 
@@ -672,6 +708,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     target = _one_target(args.target)
     settings = {**_session_settings(args), **target.settings}
     _check_settings(settings)
+    _read_target_points([target])
     value = int(args.value) if math.isfinite(args.value) and args.value.is_integer() else args.value
     if args.type.strip().isdigit():             # a type by its number (45), as the help says
         args.type = int(args.type)
@@ -736,7 +773,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return FAILED
     target = _one_target(args.target, args.standby)
     _check_settings({**_session_settings(args), **target.settings})
-    _read_points(args.points)                   # a bad list: exit code 1 before connecting
+    _read_target_points([target])               # a bad list: exit code 1 before connecting
+    _read_points(args.points)
     return run_watch(target, settings=_session_settings(args), points=args.points)
 
 

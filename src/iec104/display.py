@@ -39,7 +39,11 @@ def number(x: pl.Expr) -> pl.Expr:
     """A float as text: integral values exactly ("1", "-995"), others to 6 significant digits
     ("0.648438", "1.23457e+20")."""
     big = x.abs() >= 1e15                       # past the integers a float holds exactly
-    exponent = x.abs().log10().floor()
+    # one digit before the point: log10 of a power of ten may come out a little short, and
+    # a mantissa rounded up to 10 (9.9999999) takes the next exponent
+    guess = x.abs().log10().floor()
+    rounded = (x.abs() / 10 ** guess).round(5)
+    exponent = guess + pl.when(rounded >= 10).then(1).when(rounded < 1).then(-1).otherwise(0)
     return (pl.when(~x.is_finite()).then(x.cast(pl.String))      # inf, NaN as sent
             .when(big).then(pl.format("{}e+{}", (x / 10 ** exponent).round(5),
                                                         exponent.cast(pl.Int64)))
@@ -119,7 +123,8 @@ def readable(params: pl.DataFrame, *, listed: bool = True) -> pl.DataFrame:
     value (the engineering value where the list scales it), unit, quality, time (the time
     tag; empty when the type has none), received (the receive time), age, and, when a point
     list is in force (``listed``), status: "not in list" or "no value yet" ("" when both
-    agree). A point without a value yet has an empty value."""
+    agree). A point without a value yet has an empty value; a time tag flagged invalid
+    (``time_invalid``) reads with " (IV)" after it."""
     fam = pl.col("family")
     scaled = pl.col("scale").is_not_null() | pl.col("offset").is_not_null()
     value = pl.when(scaled & ~fam.is_in((*_SINGLE, *_DOUBLE, *_BITS))).then(
@@ -133,7 +138,10 @@ def readable(params: pl.DataFrame, *, listed: bool = True) -> pl.DataFrame:
         pl.when(pl.col("value").is_null()).then(pl.lit("")).otherwise(value).alias("value"),
         pl.col("unit").fill_null(""),
         quality_text(pl.col("quality"), fam).fill_null("").alias("quality"),
-        time_text(pl.col("time")).fill_null("").alias("time"),
+        (pl.when(pl.col("time_invalid").fill_null(False))
+         .then(pl.concat_str([time_text(pl.col("time")), pl.lit(" (IV)")]))
+         .otherwise(time_text(pl.col("time"))) if "time_invalid" in params.columns
+         else time_text(pl.col("time"))).fill_null("").alias("time"),
         time_text(pl.col("recv_time"), date=False).fill_null("").alias("received"),
         age_text(pl.col("age")).fill_null("").alias("age"),
     ]

@@ -76,7 +76,12 @@ class Target:
     standby: list[tuple[str, int]] = field(default_factory=list)   # a redundancy group
 
 
-def _target(row: dict[str, Any], where: str) -> Target:
+def _target(row: Any, where: str, base: Path | None = None) -> Target:
+    """One target of a file row; ``base``: the file's folder, against which its relative
+    ``points`` and ``tls_*`` paths are read."""
+    if not isinstance(row, dict):
+        raise SettingsError(f"{where}: a target is a table of settings, not {row!r}"
+                            " (write [[rtu]], an array of tables, for each RTU)")
     row = {str(k).strip().lower().replace("-", "_"): v for k, v in row.items()
            if v is not None and v != ""}
     if "host" not in row:
@@ -84,15 +89,29 @@ def _target(row: dict[str, Any], where: str) -> Target:
     unknown = set(row) - set(SETTINGS) - {"host", "port", "name", "points", "standby", *TLS_KEYS}
     if unknown:
         raise SettingsError(f"{where}: unknown settings {', '.join(sorted(unknown))}")
+    for key in ("host", "name", "points", "tls_cert", "tls_key", "tls_ca", "tls_crl"):
+        if key in row and (isinstance(row[key], bool) or not isinstance(row[key], (str, int))):
+            raise SettingsError(f"{where}: {key} = {row[key]!r} is not a string")
+    for key in ("points", "tls_cert", "tls_key", "tls_ca", "tls_crl"):
+        if key in row:
+            row[key] = _beside(str(row[key]), base)
+    if "tls_allow" in row:                      # fingerprints, or certificate files beside
+        row["tls_allow"] = [_beside(a, base) if isinstance(a, str) and base is not None
+                            and not Path(a).is_absolute() and (base / a).exists() else a
+                            for a in _items(row["tls_allow"])]
     settings = {k: _coerce(k, v, where) for k, v in row.items() if k in SETTINGS}
     if any(k in row for k in TLS_KEYS):
         settings["tls"] = tls_settings(*(row.get(k) for k in TLS_KEYS), where=where)
-    try:
-        port = int(row.get("port", 2404))
-    except ValueError:
-        raise SettingsError(f"{where}: port {row['port']!r} is not a number") from None
+    port = _coerce_int("port", row.get("port", 2404), where)
     standby = [parse_address(str(a), where=f"{where}: standby") for a in _items(row.get("standby", []))]
-    return Target(str(row["host"]), port, row.get("name"), row.get("points"), settings, standby)
+    name = str(row["name"]) if "name" in row else None
+    return Target(str(row["host"]), port, name, row.get("points"), settings, standby)
+
+
+def _beside(path: str, base: Path | None) -> str:
+    """A file's path as given when absolute (or with no base), else relative to ``base``."""
+    p = Path(path).expanduser()
+    return str(p if base is None or p.is_absolute() else base / p)
 
 
 def parse_address(spec: str, *, where: str = "target") -> tuple[str, int]:
@@ -129,21 +148,42 @@ def tls_settings(cert: Any, key: Any, ca: Any, crl: Any = None, allow: Any = Non
 
 def parse_targets(specs: list[str]) -> list[Target]:
     """``host``, ``host:port``, ``[v6]:port`` or a .toml (``[[rtu]]`` tables) / .csv file."""
-    out = []
+    out: list[tuple[Target, str]] = []             # each with where it was given
     for spec in specs:
         path = Path(spec)
         if path.suffix.lower() == ".toml" and path.exists():
             doc = tomllib.loads(path.read_text())
-            rows = doc.get("rtu") or doc.get("targets") or []
-            out += [_target(r, f"{path} [[rtu]] #{i + 1}") for i, r in enumerate(rows)]
+            key = "rtu" if "rtu" in doc else "targets"
+            rows = doc.get(key) or []
+            if not isinstance(rows, list):
+                raise SettingsError(f"{path}: [{key}] is one table; write [[{key}]] for each RTU "
+                                    "(an array of tables)")
+            out += [(_target(r, w, path.parent), w) for i, r in enumerate(rows)
+                    for w in [f"{path} [[{key}]] #{i + 1}"]]
         elif path.suffix.lower() == ".csv" and path.exists():
             try:
                 df = pl.read_csv(path, infer_schema_length=0)
             except Exception as e:                  # Polars' own errors: one line, no traceback
                 raise SettingsError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
-            out += [_target(r, f"{path} row {i + 1}") for i, r in enumerate(df.iter_rows(named=True))]
+            out += [(_target(r, w, path.parent), w) for i, r in enumerate(df.iter_rows(named=True))
+                    for w in [f"{path} row {i + 1}"]]
         else:
-            out.append(Target(*parse_address(spec)))
+            out.append((Target(*parse_address(spec)), f"target {spec}"))
     if not out:
         raise SettingsError("no targets")
-    return out
+    _no_duplicates(out)
+    return [t for t, _ in out]
+
+
+def _no_duplicates(targets: list[tuple[Target, str]]) -> None:
+    """One session per RTU: the same address (or standby address) or the same name twice is
+    refused, naming both places."""
+    seen: dict[Any, str] = {}
+    for t, where in targets:
+        keys = [("address", f"{h}:{p}") for h, p in [(t.host, t.port), *t.standby]]
+        keys += [("name", t.name)] if t.name is not None else []
+        for key in dict.fromkeys(keys):
+            if key in seen:
+                raise SettingsError(f"{where}: {key[0]} {key[1]} given twice (also in "
+                                    f"{seen[key]}): one target per RTU")
+            seen[key] = where
