@@ -1,8 +1,9 @@
 """The simulator refuses what a real controlled station must refuse, and stays bounded under a
 hostile client: commands before STARTDT or in a frame with a wrong N(S), a select-before-operate
 whose execute differs, an invalid clock sync, counters in a general interrogation, the
-broadcast address of a 1-octet CA, a client that floods and never reads, a burst of GIs, and
-ASDUs too short for their data unit identifier.
+broadcast address of a 1-octet CA, a client that floods and never reads, a burst of GIs,
+ASDUs too short for their data unit identifier, undefined qualifiers (QOI, QCC, QRP, DCS/RCS),
+system commands with a cause other than activation, and a redundancy group's requeued stream.
 
 Raw clients are crafted frames over ``asyncio.open_connection``; the c104 (lib60870-C) master
 checks the cases it can send (see the notes at the end of the file for those it cannot).
@@ -46,6 +47,7 @@ class Raw:
         self.vs = self.vr = 0
         self.frames: list[tuple[dict, np.ndarray]] = []     # fields as ints, the points
         self.closed = False
+        self.ack = True                     # False: never acknowledge (no S-frames)
 
     @classmethod
     async def connect(cls, port, *, start=True, **sizes):
@@ -96,7 +98,7 @@ class Raw:
             self.frames.append((row, points[first:first + int(f["n_points"])]))
             if row["format"] == 0:
                 self.vr += 1
-        if (frames["format"] == 0).any():
+        if self.ack and (frames["format"] == 0).any():
             self.w.write(s_frame(self.vr))
 
     async def until(self, predicate, timeout: float = 3.0) -> None:
@@ -496,6 +498,131 @@ async def test_a_too_short_asdu_is_a_logged_close_without_a_traceback(size, capl
     assert not bad, [r.getMessage() for r in bad]
     assert any("malformed" in r.getMessage() or "too short" in r.getMessage()
                for r in caplog.records if r.name == "iec104.outstation")
+
+
+# ---- 10. interrogation qualifiers: only the defined ones, counter freeze and reset -----------
+
+def _con(c: Raw, type_id):
+    return [a for a in c.answers(type_id) if a[1] == 7]
+
+
+@pytest.mark.parametrize("qoi", [0, 5, 37])
+async def test_a_general_interrogation_with_an_undefined_qoi_is_refused(qoi):
+    """A C_IC_NA_1 whose QOI is not 20..36 (0 "not used", 1..19 and 37..63 reserved) gets a
+    negative ActCon and no data."""
+    async with Outstation(stations=1, points=20) as out:
+        c = await Raw.connect(out.port)
+        c.send(c.asdu(100, 1, 0, qoi))
+        await c.until(lambda: c.answers(100))
+        assert not await c.wait_closed(0.2)
+        assert _con(c, 100) and all(a[2] for a in _con(c, 100))
+        assert [a for a in c.answers() if a[0] < 100] == []
+
+
+@pytest.mark.parametrize("qcc", [0, 6, 0x40, 0xBF])
+async def test_a_counter_interrogation_with_an_undefined_request_is_refused(qcc):
+    """A C_CI_NA_1 whose request (QCC & 0x3F) is not 1..5 gets a negative ActCon and no data."""
+    async with Outstation(stations=1, points=20) as out:
+        c = await Raw.connect(out.port)
+        c.send(c.asdu(101, 1, 0, qcc))
+        await c.until(lambda: c.answers(101))
+        assert not await c.wait_closed(0.2)
+        assert _con(c, 101) and all(a[2] for a in _con(c, 101))
+        assert [a for a in c.answers() if a[0] < 100] == []
+
+
+async def _counter_interrogation(c: Raw, qcc: int) -> list[float]:
+    """The integrated totals a counter interrogation returned (after its ActTerm)."""
+    n0 = len(c.answers())
+    c.send(c.asdu(101, 1, 0, qcc))
+    await c.until(lambda: any(a[0] == 101 and a[1] == 10 for a in c.answers()[n0:]))
+    return [float(v) for a in c.answers()[n0:] if a[0] == 15 for v in a[3]["value"]]
+
+
+async def test_a_counter_reset_then_freeze_then_read_returns_zeros():
+    """QCC FRZ=3 resets the counters, FRZ=1 freezes them (neither sends totals), and a read
+    (FRZ=0) returns the frozen zeros."""
+    async with Outstation(stations=1, points=20) as out:
+        c = await Raw.connect(out.port)
+        assert await _counter_interrogation(c, 0xC5) == []     # FRZ=3 reset, RQT=5 general
+        assert await _counter_interrogation(c, 0x45) == []     # FRZ=1 freeze without reset
+        values = await _counter_interrogation(c, 0x05)         # FRZ=0 read
+        assert values and values == [0.0] * len(values)
+
+
+async def test_a_counter_freeze_keeps_what_a_read_returns():
+    """FRZ=1 freezes without reset: a read returns the frozen totals although the counters
+    change after it; FRZ=2 freezes (a read returns those totals) and zeroes the counters."""
+    async with Outstation(stations=1, points=20) as out:
+        c = await Raw.connect(out.port)
+        ctr = out.image["type_id"] == 15
+        old = out.image["value"][ctr].tolist()
+        assert await _counter_interrogation(c, 0x45) == []     # freeze
+        out.image["value"][ctr] += 7                           # the counters go on
+        assert await _counter_interrogation(c, 0x05) == old
+        assert await _counter_interrogation(c, 0x85) == []     # freeze with reset
+        assert (out.image["value"][ctr] == 0).all()
+        assert await _counter_interrogation(c, 0x05) == [v + 7 for v in old]
+
+
+# ---- 11. system commands: activation only, QRP 0 refused --------------------------------------
+
+@pytest.mark.parametrize("cot", [3, 8])
+async def test_reset_process_with_a_cause_other_than_activation_is_unknown_cause(cot):
+    """A C_RP_NA_1 (as the other system commands 104..113) with a COT other than activation
+    is answered COT 45 (unknown cause) with P/N set."""
+    async with Outstation(stations=1, points=20) as out:
+        c = await Raw.connect(out.port)
+        c.send(c.asdu(105, 1, 0, 1, cot=cot))
+        await c.until(lambda: c.answers(105))
+        assert c.answers(105)[0][1:3] == (45, True)
+
+
+@pytest.mark.parametrize("qrp, negative", [(0, True), (1, False), (2, False)])
+async def test_reset_process_qualifier_0_is_refused(qrp, negative):
+    """A C_RP_NA_1 with QRP 0 ("not used") gets a negative ActCon; 1 and 2 a positive one."""
+    async with Outstation(stations=1, points=20) as out:
+        c = await Raw.connect(out.port)
+        c.send(c.asdu(105, 1, 0, qrp))
+        await c.until(lambda: c.answers(105))
+        assert c.answers(105)[0][1:3] == (7, negative)
+
+
+# ---- 12. double and step commands with a "not permitted" state --------------------------------
+
+@pytest.mark.parametrize("type_id, ioa, state", [(46, 4, 0), (46, 4, 3), (47, 9, 0), (47, 9, 3)])
+async def test_a_double_or_step_command_with_a_not_permitted_state_is_refused(type_id, ioa, state):
+    """A C_DC_NA_1 with DCS 0 or 3, or a C_RC_NA_1 with RCS 0 or 3 ("not permitted",
+    IEC 60870-5-101 7.2.6.16/17) gets a negative ActCon and leaves the point alone."""
+    async with Outstation(stations=1, points=20) as out:
+        before = out.image.copy()
+        c = await Raw.connect(out.port)
+        c.send(command_asdu(c, type_id, ioa, state))
+        await c.until(lambda: _con(c, type_id))
+        assert _con(c, type_id)[0][2]
+        np.testing.assert_array_equal(out.image["value"], before["value"])
+
+
+# ---- 13. a redundancy group's requeued stream stays within max_backlog ------------------------
+
+async def test_a_group_stream_requeued_past_max_backlog_does_not_lock_out_the_next_master():
+    """The frames a failed group connection had not delivered (its queue, up to max_backlog,
+    plus its k unacknowledged ones) go back to the group's queue bounded at max_backlog, the
+    oldest dropped and counted (group_dropped): the next master to take STARTDT gets the
+    stream and is not closed as a slow reader."""
+    async with Outstation(stations=1, points=50, rate=5000, standby_ports=[0],
+                          max_backlog=4000) as out:
+        a = await Raw.connect(out.port)
+        a.ack = False                                      # master A never acknowledges
+        await wait_for(lambda: out.counts["frames_dropped"] > 0, 3)    # A's queue is full
+        a.close()
+        await wait_for(lambda: not out._conns, 3)
+        assert out.counts["group_dropped"] > 0
+        b = await Raw.connect(out.ports[1], start=False)
+        b.w.write(u_frame(STARTDT_ACT))
+        assert not await b.wait_closed(0.5), "master B closed: %s" % dict(out.counts)
+        assert b.u(STARTDT_CON)
+        assert out.counts["closed_slow_reader"] == 0
 
 
 # ---- the same checks from a real master: lib60870-C through c104 ------------------------------

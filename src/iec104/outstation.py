@@ -26,6 +26,11 @@ Rules the simulator follows, for tests and users to rely on:
 - General interrogation sends no integrated totals (M_IT_*): they answer a counter
   interrogation only. A (counter) interrogation of a station whose previous one on this
   connection has not sent its ActTerm yet is refused with a negative ActCon.
+- Undefined qualifiers are refused with a negative ActCon and nothing done: a QOI outside
+  20..36, a QCC request outside 1..5, a QRP of 0, a DCS or RCS of 0 or 3 ("not permitted").
+  A counter interrogation's QCC FRZ bits are honoured: 1 freeze, 2 freeze and reset, 3 reset
+  (ActCon and ActTerm, no totals sent), 0 read: the totals at the last freeze, or the running
+  ones if never frozen. System commands (104..113) are accepted with COT 6 only (45 else).
 - A clock synchronisation with an invalid time (CP56 IV, or no valid date) gets a negative
   ActCon and leaves the clock alone.
 - The broadcast common address is that of the CA field size: 255 (1 octet) or 65535.
@@ -42,8 +47,9 @@ Rules the simulator follows, for tests and users to rely on:
   counted); when the started one fails or another takes STARTDT, what it had not delivered
   (queued behind its k window, or sent and not acknowledged) goes back to the head of the
   group's queue and is sent on the connection that gets STARTDT next: an object may arrive
-  twice across a switch, none is lost. Answers to a connection's own requests (a GI) stay
-  with that connection.
+  twice across a switch. The group's queue stays within ``max_backlog`` (and within the room
+  the joining connection has): past it the oldest frames are dropped (``group_dropped``).
+  Answers to a connection's own requests (a GI) stay with that connection.
 """
 from __future__ import annotations
 
@@ -342,6 +348,9 @@ class Outstation:
         self.max_backlog = max_backlog
         self.rng = np.random.default_rng(seed)
         self.image, self.command_points = self._build(stations, points, point_list)
+        # the counters' values at their last freeze (QCC FRZ 1/2), which a counter read returns;
+        # NaN: never frozen, a read returns the running value
+        self._frozen = np.full(len(self.image), np.nan)
         self.stations = sorted(set(self.image["ca"].tolist()))
         self.index: dict[tuple[int, int, int], int] = {key: i for i, key in enumerate(zip(
             self.image["ca"].tolist(), self.image["ioa"].tolist(),
@@ -543,6 +552,26 @@ class Outstation:
             self._held.appendleft(e)
             self._held_bytes += int(e[1][-1]) - int(e[1][0])
         self.counts["group_requeued"] += sum(len(e[1]) - 1 for e in back)
+        # its queue (up to max_backlog) plus its k unacknowledged frames can pass the bound
+        # the group's queue keeps: unbounded, the next master would be handed more than it
+        # may hold and closed as a slow reader, and so every master after it
+        self._trim_held(self.max_backlog)
+
+    def _trim_held(self, limit: int) -> None:
+        """Drop the oldest frames of the group's queue until at most ``limit`` octets wait
+        (counted in ``counts["group_dropped"]``): the newest values matter most."""
+        while self._held and self._held_bytes > limit:
+            entry = self._held[0]
+            offsets, first = entry[1], entry[2]
+            # the fewest frames of this entry whose octets cover the excess
+            end = int(np.searchsorted(offsets, int(offsets[first]) + self._held_bytes - limit))
+            end = min(end, len(offsets) - 1)
+            self._held_bytes -= int(offsets[end]) - int(offsets[first])
+            self.counts["group_dropped"] += end - first
+            if end == len(offsets) - 1:
+                self._held.popleft()
+            else:
+                entry[2] = end
 
     def _join_group(self, conn: _Connection) -> None:
         """STARTDT on ``conn``: it takes the group's stream, first what waited for it."""
@@ -551,6 +580,10 @@ class Outstation:
         if self._active is not conn:
             self.counts["group_switches"] += 1
         self._active = conn
+        if conn.transport is not None:
+            # what the group kept must fit beside what this connection already waits with
+            # (its M_EI_NA_1, say), or taking the stream would close it as a slow reader
+            self._trim_held(max(0, self.max_backlog - self.backlog(conn)))
         while self._held and conn.transport is not None:
             data, offsets, first = self._held.popleft()
             self._held_bytes -= int(offsets[-1]) - int(offsets[first])
@@ -590,6 +623,14 @@ class Outstation:
             if cot != Cot.ACTIVATION:
                 conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CAUSE, True))
                 return
+            qualifier = int(rows["value"][0])
+            # QOI 20..36 (station, groups 1..16) and QCC request 1..5 (groups 1..4, general)
+            # are the defined ones; the rest ("not used", reserved) are refused, no data sent
+            if not (20 <= qualifier <= 36 if t == TypeID.C_IC_NA_1 else 1 <= qualifier & 0x3F <= 5):
+                self.counts["interrogations_refused_qualifier"] += len(cas)
+                for c in cas:
+                    conn.enqueue_asdu(self._for_station(raw, c, Cot.ACTIVATION_CON, True))
+                return
             # A station interrogated again before its ActTerm went out refuses (negative
             # ActCon) and goes on with the running one, as RTUs commonly do (the standard
             # leaves it to the device): the master retries after the ActTerm. Queueing every
@@ -601,7 +642,7 @@ class Outstation:
             if len(run) < len(cas):
                 self.counts["interrogations_refused_running"] += len(cas) - len(run)
             for c in run:
-                self._interrogation(conn, raw, c, int(rows["value"][0]),
+                self._interrogation(conn, raw, c, qualifier,
                                     counters=t == TypeID.C_CI_NA_1)
                 conn.running[(t, c)] = conn.enqueued
         elif t == TypeID.C_RD_NA_1:
@@ -611,7 +652,13 @@ class Outstation:
         elif 45 <= t <= 64:
             self._command(conn, raw, t, ca, cot, rows[0])
         elif t in (104, 105, 106, 107, 110, 111, 112, 113):
-            conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON))
+            # only an activation is a request (COT 45 otherwise, as for the other commands);
+            # a reset process qualifier (QRP) of 0 is "not used": refused
+            if cot != Cot.ACTIVATION:
+                conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CAUSE, True))
+            else:
+                refused = t == TypeID.C_RP_NA_1 and int(rows["value"][0]) == 0
+                conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON, refused))
         else:
             conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_TYPE_ID, True))
 
@@ -630,11 +677,21 @@ class Outstation:
         img = self.image[lo:hi]
         fam = FAMILY[img["type_id"]]
         if counters:
-            group = qualifier & 0x3F
+            group, frz = qualifier & 0x3F, qualifier >> 6
             mask = fam == _COUNTERS
             if 1 <= group <= 4:
                 mask &= ((img["ioa"] - 1) % 4) + 1 == group
             data_cot = 37 + group if 1 <= group <= 4 else 37
+            if frz:
+                # FRZ 1 freeze, 2 freeze and reset, 3 reset: acted on, nothing sent (a later
+                # read, FRZ 0, returns what was frozen); img is a view of the image
+                live, frozen = img["value"], self._frozen[lo:hi]
+                if frz in (1, 2):
+                    frozen[mask] = live[mask]
+                if frz in (2, 3):
+                    live[mask] = 0
+                conn.enqueue_asdu(self._for_station(raw, ca, Cot.ACTIVATION_TERMINATION))
+                return
         else:                                   # integrated totals only on counter interrogation
             mask = fam != _COUNTERS
             group = qualifier - 20
@@ -644,6 +701,9 @@ class Outstation:
         rows = img[mask]                        # a copy: boolean indexing
         rows["type_id"] = fam[mask]
         rows["time"] = NO_TIME
+        if counters:
+            frozen = self._frozen[lo:hi][mask]
+            rows["value"] = np.where(np.isnan(frozen), rows["value"], frozen)
         if len(rows):
             data, offsets = encode_points(rows, cot=data_cot, **self.sizes)
             conn.enqueue(data, offsets)
@@ -692,6 +752,10 @@ class Outstation:
             answer, result = (Cot.UNKNOWN_IOA, True), "unknown IOA"
         elif cot == Cot.DEACTIVATION:
             answer, result = (Cot.DEACTIVATION_CON, False), "deactivated"
+        elif fam in (46, 47) and value not in (1, 2):
+            # DCS / RCS 0 and 3 are "not permitted" (IEC 60870-5-101 7.2.6.16/17): neither
+            # selected nor executed, or a double point would go indeterminate
+            answer, result = (Cot.ACTIVATION_CON, True), f"refused: state {value:g} not permitted"
         elif select:
             conn.selected[(ca, ioa)] = (self.loop.time() + self.select_timeout, t, value,
                                         qualifier)
