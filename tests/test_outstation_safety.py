@@ -725,3 +725,19 @@ async def test_c104_master_is_answered_while_a_raw_client_bursts_interrogations(
             return None if at is None else at - t0
         rtt = await loop.run_in_executor(None, lambda: run_c104(out.port, body))
         assert rtt is not None and rtt < 1.0
+
+
+async def test_a_flood_of_commands_keeps_the_simulators_records_bounded(monkeypatch):
+    """Every command is counted, but only the last COMMAND_RECORDS are kept (in ``commands``
+    and in the queue nobody reads): a master that floods commands grows no memory."""
+    from iec104 import outstation
+    monkeypatch.setattr(outstation, "COMMAND_RECORDS", 4)
+    async with Outstation(stations=1, points=20) as out, \
+            iec104.Master(gi_on_start=False) as master:
+        rtu = await master.connect("127.0.0.1", out.port)
+        ioa = next(i for (ca, i, fam), n in out.index.items() if fam == 1)
+        for v in range(20):
+            await rtu.command(1, ioa, "C_SC_NA_1", v % 2)
+        assert out.stats()["commands"] == 20
+        assert 4 <= len(out.commands) <= 8 and out.commands[-1]["value"] == 1
+        assert out.command_queue.qsize() <= 4

@@ -287,6 +287,9 @@ class _Connection(LinkProtocol):
         return True
 
 
+COMMAND_RECORDS = 10_000      # commands an Outstation keeps (``commands``, ``command_queue``)
+
+
 class Outstation:
     """An IEC 104 server with one or more stations (common addresses) and their points.
 
@@ -355,8 +358,11 @@ class Outstation:
         self.index: dict[tuple[int, int, int], int] = {key: i for i, key in enumerate(zip(
             self.image["ca"].tolist(), self.image["ioa"].tolist(),
             FAMILY[self.image["type_id"]].tolist()))}
+        # the last COMMAND_RECORDS commands (a flood of them keeps memory bounded) and
+        # those nobody took from the queue yet, the oldest dropped first
         self.commands: list[dict[str, Any]] = []
-        self.command_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.command_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(COMMAND_RECORDS)
+        self._n_commands = 0
         self.on_command: list[Callable[[dict[str, Any]], object]] = []
         self.counts: collections.Counter[str] = collections.Counter()
         self.clock_offset_ms = 0
@@ -478,7 +484,7 @@ class Outstation:
 
     def stats(self) -> dict[str, int]:
         return {"connections_open": len(self._conns), **self.counts,
-                "commands": len(self.commands)}
+                "commands": self._n_commands}
 
     # ---- connections -------------------------------------------------------------------------
 
@@ -772,7 +778,12 @@ class Outstation:
         else:
             answer, result = (Cot.ACTIVATION_CON, False), "executed"
         record["result"] = result
+        self._n_commands += 1
         self.commands.append(record)
+        if len(self.commands) > 2 * COMMAND_RECORDS:        # (amortised: half at a time)
+            del self.commands[:-COMMAND_RECORDS]
+        if self.command_queue.full():
+            self.command_queue.get_nowait()
         self.command_queue.put_nowait(record)
         for cb in self.on_command:
             cb(record)
