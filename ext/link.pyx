@@ -949,8 +949,15 @@ cdef class Timers:
         cdef double d
         cdef object unhandled = None
         self.moved_back = False
-        while i < len(self.channels):           # a callback may add or discard channels
-            self.ticking = i
+        while True:
+            if i >= len(self.channels):
+                if not self.moved_back:
+                    break
+                # a callback moved a link behind us (a discard of another): look once more
+                # (those ticked already are not due again)
+                i, self.moved_back = 0, False
+                continue
+            self.ticking = i                    # (a callback may add or discard channels)
             if self.due[i] > now:
                 i += 1
                 continue
@@ -974,10 +981,6 @@ cdef class Timers:
                     ch._read_closed(exc, False)
             if link.tslot == i:                 # (else discarded: the last one is in its place)
                 i += 1
-            if i >= len(self.channels) and self.moved_back:
-                # a callback moved a link behind us (a discard of another): look once more
-                # (those ticked already are not due again)
-                i, self.moved_back = 0, False
         self.ticking = -1
         if unhandled is not None:               # (a channel without glue: its caller's)
             raise unhandled
