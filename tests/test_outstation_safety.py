@@ -506,28 +506,17 @@ def _con(c: Raw, type_id):
     return [a for a in c.answers(type_id) if a[1] == 7]
 
 
-@pytest.mark.parametrize("qoi", [0, 5, 37])
-async def test_a_general_interrogation_with_an_undefined_qoi_is_refused(qoi):
-    """A C_IC_NA_1 whose QOI is not 20..36 (0 "not used", 1..19 and 37..63 reserved) gets a
-    negative ActCon and no data."""
+@pytest.mark.parametrize("type_id,qualifier", [(100, 0), (100, 5), (100, 37),
+                                               (101, 0), (101, 6), (101, 0x40), (101, 0xBF)])
+async def test_an_interrogation_with_an_undefined_qualifier_is_refused(type_id, qualifier):
+    """A C_IC_NA_1 whose QOI is not 20..36 (0 "not used", 1..19 and 37..63 reserved), a
+    C_CI_NA_1 whose request (QCC & 0x3F) is not 1..5: a negative ActCon and no data."""
     async with Outstation(stations=1, points=20) as out:
         c = await Raw.connect(out.port)
-        c.send(c.asdu(100, 1, 0, qoi))
-        await c.until(lambda: c.answers(100))
+        c.send(c.asdu(type_id, 1, 0, qualifier))
+        await c.until(lambda: c.answers(type_id))
         assert not await c.wait_closed(0.2)
-        assert _con(c, 100) and all(a[2] for a in _con(c, 100))
-        assert [a for a in c.answers() if a[0] < 100] == []
-
-
-@pytest.mark.parametrize("qcc", [0, 6, 0x40, 0xBF])
-async def test_a_counter_interrogation_with_an_undefined_request_is_refused(qcc):
-    """A C_CI_NA_1 whose request (QCC & 0x3F) is not 1..5 gets a negative ActCon and no data."""
-    async with Outstation(stations=1, points=20) as out:
-        c = await Raw.connect(out.port)
-        c.send(c.asdu(101, 1, 0, qcc))
-        await c.until(lambda: c.answers(101))
-        assert not await c.wait_closed(0.2)
-        assert _con(c, 101) and all(a[2] for a in _con(c, 101))
+        assert _con(c, type_id) and all(a[2] for a in _con(c, type_id))
         assert [a for a in c.answers() if a[0] < 100] == []
 
 

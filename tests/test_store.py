@@ -98,11 +98,17 @@ def test_event_log_keeps_order_and_counts_overrun():
     assert log.snapshot()["ioa"].tolist() == list(range(105, 115))
 
 
-def test_lossless_consumer_pauses_and_resumes_the_producers():
-    log = EventLog(capacity=100, high_water=0.5, low_water=0.1)
-    calls = []
+def pauses_and_resumes(log: EventLog) -> list[str]:
+    """What the log asks of the sessions, in order ("pause", "resume")."""
+    calls: list[str] = []
     log.on_pause.append(lambda: calls.append("pause"))
     log.on_resume.append(lambda: calls.append("resume"))
+    return calls
+
+
+def test_lossless_consumer_pauses_and_resumes_the_producers():
+    log = EventLog(capacity=100, high_water=0.5, low_water=0.1)
+    calls = pauses_and_resumes(log)
     c = log.consumer(lossless=True)
     log.append(rows(40))
     log.append(rows(20))
@@ -291,9 +297,7 @@ def test_a_small_event_log_resumes_reading_once_its_lossless_reader_caught_up():
     """Reading resumes at a backlog at or below the low-water mark: with a capacity under 4
     (or low_water=0) that mark is 0, and a reader that caught up (or closed) resumes it."""
     log = EventLog(capacity=3)
-    calls = []
-    log.on_pause.append(lambda: calls.append("pause"))
-    log.on_resume.append(lambda: calls.append("resume"))
+    calls = pauses_and_resumes(log)
     c = log.consumer(lossless=True)
     log.append(rows(2))
     assert calls == ["pause"]
@@ -305,9 +309,7 @@ def test_equal_water_marks_do_not_pause_and_resume_at_every_row():
     """The low-water mark stays below the high one, whatever the fractions: a backlog that
     stays at the high-water mark keeps reading paused."""
     log = EventLog(capacity=10, high_water=0.5, low_water=0.5)
-    calls = []
-    log.on_pause.append(lambda: calls.append("pause"))
-    log.on_resume.append(lambda: calls.append("resume"))
+    calls = pauses_and_resumes(log)
     c = log.consumer(lossless=True)
     log.append(rows(6))
     c.take(1)                                       # a backlog of 5: still the high mark
