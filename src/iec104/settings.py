@@ -17,7 +17,7 @@ from iec104.tls import TLS
 from iec104.types import broadcast_ca
 
 __all__ = ["SessionSettings", "FieldSizes", "DEFAULT", "Default", "check_coalesce",
-           "check_linger", "check_max_rows"]
+           "check_linger", "check_max_rows", "check_rotate_rows", "check_flush_interval"]
 
 
 class Default(enum.Enum):
@@ -230,10 +230,25 @@ def check_linger(value: object) -> float:
     return _seconds("linger", value, 60)
 
 
+def _count(name: str, value: object, also: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise SettingsError(f"{name} must be {also}an int >= 1, not {value!r}")
+    return int(value)
+
+
 def check_max_rows(value: object) -> int | None:
     """An event reader's ``max_rows``: None (no bound) or an int >= 1 (0 would hand over empty
     batches without waiting, a negative count move the reader's cursor back)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                              or value < 1):
-        raise SettingsError(f"max_rows must be None or an int >= 1, not {value!r}")
-    return None if value is None else int(value)
+    return None if value is None else _count("max_rows", value, "None or ")
+
+
+def check_rotate_rows(value: object) -> int:
+    """A sink's ``rotate_rows``: an int >= 1 (0 or less would write files for ever)."""
+    return _count("rotate_rows", value)
+
+
+def check_flush_interval(value: object) -> float:
+    """A sink's ``flush_interval`` (s): above 0 (0 would wake it without pause) to 3600."""
+    if value == 0:
+        raise SettingsError(f"flush_interval must be above 0 s, not {value!r}")
+    return _seconds("flush_interval", value, 3600)

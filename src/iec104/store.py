@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import numbers
 import os
 import time
 from pathlib import Path
@@ -24,9 +23,10 @@ import numpy as np
 import polars as pl
 
 from iec104._store import EventRing, LatestTable
-from iec104.errors import SettingsError
 from iec104.export import rotation_name, write_table
-from iec104.settings import check_linger, check_max_rows
+from iec104.settings import (
+    check_flush_interval, check_linger, check_max_rows, check_rotate_rows,
+)
 from iec104.types import NO_TIME, TypeID
 
 __all__ = ["Store", "EventLog", "Consumer", "EventStream", "ParquetSink", "points_frame",
@@ -348,20 +348,6 @@ class Store:
             raise error
 
 
-def _check_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not 0 < value < float("inf"):
-        raise SettingsError(f"{name} must be a number of seconds > 0, not {value!r}")
-    return float(value)
-
-
-def _check_rotate_rows(value: object) -> int:
-    # 0 or less would write files for ever (never fewer rows pending), a float is no index
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise SettingsError(f"rotate_rows must be an int >= 1, not {value!r}")
-    return int(value)
-
-
 class ParquetSink:
     """Writes every row of the event log to rotating Parquet files, each complete on its
     own (written under a temporary name, then renamed), so that a pipeline can pick them up
@@ -376,10 +362,9 @@ class ParquetSink:
                  flush_interval: float = 1.0):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.prefix, self.rotate_rows = prefix, _check_rotate_rows(rotate_rows)
+        self.prefix, self.rotate_rows = prefix, check_rotate_rows(rotate_rows)
         self.rotate_seconds = rotate_seconds
-        # (0 would wake the sink without pause; nan or inf never)
-        self.flush_interval = _check_seconds("flush_interval", flush_interval)
+        self.flush_interval = check_flush_interval(flush_interval)
         self.files: list[Path] = []
         self.rows_written = 0
         self.error: Exception | None = None
