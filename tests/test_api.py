@@ -325,3 +325,22 @@ async def test_parameters_show_a_silent_stations_points_as_missing(no_network):
         b = df.filter(pl.col("session") == "b")
         assert b["status"].to_list() == ["missing", "missing"], \
             df.select("station", "session", "ioa", "status")
+
+
+async def test_a_second_session_of_the_same_name_is_refused(no_network):
+    """Names address sessions (master.session(name), tables, logs): a name given twice is
+    refused before anything is opened, so a command by name never reaches the wrong RTU."""
+    async with iec104.Master() as m:
+        a = await m.connect("127.0.0.1", 1, name="north")
+        with pytest.raises(iec104.InvalidRequestError, match="north"):
+            await m.connect("127.0.0.1", 2, name="north")
+        assert m.sessions == [a] and m.session("north") is a
+
+
+async def test_default_names_of_sessions_to_one_address_are_distinct(no_network):
+    """Sessions to the same host and port without a name (many to one simulator) are each
+    found by their own name: the first is "host:port", the next "host:port #2", ..."""
+    async with iec104.Master() as m:
+        s = [await m.connect("127.0.0.1", 2404) for _ in range(3)]
+        assert [x.name for x in s] == ["127.0.0.1:2404", "127.0.0.1:2404 #2", "127.0.0.1:2404 #3"]
+        assert [m.session(x.name) for x in s] == s

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
+from iec104.errors import InvalidRequestError
 from iec104.export import write_table
 from iec104.metadata import Catalog, PointListSource
 from iec104.protocol import hold_coalesce, release_coalesce
@@ -71,6 +72,8 @@ class Master:
         self.catalog = Catalog()
         # a station whose first connect failed keeps its number: None in its place
         self.sessions: list[Session | RedundancyGroup | None] = []
+        self._by_name: dict[str, Session | RedundancyGroup] = {}
+        self._unnamed: dict[str, int] = {}     # host:port -> sessions named after it
         # a lossless consumer of the event log that falls behind pushes back on the RTUs
         self.store.log.on_pause.append(lambda: self._reading(False))
         self.store.log.on_resume.append(lambda: self._reading(True))
@@ -116,7 +119,9 @@ class Master:
             (:class:`iec104.redundancy.RedundancyGroup`), one connection in data transfer,
             the others kept up and tested, switched to when it fails.
         name : str, optional
-            The session's name in tables and logs (default ``"host:port"``).
+            The session's name in tables and logs, unique in this master (one in use raises
+            :class:`InvalidRequestError`). Default ``"host:port"``, then ``"host:port #2"``...
+            for more sessions to the same address.
         t0, t1, t2, t3 : float, optional
             Connect timeout, acknowledgement timeout, acknowledgement delay, idle test (s).
         k, w : int, optional
@@ -155,14 +160,16 @@ class Master:
         ------
         SettingsError
             A setting out of range or of the wrong type; nothing is opened.
+        InvalidRequestError
+            ``name`` is another session's; nothing is opened.
         ConnectError
             The first connection attempt failed.
         """
         given = {key: value for key, value in locals().items() if key in _SETTING_NAMES}
         settings = self.defaults.overridden(given)
+        name = self._new_name(name, f"{host}:{port}")
         if self.coalesce:
             hold_coalesce(asyncio.get_running_loop(), self, self.coalesce)
-        name = name or f"{host}:{port}"
         addresses = [(host, port), *standby]
         members = [Session(h, p, name=f"{name} via {h}:{p}" if standby else name,
                            station=len(self.sessions), settings=settings, store=self.store,
@@ -171,18 +178,37 @@ class Master:
         if self.store.log.paused:               # on_pause fired before this session existed
             s.set_reading(False)
         self.sessions.append(s)
+        self._by_name[name] = s
         try:
             await s.start()
         except BaseException:
             self.sessions[s.station] = None     # keep station numbers stable
+            del self._by_name[name]
             raise
         return s
 
+    def _new_name(self, name: str | None, address: str) -> str:
+        """A name no open session has: ``name`` (refused if taken: commands and tables go
+        by name), else the address, numbered from its second session on."""
+        if name is not None:
+            if name in self._by_name:
+                raise InvalidRequestError(f"a session named {name!r} exists already: "
+                                          "give each RTU its own name")
+            return name
+        n = self._unnamed.get(address, 0)
+        while (name := address if n == 0 else f"{address} #{n + 1}") in self._by_name:
+            n += 1
+        self._unnamed[address] = n + 1
+        return name
+
     def session(self, name_or_station: str | int) -> Session | RedundancyGroup:
-        for s in self.sessions:
-            if s is not None and (s.name == name_or_station or s.station == name_or_station):
-                return s
-        raise KeyError(name_or_station)
+        """The session of that name, or of that station number (KeyError: none)."""
+        s = self._by_name.get(name_or_station) if isinstance(name_or_station, str) else (
+            self.sessions[name_or_station]
+            if 0 <= name_or_station < len(self.sessions) else None)
+        if s is None:
+            raise KeyError(name_or_station)
+        return s
 
     async def close(self) -> None:
         """Stop data transfer and close every session, then the event log's consumers."""
