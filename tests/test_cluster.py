@@ -14,7 +14,8 @@ import pytest
 import pytest_asyncio
 
 import iec104
-from iec104.errors import ConnectionLostError, NotConnected, UnknownIOAError
+from iec104.errors import (CommandInDoubt, ConfirmationTimeout, ConnectionLostError,
+                           NotConnected, UnknownIOAError)
 from scripted_peer import ScriptedPeer
 from waiting import wait_for
 
@@ -254,14 +255,22 @@ async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
     i = int(gone.split("-")[1])
     port = outs[i].port
     before = await cluster.points()
+    # in doubt on that worker: one command timed out, one is in flight when it dies
+    with pytest.raises(ConfirmationTimeout):
+        await cluster.command("silent", 1, 5002, "C_SC_NA_1", 1, timeout=0.3)
     in_flight = asyncio.create_task(cluster.command("silent", 1, 5001, "C_SC_NA_1", 1))
-    await wait_for(lambda: silent.received(type_id=45), 5)
+    await wait_for(lambda: len(silent.received(type_id=45)) == 2, 5)
     await outs[i].close()
     ray.kill(cluster.actors[victim], no_restart=False)
     with pytest.raises(ConnectionLostError, match="not re-sent"):
         await asyncio.wait_for(in_flight, 30)
     # down, then back: reconnected, interrogated again, the outage said
     await wait_for(lambda: cluster.status()[-1]["tcp_state"] == "down", 10)
+    # both still in doubt, whether the RTU is back on the new worker yet or not (the same
+    # command used to go out again, blindly)
+    for ioa in (5001, 5002):
+        with pytest.raises(CommandInDoubt, match=f"clear_doubt.*ioa={ioa}"):
+            await cluster.command("silent", 1, ioa, "C_SC_NA_1", 1, timeout=1)
     assert {s["name"] for s in cluster.status() if s["tcp_state"] == "down"} == set(mine)
     assert sorted(cluster.outages().filter(pl.col("up").is_null())["name"]) == mine
     back = [n for n in mine if n != gone]
@@ -285,9 +294,43 @@ async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
     async def whole():
         return len(await cluster.points()) == len(before)
     await wait_async(whole, 30)
-    sent = [f for c in silent.connections for f in silent.received(c, type_id=45)]
-    assert len(sent) == 1                               # never re-sent on the new worker
+    for ioa in (5001, 5002):                            # back: its new session refuses them
+        with pytest.raises(CommandInDoubt, match=f"connection was lost.*ioa={ioa}"):
+            await cluster.command("silent", 1, ioa, "C_SC_NA_1", 1, timeout=1)
+    # the RTU looked at: accepted again, and sent
+    assert await cluster.clear_doubt("silent", ca=1, ioa=5002) == [
+        "C_SC_NA_1 execute CA 1 IOA 5002"]
+    accepted = asyncio.create_task(cluster.command("silent", 1, 5002, "C_SC_NA_1", 1,
+                                                   timeout=10))
+    await wait_for(lambda: silent.received(type_id=45), 5)
+    con = bytearray(silent.received(type_id=45)[0][1][6:])
+    con[2] = 7                                          # its ActCon
+    silent.send_i(bytes(con))
+    assert (await asyncio.wait_for(accepted, 10)).ioa == 5002
+    sent = [int.from_bytes(raw[12:15], "little")            # each command's IOA
+            for c in silent.connections for _, raw in silent.received(c, type_id=45)]
+    assert sent == [5002, 5001, 5002]                   # 5001 never re-sent on the new worker
     assert len(silent.connections) == 2
+
+
+async def test_what_is_in_doubt_pickles_into_a_new_session_as_lost():
+    # no Ray: a worker's records (one command timed out, one awaiting its answer) cross a
+    # process as plain values and refuse both objects in a new session until clear_doubt
+    import pickle
+    from iec104.requests import Requests
+    old, new = Requests("rtu", 0xFFFF), Requests("rtu", 0xFFFF)
+    timed_out = old.begin((45, 1, 7), "C_SC_NA_1 execute CA 1 IOA 7", False, (1.0, 0))
+    old.end((45, 1, 7), timed_out, gave_up=True, sent=True, what="C_SC_NA_1 execute CA 1 IOA 7")
+    old.begin((46, 1, 8), "C_DC_NA_1 execute CA 1 IOA 8", True)
+    old.begin((103, 1, 0), "clock sync", False)             # harmless twice: not carried
+    new.restore_doubt(pickle.loads(pickle.dumps(old.doubt_records())))
+    assert {o: (d.what, d.lost) for o, d in new.in_doubt.items()} == {
+        (0, 1, 7): ("C_SC_NA_1 execute CA 1 IOA 7", True),
+        (0, 1, 8): ("C_DC_NA_1 execute CA 1 IOA 8", True)}
+    with pytest.raises(CommandInDoubt, match="connection was lost.*ioa=7"):
+        new.begin((58, 1, 7), "C_SC_TA_1 execute CA 1 IOA 7", False)    # the same object
+    assert new.clear_doubt(1, 7) == ["C_SC_NA_1 execute CA 1 IOA 7"]
+    new.begin((45, 1, 7), "C_SC_NA_1 execute CA 1 IOA 7", False)
 
 
 async def test_master_tables_carry_the_rtu_name(tmp_path):

@@ -18,6 +18,13 @@ sees the new incarnation, reconnects and interrogates them, and ``outages()`` sa
 RTUs were down and for how long. A command that was in flight on a worker that died fails
 with :class:`ConnectionLostError`; Ray does not re-send it (``max_task_retries=0``).
 
+What is in doubt (see :mod:`iec104.requests`) survives a restart: the driver mirrors each
+RTU's in-doubt objects (its worker's word at every heartbeat, with the commands awaiting an
+answer there, and at once each command whose call here timed out, was cancelled or lost its
+worker). While an RTU is not back, a command to such an object is refused with
+:class:`CommandInDoubt`; once back, its new session holds them as lost (no answer can come)
+until :meth:`Cluster.clear_doubt`.
+
 Needs the ``cluster`` extra (``pip install 'iec104[cluster]'``); ``import iec104`` does not
 import Ray.
 """
@@ -40,10 +47,13 @@ from ray.exceptions import RayActorError
 
 from iec104.cluster_worker import Raised, Worker
 from iec104.export import RotatingWriter
-from iec104.errors import ConnectionLostError, IEC104Error, InvalidRequestError, NotConnected
+from iec104.errors import (CommandInDoubt, ConfirmationTimeout, ConnectionLostError,
+                           IEC104Error, InvalidRequestError, NotConnected)
 from iec104.metadata import read_point_list
+from iec104.requests import DoubtRecord, _object
 from iec104.settings import SessionSettings, check_coalesce, check_linger, check_max_rows
 from iec104.store import RETRY_MAX
+from iec104.types import TypeID
 
 __all__ = ["Cluster", "RTU", "EventSink"]
 
@@ -126,6 +136,8 @@ class Cluster:
         self._missing: dict[str, float] = {}    # RTU of a restarted worker -> down since
         self._restoring: dict[int, list[asyncio.Task[None]]] = {}   # worker -> its tries
         self._outages: list[dict[str, Any]] = []
+        # RTU -> its objects in doubt -> (record, when learned, monotonic): one per object
+        self._doubts: dict[str, dict[tuple[int, int, int], tuple[DoubtRecord, float]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started_ray = False
 
@@ -146,8 +158,9 @@ class Cluster:
         remote = ray.remote(Worker).options(**self._options)
         self.actors = [remote.remote(i, self.settings, self._event_capacity, self._coalesce)
                        for i in range(self._count)]
+        asked = time.monotonic()
         for i, hello in enumerate(await asyncio.gather(*(a.hello.remote() for a in self.actors))):
-            self._seen(i, hello)
+            self._seen(i, hello, asked)
         self._tasks = [asyncio.create_task(self._watch(i)) for i in range(self._count)]
         return self
 
@@ -239,18 +252,51 @@ class Cluster:
         rtu = self.rtus[name]
         why = self._why_down(rtu)
         if why:
+            held = self._doubts.get(name, {}).get((0, ca, ioa))   # (0: any command type)
+            if held is not None:
+                raise CommandInDoubt(
+                    f"{name}: command to CA {ca} IOA {ioa} refused: an earlier {held[0][3]} "
+                    f"was sent and its caller gave up before the answer (or its worker died); "
+                    f"the RTU may have executed it. It is down ({why}): look at the RTU's "
+                    f"state, then clear_doubt({name!r}, ca={ca}, ioa={ioa}) to send it again")
             raise NotConnected(f"command to {name}: {why}")
-        return await self._call(rtu.worker, "command", rtu.station, (ca, ioa, type, value),
-                                {"select": select, **options}, what=f"command to {name}")
+        try:
+            return await self._call(rtu.worker, "command", rtu.station, (ca, ioa, type, value),
+                                    {"select": select, **options}, what=f"command to {name}")
+        except (ConfirmationTimeout, ConnectionLostError, asyncio.CancelledError):
+            # it may have left: in doubt here at once, should its worker die before the next
+            # heartbeat tells (a dead worker's command in flight too)
+            self._note(name, ca, ioa, type)
+            raise
+
+    def _note(self, name: str, ca: int, ioa: int, type: Any) -> None:
+        try:
+            t = int(TypeID.parse(type))
+        except ValueError:
+            return                              # no command type: never built, never sent
+        key = _object((t, ca, ioa))
+        mine = self._doubts.setdefault(name, {})
+        record = mine[key][0] if key in mine else (
+            t, ca, ioa, f"{TypeID(t).name} command CA {ca} IOA {ioa}", False, None)
+        mine[key] = (record, time.monotonic())
 
     async def clear_doubt(self, name: str, ca: int | None = None,
                           ioa: int | None = None) -> list[str]:
-        """:meth:`iec104.Session.clear_doubt` of ``name``, on its worker (what a worker
-        that restarted had in doubt is gone with it: look at the RTU before a retry)."""
+        """:meth:`iec104.Session.clear_doubt` of ``name``: on its worker and in what the driver
+        keeps of it (a worker that restarts gets back what is still in doubt here). Look at
+        the RTU before a retry."""
         rtu = self.rtus[name]
-        out: list[str] = await self._call(rtu.worker, "clear_doubt", rtu.station, ca, ioa,
-                                          what=f"clear_doubt of {name}")
-        return out
+        mine = self._doubts.get(name, {})
+        gone = [o for o in mine if (ca is None or o[1] == ca) and (ioa is None or o[2] == ioa)]
+        cleared = [mine.pop(o)[0][3] for o in gone]
+        if name in self._missing:
+            return cleared                      # not on its worker yet: it gets what is here
+        try:
+            out: list[str] = await self._call(rtu.worker, "clear_doubt", rtu.station, ca, ioa,
+                                              what=f"clear_doubt of {name}")
+        except ConnectionLostError:
+            return cleared                      # its worker died: the same
+        return out or cleared                   # (a restart not seen yet: it has not the RTU)
 
     def _why_down(self, r: RTU) -> str | None:
         """Why an RTU is down because of its worker (None: it is not)."""
@@ -423,11 +469,17 @@ class Cluster:
             raise out.error()
         return out
 
-    def _seen(self, worker: int, hello: dict[str, Any]) -> None:
+    def _seen(self, worker: int, hello: dict[str, Any], asked: float) -> None:
+        """A heartbeat's answer (``asked``: when it left, monotonic)."""
         self._incarnation[worker] = hello["incarnation"]
         self._rows[worker] = hello["rows"]
         for s in hello["status"]:
             self._status[s["name"]] = s
+        # the worker's word for its RTUs (not those not back yet: their records are here
+        # only), but not over what a command learnt here after this heartbeat was asked
+        for name, records in hello["doubts"].items():
+            later = {o: v for o, v in self._doubts.get(name, {}).items() if v[1] > asked}
+            self._doubts[name] = {**later, **{_object(r[:3]): (r, asked) for r in records}}
 
     async def _watch(self, worker: int) -> None:
         """The heartbeat of one worker, until close(): an error of any kind in one beat is
@@ -449,6 +501,7 @@ class Cluster:
     async def _beat(self, worker: int) -> None:
         """One beat: the worker's status, and its RTUs back after a restart."""
         try:
+            asked = time.monotonic()
             # not wait_for: on 3.11 it drops a cancel (close()) that comes with the answer
             async with asyncio.timeout(10 * self.heartbeat):
                 hello = await self._call(worker, "hello")
@@ -462,6 +515,7 @@ class Cluster:
                         sum(r.worker == worker for r in self.rtus.values()))
             try:
                 await self._call(worker, "set_lists", self._version, self._lists)
+                asked = time.monotonic()
                 hello = await self._call(worker, "hello")
             except ConnectionLostError:
                 return                          # died again: the next beat sees it
@@ -472,7 +526,7 @@ class Cluster:
             since = self._down.pop(worker)
             log.warning("worker %d answered again after %.1f s (late, not restarted)",
                         worker, time.time() - since)
-        self._seen(worker, hello)
+        self._seen(worker, hello, asked)
 
     def _restore(self, worker: int, incarnation: str, since: float) -> None:
         """A restarted worker is up again; each of its RTUs is missing until it is connected
@@ -492,8 +546,10 @@ class Cluster:
         delay = r.settings.backoff_min
         while self._incarnation.get(r.worker) == incarnation:
             try:
+                # what it had in doubt, back in its session before any command can reach it
+                doubts = [rec for rec, _ in self._doubts.get(r.name, {}).values()]
                 await self._call(r.worker, "connect", r.station, r.host, r.port, r.name,
-                                 r.given)
+                                 r.given, doubts)
                 break
             except ConnectionLostError:
                 return                          # the worker died again: the heartbeat sees it

@@ -3,8 +3,9 @@
 The Master lives on its own uvloop event loop in a thread of the actor's process: Ray runs the
 actor's methods on its own loop, and each method hands its work to the Master's loop, so the
 RTUs' I/O never waits on Ray's bookkeeping. The worker keeps no state a restart must
-recover: the Cluster (the driver) holds the placement and the point lists and sends them
-again to a worker that Ray restarted.
+recover: the Cluster (the driver) holds the placement and the point lists, and a mirror of
+what each RTU has in doubt (reported at every heartbeat), and sends them again to a worker
+that Ray restarted.
 
 Tables leave the worker as Arrow tables (Ray puts them in its object store, buffers and all)
 with the fleet's station numbers: each Master numbers its own sessions from 0, the worker
@@ -23,6 +24,7 @@ import pyarrow as pa
 from iec104.errors import IEC104Error
 from iec104.master import Master
 from iec104.redundancy import RedundancyGroup
+from iec104.requests import DoubtRecord
 from iec104.session import Session
 from iec104.store import EventStream
 
@@ -41,6 +43,10 @@ class Raised:
 
     def error(self) -> BaseException:
         return self._error
+
+
+def _members(s: Session | RedundancyGroup) -> list[Session]:
+    return s.members if isinstance(s, RedundancyGroup) else [s]
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -88,27 +94,35 @@ class Worker:
     # ---- sessions ------------------------------------------------------------------------
 
     async def hello(self) -> dict[str, Any] | Raised:
-        """The heartbeat: who this incarnation is, every session's status, the row count."""
+        """The heartbeat: who this incarnation is, every session's status, the row count and
+        what each RTU has in doubt (Session.doubt_records), by name."""
         return await self._do(self._hello)
 
     def _hello(self) -> dict[str, Any]:
         return {"incarnation": self.incarnation, "rows": len(self.master),
-                "status": [self._status(st, s) for st, s in self.sessions.items()]}
+                "status": [self._status(st, s) for st, s in self.sessions.items()],
+                # a group's members share what is in doubt: the driver keeps one per object
+                "doubts": {s.name: [r for m in _members(s) for r in m.doubt_records()]
+                           for s in self.sessions.values()}}
 
     def _status(self, station: int, s: Session | RedundancyGroup) -> dict[str, Any]:
         return {**s.status(), "station": station, "worker": self.index}
 
     async def connect(self, station: int, host: str, port: int, name: str,
-                      settings: dict[str, Any]) -> dict[str, Any] | Raised:
-        return await self._run(self._connect(station, host, port, name, settings))
+                      settings: dict[str, Any],
+                      doubts: list[DoubtRecord] | None = None) -> dict[str, Any] | Raised:
+        """Open the RTU's session; ``doubts``: what it had in doubt on an earlier incarnation."""
+        return await self._run(self._connect(station, host, port, name, settings, doubts or []))
 
     async def _connect(self, station: int, host: str, port: int, name: str,
-                       settings: dict[str, Any]) -> dict[str, Any]:
-        if station in self.sessions:            # a retried connect (its answer was lost)
-            return self._status(station, self.sessions[station])
-        s = await self.master.connect(host, port, name=name, **settings)
-        self.sessions[station] = s
-        self._apply_lists()
+                       settings: dict[str, Any], doubts: list[DoubtRecord]) -> dict[str, Any]:
+        s = self.sessions.get(station)
+        if s is None:                           # (else a retried connect: its answer was lost)
+            s = await self.master.connect(host, port, name=name, **settings)
+            self.sessions[station] = s
+            self._apply_lists()
+        # before this call returns: no command reaches the RTU before its records are back
+        _members(s)[0].restore_doubt(doubts)
         return self._status(station, s)
 
     async def interrogate(self, stations: list[int],
@@ -131,7 +145,8 @@ class Worker:
         return await self.sessions[station].command(*args, **options)
 
     async def clear_doubt(self, station: int, ca: int | None, ioa: int | None) -> Any:
-        return await self._do(self.sessions[station].clear_doubt, ca, ioa)
+        s = self.sessions.get(station)          # none: a restart whose RTU is not back yet
+        return await self._do(s.clear_doubt if s is not None else lambda *_: [], ca, ioa)
 
     # ---- point lists ---------------------------------------------------------------------
 

@@ -277,6 +277,28 @@ class Requests:
             log.warning("%s: %s no longer in doubt: cleared by the caller", self.name, w)
         return what
 
+    def doubt_records(self) -> list[DoubtRecord]:
+        """What is in doubt, and what would be if this session's process died now (a request
+        awaiting its answer may have left), as plain tuples (type, ca, ioa, what, until_term,
+        mirror): what :meth:`restore_doubt` takes in another process."""
+        out = [(d.type_id, o[1], o[2], d.what, d.until_term, d.mirror)
+               for o, d in self.in_doubt.items()]
+        out += [(p.type_id, p.ca, p.ioa, p.what, p.want_term or _confirmed(p.con), p.mirror)
+                for p in self.pending.values()
+                if not p.refused and p.type_id not in _HARMLESS_TWICE]
+        return out
+
+    def restore_doubt(self, records: list[DoubtRecord]) -> None:
+        """Put :meth:`doubt_records` of a session that is gone in doubt here, as lost: no
+        answer can come over this connection, so only ``clear_doubt`` ends them. An object
+        in doubt here already keeps its own record."""
+        for t, ca, ioa, what, until_term, mirror in records:
+            obj = _object((t, ca, ioa))
+            if obj not in self.in_doubt:
+                self.in_doubt[obj] = _Doubt(t, what, until_term, mirror, lost=True)
+                log.warning("%s: %s in doubt, carried over from a session that is gone: "
+                            "until clear_doubt()", self.name, what)
+
     # ---- data that answers requests ----------------------------------------------------------
 
     def data(self, points: np.ndarray) -> None:
@@ -316,3 +338,8 @@ def _mirrors(mirror: tuple[float, int] | None, value: float | None,
 
 def _confirmed(fut: asyncio.Future[int]) -> bool:
     return fut.done() and not fut.cancelled() and fut.exception() is None
+
+
+# one request in doubt, as Requests.doubt_records gives it: (type, ca, ioa, what, until_term,
+# mirror), plain values that pickle (a cluster worker's heartbeat, its restart)
+DoubtRecord = tuple[int, int, int, str, bool, "tuple[float, int] | None"]

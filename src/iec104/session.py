@@ -32,7 +32,7 @@ from iec104.errors import (
 )
 from iec104.link import Batch, Channel, Link, LinkEvent
 from iec104.protocol import LinkProtocol, shared_buffers
-from iec104.requests import Interrogation, Requests
+from iec104.requests import DoubtRecord, Interrogation, Requests
 from iec104.settings import SessionSettings
 from iec104 import tls as _tls
 from iec104.types import Cot, FrameFormat, TypeID, broadcast_ca
@@ -729,6 +729,16 @@ class Session:
         call it once you have seen the RTU's state (a command whose caller gave up, or whose
         connection was lost, after it left may have run). Returns what was cleared."""
         return self._requests.clear_doubt(ca, ioa)
+
+    def doubt_records(self) -> list[DoubtRecord]:
+        """What is in doubt here, or would be if this process died now (see
+        :meth:`Requests.doubt_records`): what a cluster worker reports at each heartbeat."""
+        return self._requests.doubt_records()
+
+    def restore_doubt(self, records: list[DoubtRecord]) -> None:
+        """Put what a lost process had in doubt for this RTU (:meth:`doubt_records`) in doubt
+        here, until :meth:`clear_doubt`: how a restarted cluster worker gets it back."""
+        self._requests.restore_doubt(records)
 
     async def read(self, ca: int, ioa: int, *, timeout: float | None = None) -> np.void:
         """Read one object (C_RD_NA_1, COT 5); returns its POINT_DTYPE row."""
