@@ -72,3 +72,15 @@ def test_a_failed_rotation_keeps_its_rows_and_names_are_the_writers_own(tmp_path
     assert len(a.files) == 2 and len(set(a.files + b.files)) == 3
     back = sorted(i for f in tmp_path.iterdir() for i in pl.read_parquet(f)["i"])
     assert back == [0, 1, 2, 3, 4]
+
+
+def test_csv_text_cells_cannot_become_formulas(tmp_path):
+    """A point name from the RTU's list starting with = + - @ tab or CR is a formula when the
+    CSV is opened in a spreadsheet: such text cells get a leading single quote; numbers, and
+    text that is a plain number, stay as they are; ``csv_safe=False`` writes them as is."""
+    names = ["=1+1", "+cmd", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "\rx", "ok", "-5"]
+    df = pl.DataFrame({"name": names, "value": [-1.5] * len(names)})
+    back = pl.read_csv(write_table(df, tmp_path / "t.csv"))
+    assert back["name"].to_list() == ["'" + n for n in names[:6]] + ["ok", "-5"]
+    assert back["value"].to_list() == [-1.5] * len(names)
+    assert pl.read_csv(write_table(df, tmp_path / "u.csv", csv_safe=False))["name"].to_list() == names

@@ -351,3 +351,89 @@ def test_a_list_column_named_like_the_renamed_one_keeps_both():
     cat.load(pl.DataFrame({"ioa": ["100"], "value": ["x"], "list_value": ["y"]}))
     table = cat.parameters(live({100: 10.0}).points())
     assert table["list_list_value"].to_list() == ["x"] and table["list_value"].to_list() == ["y"]
+
+
+# ---- read as written, or refused ----------------------------------------------------------
+
+def uncomputed_xlsx(path, keep_placeholder):
+    """A sheet whose formulas were never calculated: xlsxwriter's placeholder ``<v>0</v>`` (a
+    workbook flagged for a full calculation on load), or no ``<v>`` at all (openpyxl's)."""
+    import zipfile
+    wb = xlsxwriter.Workbook(path)
+    ws = wb.add_worksheet("Points")
+    ws.write_row(0, 0, ["ioa", "name", "scale", "max", "command_type"])
+    ws.write_row(1, 0, [1, "a", 2, 5, "C_SE_NC_1"])
+    ws.write_row(2, 0, [2, None, None, None, "C_SE_NC_1"])
+    ws.write_formula(2, 1, '="b"&"c"')
+    ws.write_formula(2, 3, "=D2*2")
+    wb.close()
+    if not keep_placeholder:
+        with zipfile.ZipFile(path) as z:
+            parts = {i.filename: z.read(i) for i in z.infolist()}
+        parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"].replace(
+            b"</f><v>0</v>", b"</f>")
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in parts.items():
+                z.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("keep_placeholder", [True, False])
+def test_an_uncomputed_formula_in_a_limit_is_refused_and_in_a_name_read_as_missing(
+        tmp_path, keep_placeholder):
+    """A formula the writing program never calculated was read as 0 (a max of 0, a scale of
+    0): in a column that drives scaling, limits or addresses it is a PointListError naming the
+    sheet cell, row and column; in a text column it is a missing value, not "0"."""
+    p = uncomputed_xlsx(tmp_path / "p.xlsx", keep_placeholder)
+    with pytest.raises(PointListError, match="cell D3: a formula") as ei:
+        read_point_list(p)
+    assert ei.value.row == 2 and ei.value.column == "max"
+    wb = xlsxwriter.Workbook(tmp_path / "q.xlsx")
+    ws = wb.add_worksheet()
+    ws.write_row(0, 0, ["ioa", "name", "scale"])
+    ws.write_row(1, 0, [1, None, None])
+    ws.write_formula(1, 1, '="b"&"c"')
+    ws.write_formula(1, 2, "=1/4", None, 0.25)          # a computed value: read as it is
+    wb.close()
+    df = read_point_list(tmp_path / "q.xlsx")
+    assert df["name"].to_list() == [None] and df["scale"].to_list() == [0.25]
+
+
+def test_a_windows_1252_list_reads_as_written(tmp_path):
+    """Not UTF-8: Windows-1252 (a dash, the euro sign, per mille, smart quotes are its bytes
+    0x80..0x9F), not latin-1's control characters; a byte 1252 leaves undefined says the
+    file is in another code page: refused, naming the row, not guessed."""
+    p = write(tmp_path, "ioa,name,unit\n1,Pump – 1 “main”,‰\n2,Tariff,€/MWh\n", encoding="cp1252")
+    df = read_point_list(p)
+    assert df["name"].to_list() == ["Pump – 1 “main”", "Tariff"]
+    assert df["unit"].to_list() == ["‰", "€/MWh"]
+    p.write_bytes(b"ioa,name\n1,a\n2,\x8d\n")
+    with pytest.raises(PointListError, match="encoding=") as ei:
+        read_point_list(p)
+    assert ei.value.row == 2
+    assert read_point_list(p, encoding="latin-1")["name"][1] == "\x8d"
+
+
+@pytest.mark.parametrize("xlsx", [False, True])
+@pytest.mark.parametrize("header, column", [(["ioa", "name", "ioa"], "ioa"),
+                                            (["ioa", "note", "note"], "note")])
+def test_a_header_written_twice_is_refused(tmp_path, xlsx, header, column):
+    """Two columns of one header were renamed (ioa_duplicated_0, ioa_1) and one of them
+    silently ignored or kept under a name nobody wrote: a PointListError naming the header.
+    Columns without a header are no duplicates of each other."""
+    rows = [header, ["1", "a", "2"]]
+    p = (write_xlsx(tmp_path / "p.xlsx", {"Points": rows}) if xlsx
+         else write(tmp_path, "".join(",".join(r) + "\n" for r in rows)))
+    with pytest.raises(PointListError, match="twice") as ei:
+        read_point_list(p)
+    assert ei.value.column == column
+    assert read_point_list(write(tmp_path, "ioa,,\n1,,\n", name="q.csv"))["ioa"].to_list() == [1]
+
+
+def test_a_min_above_max_is_refused(tmp_path):
+    """A command row whose min is above its max would refuse every value: a PointListError
+    naming the row, the min and the max, at import."""
+    p = write(tmp_path, "ioa,command_type,min,max\n1,C_SE_NC_1,0,5\n2,C_SE_NC_1,10,5\n")
+    with pytest.raises(PointListError, match="min 10 above max 5") as ei:
+        read_point_list(p)
+    assert ei.value.row == 2 and ei.value.column == "min"

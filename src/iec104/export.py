@@ -20,6 +20,21 @@ def _for_text(df: pl.DataFrame) -> pl.DataFrame:
                       else pl.col(c) for c, t in df.schema.items()])
 
 
+# a text cell a spreadsheet runs as a formula when it starts so (OWASP's CSV injection), and
+# a number written as text ("-5", "+1e3"), which is no formula: it stays as it is
+_FORMULA_START = r"^[=+\-@\t\r]"
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def _csv_safe(df: pl.DataFrame) -> pl.DataFrame:
+    # point names come from the RTU's list, maybe a hostile one: a leading ' keeps them text
+    text = [c for c, t in df.schema.items() if isinstance(t, (pl.String, pl.Categorical, pl.Enum))]
+    cells = {c: pl.col(c).cast(pl.String) for c in text}
+    return df.with_columns(
+        pl.when(s.str.contains(_FORMULA_START) & ~s.str.contains(_NUMBER))
+        .then(pl.lit("'") + s).otherwise(s).alias(c) for c, s in cells.items())
+
+
 def file_mode() -> int:
     """The mode a new file gets under the process's umask (0644 under the usual 022): a
     temporary file of mkstemp is 0600, chmod-ed to this before it is renamed into place."""
@@ -28,10 +43,12 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_table(df: pl.DataFrame, path: str | Path) -> Path:
+def write_table(df: pl.DataFrame, path: str | Path, *, csv_safe: bool = True) -> Path:
     """Write ``df`` to ``path`` in the format its extension names (.parquet, .csv,
     .arrow/.ipc/.feather, .jsonl/.ndjson): to a temporary file beside it, then renamed, so a
-    reader never sees half a file."""
+    reader never sees half a file. In a CSV, a text cell starting with ``=``, ``+``, ``-``,
+    ``@``, tab or CR (a formula to a spreadsheet) gets a leading ``'``, unless it is a
+    plain number; ``csv_safe=False`` writes text as it is."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -46,7 +63,7 @@ def write_table(df: pl.DataFrame, path: str | Path) -> Path:
         elif fmt == "ipc":
             df.write_ipc(tmp)
         elif fmt == "csv":
-            _for_text(df).write_csv(tmp)
+            (_csv_safe(_for_text(df)) if csv_safe else _for_text(df)).write_csv(tmp)
         else:
             _for_text(df).write_ndjson(tmp)
         os.chmod(tmp, file_mode())

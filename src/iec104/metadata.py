@@ -12,8 +12,8 @@ command whose type is not the listed one (its CP56Time2a variant counts as the s
 ``minimum``/``maximum``, ``low limit``/``high limit``) bound the command value, in the
 units the command carries (the value passed to ``command()``, before any scaling): a value
 outside [min, max] raises :class:`CommandOutOfLimits` naming the limit, the point and its
-address; an empty cell means no limit on that side. A row's ``station`` (empty: every
-station) restricts it to that session.
+address; an empty cell means no limit on that side, a min above the max is refused. A
+row's ``station`` (empty: every station) restricts it to that session.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import numbers
 import os
 import re
 import time
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,11 @@ ALIASES = {
     "min": ["min", "minimum", "lowlimit", "lolimit"],
     "max": ["max", "maximum", "highlimit", "hilimit"],
 }
+_LOOKUP = {alias: canon for canon, names in ALIASES.items() for alias in names}
+# free text: a formula there without a computed value is a missing value, not a refusal
+_TEXT = ("name", "description", "unit")
+# the text an uncomputed formula cell is read as (a private-use character, then its reference)
+_UNCOMPUTED = "\ue104formula "
 # what read_point_list reads: a file (CSV or workbook) or a DataFrame
 PointListSource = str | os.PathLike[str] | pl.DataFrame
 _KIND = {"digital": 1, "binary": 1, "analog": 13, "analogue": 13, "counter": 15}
@@ -74,6 +80,91 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-./()]+", "", str(name).lower())
 
 
+def _mark_uncomputed(path: Path) -> bytes | None:
+    """An .xlsx/.xlsm with formula cells the writing program never calculated (no ``<v>``, as
+    openpyxl writes them, or xlsxwriter's placeholder 0 in a workbook flagged to calculate on
+    load) as a copy whose every such cell is the text ``_UNCOMPUTED`` + its reference: the
+    reader would give 0 or nothing. None when there is no such cell (.xls and .ods hold a
+    computed value with every formula)."""
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            book = z.read("xl/workbook.xml") if "xl/workbook.xml" in names else b""
+            placeholder = re.search(rb'fullCalcOnLoad="(1|true)"', book) is not None
+            marked = {n: x for n in names if n.startswith("xl/worksheets/") and n.endswith(".xml")
+                      if (x := _mark_sheet(z.read(n), placeholder)) is not None}
+            if not marked:
+                return None
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as out:
+                for info in z.infolist():
+                    out.writestr(info, marked.get(info.filename) or z.read(info))
+            return buf.getvalue()
+    except (zipfile.BadZipFile, OSError):
+        return None                         # the workbook reader says what is wrong with it
+
+
+def _mark_sheet(xml: bytes, placeholder: bool) -> bytes | None:
+    pieces, last = [], 0
+    for f in re.finditer(rb"<f[\s>/]", xml):
+        start, end = xml.rfind(b"<c ", last, f.start()), xml.find(b"</c>", f.end())
+        if start < 0 or end < 0:
+            continue
+        cell = xml[start:end + 4]
+        value = re.search(rb"<v>([^<]*)</v>|<v/>", cell)
+        if value is not None and not (placeholder and value[1] == b"0"):
+            continue
+        ref = re.search(rb'\sr="([A-Z]+[0-9]+)"', cell)
+        at, name = (b' r="%s"' % ref[1], ref[1]) if ref else (b"", b"?")
+        pieces += [xml[last:start],
+                   b'<c%s t="inlineStr"><is><t>%s%s</t></is></c>' % (at, _UNCOMPUTED.encode(), name)]
+        last = end + 4
+    return b"".join([*pieces, xml[last:]]) if pieces else None
+
+
+def _uncomputed_as_missing(df: pl.DataFrame, path: str) -> pl.DataFrame:
+    """The cells _mark_uncomputed marked: refused in a column that drives addresses, types,
+    scaling or limits (a 0 there is silently wrong), missing in free text and extras."""
+    for col in df.columns:
+        hit = df[col].str.starts_with(_UNCOMPUTED).fill_null(False)
+        if not hit.any() and not col.startswith(_UNCOMPUTED):
+            continue
+        canon = _LOOKUP.get(_norm(col))
+        if col.startswith(_UNCOMPUTED) or canon is not None and canon not in _TEXT:
+            i = int(hit.arg_true()[0]) if hit.any() else -1
+            ref = (col if i < 0 else df[col][i]).removeprefix(_UNCOMPUTED)
+            raise PointListError(
+                f"cell {ref}: a formula without a computed value (the program that wrote the "
+                "file did not calculate it): type the value, or open and save the file in a "
+                "spreadsheet program", path=path, row=i + 1 or None,
+                column=None if i < 0 else col)
+        df = df.with_columns(pl.when(hit).then(None).otherwise(pl.col(col)).alias(col))
+    return df
+
+
+def _with_header(df: pl.DataFrame, path: str) -> pl.DataFrame:
+    """The first row (read as data) as the header, as written: a header given twice is
+    refused, where the readers rename one (ioa_duplicated_0, ioa_1) and a list would use the
+    other or keep it under a name nobody wrote; a column without a header is __UNNAMED__<i>
+    (fastexcel's name), dropped when it has no values either."""
+    if not len(df):
+        return df
+    names: list[str] = []
+    unnamed: set[str] = set()
+    for i, h in enumerate(df.row(0)):
+        if h is None:
+            h = f"__UNNAMED__{i}"
+            unnamed.add(h)
+        elif h in names:
+            raise PointListError(f"header {h!r} twice (columns {names.index(h) + 1} and "
+                                 f"{i + 1}): rename or remove one", path=path, column=h)
+        names.append(h)
+    df = df.slice(1).rename(dict(zip(df.columns, names)))
+    return df.select([c for c in names if c not in unnamed or df[c].null_count() < len(df)])
+
+
 def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: str | None,
               encoding: str | None) -> tuple[pl.DataFrame, str]:
     if isinstance(source, pl.DataFrame):
@@ -89,40 +180,46 @@ def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: st
         try:
             kw: dict[str, Any] = ({"sheet_name": sheet} if isinstance(sheet, str)
                                   else {"sheet_id": (sheet or 0) + 1})
-            df = pl.read_excel(path, engine="calamine", infer_schema_length=0, **kw)
+            marked = _mark_uncomputed(path)
+            df = pl.read_excel(path if marked is None else marked, engine="calamine",
+                               infer_schema_length=0, has_header=False, **kw)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise PointListError(f"cannot read the workbook ({msg})", path=path,
                                  column=None) from None
-        return df, str(path)
+        df = _with_header(df, str(path))
+        return (df if marked is None else _uncomputed_as_missing(df, str(path))), str(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise PointListError(f"unreadable ({e.strerror})", path=path) from None
-    if encoding is None:
-        for encoding in ("utf-8-sig", "latin-1"):
-            try:
-                text = raw.decode(encoding)
-                break
-            except UnicodeDecodeError:
-                continue
-    else:
-        try:
+    try:
+        if encoding is not None:
             text = raw.decode(encoding)
-        except UnicodeDecodeError as e:
-            raise PointListError(f"not {encoding} text ({e.reason} at byte {e.start})", path=path,
-                                 row=raw[:e.start].count(b"\n") or None) from None
-        except (LookupError, TypeError):
-            raise PointListError(f"unknown encoding {encoding!r}", path=path) from None
+        else:
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                # not UTF-8: Windows' Western code page, a superset of latin-1's printable
+                # characters (0x80..0x9F: – € ‰ “ ”, where latin-1 has control characters);
+                # a byte it leaves undefined (0x81, 0x8D...) is another code page: refused
+                text = raw.decode("cp1252")
+    except UnicodeDecodeError as e:
+        what = encoding or "UTF-8 nor Windows-1252"
+        hint = "" if encoding else ": save it as UTF-8, or give its encoding="
+        raise PointListError(f"not {what} text ({e.reason} at byte {e.start}){hint}", path=path,
+                             row=raw[:e.start].count(b"\n") or None) from None
+    except (LookupError, TypeError):
+        raise PointListError(f"unknown encoding {encoding!r}", path=path) from None
     if separator is None:
         head = "\n".join(text.splitlines()[:5])
         separator = max([",", ";", "\t", "|"], key=head.count)
     try:
         df = pl.read_csv(io.StringIO(text), separator=separator, infer_schema_length=0,
-                         truncate_ragged_lines=False)
+                         has_header=False, truncate_ragged_lines=False)
     except Exception as e:
         raise PointListError(f"not a readable CSV ({str(e).splitlines()[0]})", path=path) from None
-    return df, str(path)
+    return _with_header(df, str(path)), str(path)
 
 
 def _as_text(df: pl.DataFrame, path: str) -> pl.DataFrame:
@@ -184,11 +281,10 @@ def read_point_list(source: PointListSource, *, sheet: str | int | None = None, 
         raise PointListError(f"station {station!r}: a station index 0..{2**32 - 1} or None")
     df, path = _read_raw(source, sheet=sheet, separator=separator, encoding=encoding)
     df = _as_text(df, path)
-    lookup = {alias: canon for canon, names in ALIASES.items() for alias in names}
     rename: dict[str, str] = {}
     original: dict[str, str] = {}
     for col in df.columns:
-        canon = lookup.get(_norm(col))
+        canon = _LOOKUP.get(_norm(col))
         if canon in original:               # which of the two would be meant?
             raise PointListError(f"a second {canon} column (the first is {original[canon]!r})",
                                  path=path, column=col)
@@ -265,6 +361,11 @@ def read_point_list(source: PointListSource, *, sheet: str | int | None = None, 
         "min": numeric("min", integer=False) if "min" in df.columns else pl.Series([None] * n, dtype=pl.Float64),
         "max": numeric("max", integer=False) if "max" in df.columns else pl.Series([None] * n, dtype=pl.Float64),
     }).with_columns(pl.col("ca").fill_null(1)).cast(OUT_SCHEMA)
+    inverted = (out["min"] > out["max"]).fill_null(False)
+    if inverted.any():                      # every value of the command would be refused
+        i = int(inverted.arg_true()[0])
+        raise PointListError(f"min {out['min'][i]:g} above max {out['max'][i]:g}", path=path,
+                             row=i + 1, column=original["min"])
     extras = [c for c in df.columns if c not in ALIASES]
     out = pl.concat([out, df.select(extras)], how="horizontal") if extras else out
     key = ["station", "ca", "ioa", "family"]
