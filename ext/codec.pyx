@@ -10,7 +10,7 @@ APDU (IEC 60870-5-104, 5.1):
     0x68 | L (4..253) | C1 C2 C3 C4 | ASDU (L - 4 octets, I-format only)
 
     I: C1 C2 = N(S) << 1 (bit 0 of C1 = 0), C3 C4 = N(R) << 1
-    S: C1 = 0x01, C2 = 0, C3 C4 = N(R) << 1
+    S: C1 = 0x01, C2 = 0, C3 C4 = N(R) << 1 (bit 0 of C3 = 0)
     U: C1 = function bits | 0b11 (one of STARTDT/STOPDT/TESTFR act/con), C2..C4 = 0
 
 ASDU: TypeID | VSQ (SQ bit 7, count 0..127) | COT (T bit 7, P/N bit 6, cause 0..5)
@@ -33,7 +33,7 @@ from apdu cimport (
     U_STARTDT_CON, U_STOPDT_ACT, U_STOPDT_CON, U_TESTFR_ACT, U_TESTFR_CON, FLAG_NEGATIVE,
     FLAG_TEST, FLAG_SQ, TF_SU, TF_CP24,
 )
-from cp56 cimport cp56_to_ms_cached, cp24_to_ms
+from cp56 cimport cp56_to_ms_cached, cp24_to_ms, cp24_place, MS_PER_HOUR
 from iec104._codec cimport ctx_t
 
 from iec104.types import FRAME_DTYPE, POINT_DTYPE
@@ -94,7 +94,8 @@ cdef inline void read_element(int t, const uint8_t* p, point_t* o, ctx_t* c) noe
             put_cp56(o, p + 1, c)
     elif t == 5 or t == 6 or t == 32:               # VTI: T | value (signed 7 bit) | QDS
         o.value = step_value(p[0])
-        o.quality = p[1] | (0x02 if p[0] & 0x80 else 0)
+        # 0x02 carries the VTI's transient bit: the same (reserved) QDS bit as sent is dropped
+        o.quality = (p[1] & 0xFD) | (0x02 if p[0] & 0x80 else 0)
         if t == 6:
             put_cp24(o, p + 2, c)
         elif t == 32:
@@ -387,7 +388,9 @@ cdef Py_ssize_t scan(const uint8_t* buf, Py_ssize_t n, bint final, ctx_t* c,
         elif c1 & 3 == 1:
             f.format = FORMAT_S
             f.nr = rd_u16(a + 2) >> 1
-            if length != 4 or a[1] != 0:
+            # 5.1: C1 = 0x01, C2 = 0 and bit 0 of C3 = 0 are fixed; a set reserved bit is not
+            # an S-frame the standard defines (the link closes on it as on any bad control)
+            if length != 4 or c1 != 0x01 or a[1] != 0 or a[2] & 1:
                 f.status = ST_BAD_CONTROL
         else:
             f.format = FORMAT_U
@@ -639,6 +642,22 @@ def decode_frames(data, *, int cot_size=2, int ca_size=2, int ioa_size=3, tz=Non
     """One FRAME_DTYPE row per APDU (and per run of octets that is not one)."""
     return decode_all(data, cot_size=cot_size, ca_size=ca_size, ioa_size=ioa_size, tz=tz,
                       recv_ns=recv_ns)[0]
+
+
+def rebase_cp24(points):
+    """Place the CP24Time2a times of POINT_DTYPE rows (UTC) again, each in the hour of its own
+    ``recv_ns``, in place: for rows decoded against another receive time (a capture is decoded
+    in one pass, then each object stamped with the time of its packet)."""
+    cdef point_t[::1] pv = points
+    cdef Py_ssize_t i
+    cdef int64_t in_hour
+    with nogil:
+        for i in range(pv.shape[0]):
+            if pv[i].time_flags & TF_CP24 and pv[i].time != NO_TIME:
+                in_hour = pv[i].time % MS_PER_HOUR      # C remainder: negative before 1970
+                if in_hour < 0:
+                    in_hour += MS_PER_HOUR
+                pv[i].time = cp24_place(in_hour, pv[i].recv_ns // 1000000)
 
 
 def struct_sizes():

@@ -89,18 +89,21 @@ cdef inline void ms_to_cp56(int64_t t, uint8_t flags, uint8_t* p) noexcept nogil
     p[5] = m
     p[6] = (y - 2000) & 0x7F
 
+cdef inline int64_t cp24_place(int64_t in_hour, int64_t ref_ms) noexcept nogil:
+    """A time ``in_hour`` ms into an hour, placed in the hour of ref_ms, or the hour before
+    when that would lie more than a minute after ref_ms (a time tag is never from the future
+    beyond clock skew)."""
+    cdef int64_t t = ref_ms - (ref_ms % MS_PER_HOUR) + in_hour
+    if t > ref_ms + MS_PER_MIN:
+        t -= MS_PER_HOUR
+    return t
+
 cdef inline int64_t cp24_to_ms(const uint8_t* p, int64_t ref_ms, uint8_t* flags) noexcept nogil:
-    """CP24Time2a (ms within the minute, minutes) placed in the hour of ref_ms, or the hour
-    before when that would lie more than a minute after ref_ms (a time tag is never from the
-    future beyond clock skew)."""
+    """CP24Time2a (ms within the minute, minutes) placed by :func:`cp24_place`."""
     cdef int ms = rd_u16(p)
     cdef int minute = p[2] & 0x3F
     flags[0] = (TF_IV if p[2] & 0x80 else 0) | (TF_GEN if p[2] & 0x40 else 0)
     if minute > 59 or ms > 59999:
         flags[0] |= TF_IV
         return NO_TIME
-    cdef int64_t hour_start = ref_ms - (ref_ms % MS_PER_HOUR)
-    cdef int64_t t = hour_start + minute * MS_PER_MIN + ms
-    if t > ref_ms + MS_PER_MIN:
-        t -= MS_PER_HOUR
-    return t
+    return cp24_place(minute * MS_PER_MIN + ms, ref_ms)

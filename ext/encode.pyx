@@ -273,14 +273,24 @@ def encode_asdu(int type_id, long long ca, long long ioa, double value=0.0, int 
     return bytes(buf[:n])
 
 
+cdef inline bint same_asdu(const point_t* r, const point_t* r0, bint own_cot,
+                           bint own_originator) noexcept nogil:
+    """Whether row ``r`` fits the ASDU header of row ``r0``."""
+    return r.type_id == r0.type_id and r.ca == r0.ca and (not own_cot or r.cot == r0.cot) \
+        and (r.flags ^ r0.flags) & (FLAG_NEGATIVE | FLAG_TEST) == 0 \
+        and (not own_originator or r.originator == r0.originator)
+
+
 def encode_points(points, *, cot=None, int cot_size=2, int ca_size=2, int ioa_size=3,
-                  int originator=0):
+                  originator=None):
     """Pack POINT_DTYPE rows into complete I-frames (N(S) = N(R) = 0, to be stamped).
 
-    Consecutive rows of the same (ca, type_id, cot, flags) share an ASDU, up to 127 objects
-    and 253 octets; a run of consecutive IOAs is sent with SQ=1. Returns ``(data, offsets)``:
-    frame i is ``data[offsets[i]:offsets[i+1]]``. A row whose CA or IOA does not fit its
-    field raises OverflowError (nothing is truncated).
+    ``cot`` and ``originator`` (None: each row's own) set those fields of every frame.
+    Consecutive rows of the same (ca, type_id, cot, flags, originator) share an ASDU, up to
+    127 objects and 253 octets; a run of consecutive IOAs is sent with SQ=1. Returns
+    ``(data, offsets)``: frame i is ``data[offsets[i]:offsets[i+1]]``. A row whose CA or IOA
+    does not fit its field, or an originator above 255, raises OverflowError (nothing is
+    truncated).
     """
     _check_sizes(cot_size, ca_size, ioa_size)
     cdef const point_t[::1] pv = np.ascontiguousarray(points) if len(points) else \
@@ -299,6 +309,11 @@ def encode_points(points, *, cot=None, int cot_size=2, int ca_size=2, int ioa_si
             _field_error("IOA", pv[bad].ioa, ioa_size)
         raise OverflowError(f"row {bad}: {err}")
     cdef int fixed_cot = -1 if cot is None else int(cot)
+    if originator is not None and not 0 <= originator <= 0xFF:
+        raise OverflowError(f"originator address {originator} does not fit one octet")
+    cdef int fixed_org = -1 if originator is None else int(originator)
+    # with a one-octet COT there is no originator octet, nothing to split ASDUs on
+    cdef bint own_org = fixed_org < 0 and cot_size == 2
     cdef int head = 2 + cot_size + ca_size
     # worst case: one row per APDU, each at most 6 + head + ioa + 16 octets
     data = bytearray(max(n, 1) * (6 + head + ioa_size + 16) + 64)
@@ -306,7 +321,7 @@ def encode_points(points, *, cot=None, int cot_size=2, int ca_size=2, int ioa_si
     cdef uint8_t[::1] out = data
     cdef uint32_t[::1] off = offsets
     cdef Py_ssize_t i = 0, j, pos = 0, nf = 0, start
-    cdef int t, c, elen, count, room, sq
+    cdef int t, c, elen, per, count, room, sq
     cdef uint8_t fl
     cdef const point_t* r
     cdef const point_t* r0
@@ -323,31 +338,20 @@ def encode_points(points, *, cot=None, int cot_size=2, int ca_size=2, int ioa_si
             fl = r0.flags & (FLAG_NEGATIVE | FLAG_TEST)
             room = (LEN_MAX - 4 - head)
             # SQ=1 when the next rows continue the IOA run
-            sq = i + 1 < n and pv[i + 1].ioa == r0.ioa + 1 and pv[i + 1].type_id == t \
-                and pv[i + 1].ca == r0.ca and (fixed_cot >= 0 or pv[i + 1].cot == r0.cot) \
-                and (pv[i + 1].flags & (FLAG_NEGATIVE | FLAG_TEST)) == fl
+            sq = i + 1 < n and pv[i + 1].ioa == r0.ioa + 1 \
+                and same_asdu(&pv[i + 1], r0, fixed_cot < 0, own_org)
+            if sq:
+                room -= ioa_size                # one IOA for the run, none per element
+            per = elen if sq else elen + ioa_size
             count = 0
             j = i
-            if sq:
-                room -= ioa_size
-                while j < n and count < 127 and room >= elen:
-                    r = &pv[j]
-                    if r.type_id != t or r.ca != r0.ca or r.ioa != r0.ioa + count \
-                            or (fixed_cot < 0 and r.cot != r0.cot) \
-                            or (r.flags & (FLAG_NEGATIVE | FLAG_TEST)) != fl:
-                        break
-                    room -= elen
-                    count += 1
-                    j += 1
-            else:
-                while j < n and count < 127 and room >= elen + ioa_size:
-                    r = &pv[j]
-                    if r.type_id != t or r.ca != r0.ca or (fixed_cot < 0 and r.cot != r0.cot) \
-                            or (r.flags & (FLAG_NEGATIVE | FLAG_TEST)) != fl:
-                        break
-                    room -= elen + ioa_size
-                    count += 1
-                    j += 1
+            while j < n and count < 127 and room >= per:
+                r = &pv[j]
+                if not same_asdu(r, r0, fixed_cot < 0, own_org) or (sq and r.ioa != r0.ioa + count):
+                    break
+                room -= per
+                count += 1
+                j += 1
             start = pos
             off[nf] = <uint32_t>pos
             a = &out[pos]
@@ -358,7 +362,8 @@ def encode_points(points, *, cot=None, int cot_size=2, int ca_size=2, int ioa_si
             a[5] = 0
             pos += 6
             pos += write_header(&out[pos], t, count | (0x80 if sq else 0), c,
-                                fl & FLAG_NEGATIVE, fl & FLAG_TEST, originator, r0.ca,
+                                fl & FLAG_NEGATIVE, fl & FLAG_TEST,
+                                fixed_org if fixed_org >= 0 else r0.originator, r0.ca,
                                 cot_size, ca_size)
             if sq:
                 pos += write_ioa(&out[pos], r0.ioa, ioa_size)

@@ -36,7 +36,8 @@ def tcp_packet(payload, seq, *, sport=2404, dport=40000, flags=0x18, v6=False):
     return ip, 0x0800
 
 
-def pcap(packets, *, endian="<", nano=False, linktype=1, vlan=False):
+def pcap(packets, *, endian="<", nano=False, linktype=1, vlan=False, seconds=None):
+    """``seconds``: each packet's capture time after 1_800_000_000 (2027-01-15 08:00 UTC)."""
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
     out = struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
     for i, (ip, etype) in enumerate(packets):
@@ -46,7 +47,8 @@ def pcap(packets, *, endian="<", nano=False, linktype=1, vlan=False):
             l2 = b"\x00" * 14 + struct.pack(">H", etype) + ip
         else:
             l2 = ip
-        out += struct.pack(endian + "IIII", 1_800_000_000, i * (1000 if nano else 1), len(l2), len(l2)) + l2
+        at = 1_800_000_000 + (seconds[i] if seconds else 0)
+        out += struct.pack(endian + "IIII", at, i * (1000 if nano else 1), len(l2), len(l2)) + l2
     return out
 
 
@@ -59,6 +61,21 @@ def test_link_types_and_byte_orders(tmp_path, kw):
     res = read_capture(p)
     assert res.points["ioa"].to_list() == [1, 2] and res.points["value"].to_list() == [1.5, 2.5]
     assert res.points["direction"].to_list() == ["s2c", "s2c"]
+
+
+def test_cp24_time_tags_are_placed_in_the_hour_of_their_packet(tmp_path):
+    """CP24Time2a carries minutes and ms only: the hour is the capture time's, or the one
+    before when the tag would lie more than a minute after it (as live, by the receive time)."""
+    def sp_ta(ioa, minute, ms):                     # M_SP_TA_1: SIQ + CP24Time2a
+        asdu = bytes([2, 1, 3, 0, 1, 0]) + ioa.to_bytes(3, "little") + bytes([1]) + \
+            ms.to_bytes(2, "little") + bytes([minute])
+        return bytes([0x68, len(asdu) + 4, 0, 0, 0, 0]) + asdu
+    first, second = sp_ta(1, 59, 30000), sp_ta(2, 10, 5000)
+    p = tmp_path / "c.pcap"                         # at 08:00:00 and 09:30:00
+    p.write_bytes(pcap([tcp_packet(first, 1000), tcp_packet(second, 1000 + len(first))],
+                       seconds=[0, 5400]))
+    times = read_capture(p).points["time"].dt.strftime("%Y-%m-%d %H:%M:%S").to_list()
+    assert times == ["2027-01-15 07:59:30", "2027-01-15 09:10:05"]
 
 
 def test_ipv6(tmp_path):

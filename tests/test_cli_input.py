@@ -143,8 +143,24 @@ def test_command_honours_the_point_list_of_its_target_file(tmp_path, capsys):
         assert not sim.out.commands, f"sent to the RTU: {sim.out.commands}"
         assert "Traceback" not in err and len(err.splitlines()) == 1
         assert "IOA 2" in err and "not a C_SC_NA_1 command point" in err
+        # the library's keyword is no switch of the command line: it says where to list it
+        assert "allow_unlisted" not in err and str(points) in err
         main(argv + ["--ioa", "5"])                 # listed: sent (the simulator has no IOA 5)
         assert [c["ioa"] for c in sim.out.commands] == [5]
+
+
+@pytest.mark.parametrize("standby", [["127.0.0.1:1"], ["127.0.0.1:2", "127.0.0.1:2"]])
+def test_a_standby_address_given_twice_is_refused(standby, capsys):
+    """Each address of a redundancy group is one more connection to the RTU: the primary's
+    address again, or one --standby twice, is an input error found before connecting."""
+    argv = ["poll", DOWN, "--duration", "1"]
+    for a in standby:
+        argv += ["--standby", a]
+    t = time.monotonic()
+    assert main(argv) == 1
+    err = one_line(capsys)
+    assert f"--standby {standby[-1]}" in err and "twice" in err and "refused" not in err.lower()
+    assert time.monotonic() - t < 2
 
 
 @pytest.mark.parametrize("body, says", [

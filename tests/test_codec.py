@@ -117,6 +117,27 @@ def test_u_frame_with_two_functions_is_bad_control():
     assert fr[0]["status"] == FrameStatus.BAD_CONTROL
 
 
+@pytest.mark.parametrize("control", ["05000200", "81000200", "01000300", "01010200"])
+def test_s_frame_with_a_reserved_bit_set_is_bad_control(control):
+    # 5.1: an S-format control field is 01 00 then N(R) << 1; every other bit is reserved (0)
+    fr, _ = decode_all(bytes.fromhex("6804" + control) + bytes.fromhex("680401000200"))
+    assert list(fr["status"]) == [FrameStatus.BAD_CONTROL, FrameStatus.OK]
+
+
+@pytest.mark.parametrize("control", ["07010000", "07000100", "07000001", "03000000"])
+def test_u_frame_with_a_reserved_bit_set_is_bad_control(control):
+    fr, _ = decode_all(bytes.fromhex("6804" + control))
+    assert fr[0]["status"] == FrameStatus.BAD_CONTROL
+
+
+def test_step_position_transient_comes_from_the_vti_not_the_qds_reserved_bit():
+    # M_ST_NA_1, two objects: VTI 5 with QDS 0x02 (reserved, set by a sloppy sender), then
+    # VTI 0x85 (T=1, 5) with QDS IV
+    _, pts = decode_all(apdu(bytes([5, 2, 3, 0, 1, 0, 1, 0, 0, 0x05, 0x02, 2, 0, 0, 0x85, 0x80])))
+    assert pts["value"].tolist() == [5, 5]
+    assert pts["quality"].tolist() == [0, T.Quality.IV | T.Quality.TRANSIENT]
+
+
 def test_truncated_tail_of_a_finite_buffer():
     fr, pts = decode_all(FLOAT_APDU + FLOAT_APDU[:10])
     assert list(fr["status"]) == [FrameStatus.OK, FrameStatus.TRUNCATED]

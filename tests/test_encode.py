@@ -123,6 +123,21 @@ def test_batch_encoding_splits_on_type_ca_and_cot():
     assert list(back["ioa"]) == [1, 2, 3, 4, 5, 6]
 
 
+def test_batch_encoding_sends_each_rows_originator_unless_one_is_given():
+    pts = np.zeros(4, POINT_DTYPE)
+    pts["type_id"], pts["ca"], pts["cot"], pts["ioa"] = 13, 1, 3, [1, 2, 3, 4]
+    pts["originator"] = [7, 7, 9, 0]
+    fr, back = decode_all(bytes(encode_points(pts)[0]))
+    assert list(fr["originator"]) == [7, 9, 0] and list(fr["count"]) == [2, 1, 1]
+    assert list(back["originator"]) == [7, 7, 9, 0]
+    fr, _ = decode_all(bytes(encode_points(pts, originator=5)[0]))
+    assert list(fr["originator"]) == [5] and list(fr["count"]) == [4]
+    fr, _ = decode_all(bytes(encode_points(pts, cot_size=1)[0]), cot_size=1)
+    assert list(fr["count"]) == [4]             # no originator octet: nothing to split on
+    with pytest.raises(OverflowError, match="originator"):
+        encode_points(pts, originator=256)
+
+
 def test_stamp_numbers_frames_and_wraps():
     pts = np.zeros(4, POINT_DTYPE)
     pts["type_id"], pts["ioa"], pts["ca"] = 1, [1, 10, 20, 30], 1

@@ -193,6 +193,13 @@ def test_framing_errors_close_but_bad_asdus_only_count():
     assert link.take_events() & LinkEvent.CLOSE
 
 
+def test_an_s_frame_with_reserved_bits_set_closes_as_malformed():
+    link = started_master()
+    assert link.receive_frames(1, decode_frames(bytes.fromhex("680405000000"))) == 0
+    assert link.take_events() & LinkEvent.CLOSE
+    assert link.close_reason == "malformed frame (BAD_CONTROL): framing lost"
+
+
 def test_master_closes_on_i_frames_before_startdt():
     link = Link(LinkConfig())
     link.connection_made(0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from iec104._codec import Decoder
+from iec104._codec import Decoder, rebase_cp24
 from iec104.errors import CaptureError
 from iec104.settings import FieldSizes
 from iec104.store import rows_frame
@@ -315,6 +315,7 @@ class _Stream:
         times = np.asarray(self.times, np.int64)
         self.frame_times = times[np.minimum(at, len(times) - 1)]
         self.points["recv_ns"] = np.repeat(self.frame_times, self.frames["n_points"])
+        rebase_cp24(self.points)                    # decoded at time 0: the hour of 1970
         self.buf = bytearray()
 
 

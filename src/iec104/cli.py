@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import math
+import re
 import signal
 import sys
 import time
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from iec104 import console, display
 from iec104.commands import build_command
-from iec104.errors import CommandError, ConfirmationTimeout, IEC104Error, InputError
+from iec104.errors import (CommandError, CommandNotAllowed, ConfirmationTimeout, IEC104Error,
+                           InputError)
 from iec104.link import LinkConfig
 from iec104.master import Master, run
 from iec104.session import SessionSettings
@@ -263,7 +265,14 @@ def _targets(specs: list[str], standby: list[str] | None = None) -> list[Target]
         if len(targets) != 1:
             raise InputError(f"--standby: the addresses of one RTU, and there are {len(targets)} "
                              "targets (a target file takes standby = [...] per RTU)")
-        targets[0].standby += [parse_address(a, where="--standby") for a in standby]
+        t = targets[0]
+        for a in standby:
+            address = parse_address(a, where="--standby")
+            if address in ((t.host, t.port), *t.standby):   # a second connection to one address
+                also = "the RTU's own address" if address == (t.host, t.port) else "a standby"
+                raise InputError(f"--standby {a}: given twice (also {also}): each address of a "
+                                 "group is one more connection to the RTU")
+            t.standby.append(address)
     for t in targets:
         for port in (t.port, *(p for _, p in t.standby)):
             if not 1 <= port <= 65535:
@@ -726,9 +735,15 @@ async def _command(args: argparse.Namespace, target: Target, settings: dict[str,
         # as poll and export connect: the target file's point list in force, so a command to
         # an IOA that is no command point of it is refused before it leaves
         rtu = await _connect_one(master, target, settings)
-        res = await rtu.command(args.ca, args.ioa, args.type, value, select=args.select,
-                                qualifier=args.qualifier, time=True if args.time else None,
-                                timeout=args.timeout)
+        try:
+            res = await rtu.command(args.ca, args.ioa, args.type, value, select=args.select,
+                                    qualifier=args.qualifier, time=True if args.time else None,
+                                    timeout=args.timeout)
+        except CommandNotAllowed as e:
+            # the library's hint is an API keyword the command line has no switch for
+            text = re.sub(r"\s*\(allow_unlisted=True[^)]*\)", "", str(e))
+            raise CommandNotAllowed(f"{text}: list it as a command point in {target.points} "
+                                    "to command it") from None
         name = TypeID(args.type).name if isinstance(args.type, int) else args.type
         assert res.rtt is not None              # command() measures it
         console.say(f"{name} CA {res.ca} IOA {res.ioa} value {value}: confirmed (ActCon) "
