@@ -208,6 +208,16 @@ def test_a_target_file_names_each_rtu_once(tmp_path, rows, says):
         parse_targets(["h", "h:2404"])
 
 
+@pytest.mark.parametrize("standby", ['["h:2404"]', '["g:2404", "g"]'])
+def test_a_target_whose_standby_repeats_an_address_is_refused(tmp_path, standby):
+    """A group's addresses are each one more connection: its own address again as a
+    standby, or a standby twice, would open two connections to one RTU."""
+    toml = tmp_path / "rtus.toml"
+    toml.write_text(f'[[rtu]]\nhost = "h"\nstandby = {standby}\n')
+    with pytest.raises(SettingsError, match=r"#1: .*:2404 given twice"):
+        parse_targets([str(toml)])
+
+
 # ---- enums ------------------------------------------------------------------------------------
 
 # IEC 60870-5-101, 7.2.3: the causes of transmission the standard defines (0, 14..19, 42, 43

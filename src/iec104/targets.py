@@ -182,8 +182,11 @@ def _no_duplicates(targets: list[tuple[Target, str]]) -> None:
     for t, where in targets:
         keys = [("address", f"{h}:{p}") for h, p in [(t.host, t.port), *t.standby]]
         keys += [("name", t.name)] if t.name is not None else []
-        for key in dict.fromkeys(keys):
+        for i, key in enumerate(keys):
+            if key in keys[:i]:                 # within one group: a connection twice
+                raise SettingsError(f"{where}: {key[0]} {key[1]} given twice in its group "
+                                    "(its address and standby addresses): one each")
             if key in seen:
                 raise SettingsError(f"{where}: {key[0]} {key[1]} given twice (also in "
                                     f"{seen[key]}): one target per RTU")
-            seen[key] = where
+        seen.update(dict.fromkeys(keys, where))
