@@ -5,6 +5,7 @@ Cluster and run in order on one event loop (uvloop), the worker kill last. Witho
 installed they skip, and the suite does not pay for Ray's start-up.
 """
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -343,3 +344,191 @@ async def test_master_tables_carry_the_rtu_name(tmp_path):
                    pl.read_parquet(master.export_events(tmp_path / "e.parquet"))):
             assert df.columns[:2] == ["station", "session"]
             assert df["session"].unique().to_list() == ["north"]
+
+
+class InProcess:
+    """A Cluster whose workers run in this process, called as it calls its Ray actors (no
+    Ray): a worker in ``dead`` fails as a dead actor does; ``restart`` gives a new one."""
+
+    def __init__(self, workers=1):
+        pytest.importorskip("ray")
+        from iec104.cluster import Cluster
+        from iec104.cluster_worker import Raised, Worker
+        self.Raised, self.Worker = Raised, Worker
+        self.cluster = c = Cluster(workers=workers, heartbeat=0.1)
+        self.workers = [Worker(i, {}, 10_000) for i in range(workers)]
+        self.dead = set()
+        c.actors = list(self.workers)                   # (what placement counts)
+        c._incarnation = {i: w.incarnation for i, w in enumerate(self.workers)}
+        c._call = self.call
+
+    async def call(self, worker, method, *args, what=None):
+        if worker in self.dead:
+            self.cluster._down.setdefault(worker, time.time())
+            raise ConnectionLostError(f"{what or method}: worker {worker} died; not re-sent")
+        out = await getattr(self.workers[worker], method)(*args)
+        if isinstance(out, self.Raised):
+            raise out.error()
+        return out
+
+    async def restart(self, i):
+        old, self.workers[i] = self.workers[i], self.Worker(i, {}, 10_000)
+        await old.close()
+        self.dead.discard(i)
+
+    async def restored(self, i):
+        """One heartbeat that sees the restart of worker ``i``, and its RTUs' tries, ended."""
+        await self.cluster._beat(i)
+        tasks = self.cluster._restoring.get(i, [])
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+
+    async def close(self):
+        for ts in self.cluster._restoring.values():
+            for t in ts:
+                t.cancel()
+        for w in self.workers:
+            await w.close()
+
+
+@contextlib.asynccontextmanager
+async def silent_fleet(workers=1, **settings):
+    """An InProcess cluster with "silent" (an RTU that confirms no command) on its last
+    worker: (it, its cluster, the RTU)."""
+    async with ScriptedPeer() as silent:
+        f = InProcess(workers)
+        try:
+            await f.cluster.connect("127.0.0.1", silent.port, name="silent",
+                                    worker=workers - 1, **settings)
+            yield f, f.cluster, silent
+        finally:
+            await f.close()
+
+
+async def test_a_heartbeat_carries_only_rtus_with_something_in_doubt():
+    # thousands of RTUs, few in doubt: an RTU with none adds nothing to each heartbeat
+    # (it used to send one empty list per RTU)
+    async with silent_fleet() as (f, c, _):
+        assert (await f.workers[0].hello())["doubts"] == {}
+        assert c._doubts == {}
+
+
+async def test_a_dead_workers_rtu_shows_what_the_driver_holds_in_doubt():
+    # its status is the last heartbeat's; in_doubt there counted the session's own doubts
+    # only, not the command awaiting its answer when the worker died (it used to say 1)
+    async with silent_fleet() as (f, c, silent):
+        with pytest.raises(ConfirmationTimeout):
+            await c.command("silent", 1, 5002, "C_SC_NA_1", 1, timeout=0.2)
+        in_flight = asyncio.create_task(c.command("silent", 1, 5001, "C_SC_NA_1", 1))
+        await wait_for(lambda: len(silent.received(type_id=45)) == 2, 5)
+        # a second command to that object through the driver at once: the worker refuses it
+        with pytest.raises(CommandInDoubt, match="already awaits"):
+            await c.command("silent", 1, 5001, "C_SC_NA_1", 0)
+        await c._beat(0)
+        assert set(c._doubts["silent"]) == {(0, 1, 5001), (0, 1, 5002)}
+        assert c.status()[0]["in_doubt"] == 1                 # the live session's count
+        f.dead.add(0)
+        c._down[0] = time.time()
+        assert c.status()[0]["tcp_state"] == "down"
+        assert c.status()[0]["in_doubt"] == 2                 # the driver's: both
+        in_flight.cancel()
+
+
+async def test_a_session_the_driver_did_not_place_never_speaks_for_an_rtu_of_its_name():
+    # a session "silent" on worker 0 that the driver does not know (a connect whose caller
+    # gave up), and the fleet's on worker 1 with a command in doubt: worker 0's heartbeat
+    # used to replace its status and erase what it had in doubt (a restart of worker 1 then
+    # sent the command again)
+    async with silent_fleet(workers=2) as (f, c, silent), \
+            iec104.Outstation(stations=1, points=5) as out:
+        await f.workers[0].connect(99, "127.0.0.1", out.port, "silent", {})
+        with pytest.raises(ConfirmationTimeout):
+            await c.command("silent", 1, 5001, "C_SC_NA_1", 1, timeout=0.2)
+        await c._beat(1)
+        await c._beat(0)
+        assert set(c._doubts["silent"]) == {(0, 1, 5001)}
+        assert c.status()[0]["port"] == silent.port
+
+
+async def test_a_worker_answer_that_is_no_doubt_record_leaves_the_drivers_own():
+    # a wrong worker (another version, a bug) must not end the heartbeat, nor erase a doubt
+    pytest.importorskip("ray")
+    from iec104.cluster import RTU, Cluster
+    from iec104.settings import SessionSettings
+    c = Cluster(workers=1)
+    c.rtus["x"] = RTU("x", 0, 0, "127.0.0.1", 2404, 1.0, SessionSettings.of(), {})
+    held = {(0, 1, 5): ((45, 1, 5, "C_SC_NA_1 command CA 1 IOA 5", False, None), 0.0)}
+    c._doubts["x"] = dict(held)
+    status = {"name": "x", "station": 0, "tcp_state": "connected"}
+    for bad in ([("C_SC_NA_1",)], [(45, 1, 5, "w", False, "no mirror")], "junk"):
+        c._seen(0, {"incarnation": "i", "rows": 0, "status": [status],
+                    "doubts": {0: bad}}, time.monotonic())
+        assert c._doubts["x"] == held
+    # a station not placed on that worker adds nothing
+    c._seen(0, {"incarnation": "i", "rows": 0, "status": [{**status, "station": 7}],
+                "doubts": {7: [(45, 1, 6, "w", False, None)]}}, time.monotonic())
+    assert c._doubts == {"x": held}
+    c._note("x", 1, 9, None)                # no command type: noted nowhere, raises nothing
+    assert c._doubts == {"x": held}
+
+
+def patch_connect(f, i, before):
+    """Worker ``i``'s connect awaits ``before()`` first."""
+    real = f.workers[i].connect
+
+    async def connect(*args):
+        await before()
+        return await real(*args)
+    f.workers[i].connect = connect
+
+
+async def test_a_clear_while_the_rtu_reconnects_is_not_undone_by_its_restore():
+    # the restarted worker's connect took the records before clear_doubt; its session used
+    # to hold the cleared command in doubt again (and the heartbeat brought it back here)
+    async with silent_fleet(backoff_min=0.05) as (f, c, _):
+        with pytest.raises(ConfirmationTimeout):
+            await c.command("silent", 1, 5002, "C_SC_NA_1", 1, timeout=0.2)
+        await c._beat(0)
+        f.dead.add(0)
+        await f.restart(0)
+        gate = asyncio.Event()
+        patch_connect(f, 0, gate.wait)
+        await c._beat(0)                                    # the restart seen, tries begun
+        await asyncio.sleep(0.05)
+        assert "silent" in c._missing
+        assert await c.clear_doubt("silent", ca=1, ioa=5002) == [
+            "C_SC_NA_1 execute CA 1 IOA 5002"]
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*c._restoring[0]), 10)
+        assert "silent" not in c._missing
+        await c._beat(0)
+        assert (await f.workers[0].hello())["doubts"] == {}
+        assert c._doubts == {} and c._cleared == {}
+
+
+async def test_a_restore_that_fails_with_any_error_is_tried_again():
+    # an error of a kind other than the library's (a Ray task error) ended the RTU's tries:
+    # it stayed "not back" for good
+    async with silent_fleet(backoff_min=0.05) as (f, c, _):
+        f.dead.add(0)
+        await f.restart(0)
+        failed = []
+
+        async def fail_once():
+            if not failed:
+                failed.append(1)
+                raise RuntimeError("a bug on the worker")
+        patch_connect(f, 0, fail_once)
+        await f.restored(0)
+        assert failed and "silent" not in c._missing
+
+
+async def test_a_command_to_a_restarted_worker_not_seen_yet_is_not_connected():
+    # before a heartbeat sees the restart the RTU has no session there: NotConnected (never
+    # sent), not a KeyError out of the worker
+    async with silent_fleet() as (f, c, _):
+        await f.restart(0)
+        with pytest.raises(NotConnected, match="not on worker 0.*not sent"):
+            await c.command("silent", 1, 5001, "C_SC_NA_1", 1)
+        with pytest.raises(NotConnected, match="not on worker 0"):
+            await c.interrogate("silent")
+        assert c._doubts == {}

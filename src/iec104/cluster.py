@@ -50,7 +50,7 @@ from iec104.export import RotatingWriter
 from iec104.errors import (CommandInDoubt, ConfirmationTimeout, ConnectionLostError,
                            IEC104Error, InvalidRequestError, NotConnected)
 from iec104.metadata import read_point_list
-from iec104.requests import DoubtRecord, _object
+from iec104.requests import DoubtRecord, object_of
 from iec104.settings import SessionSettings, check_coalesce, check_linger, check_max_rows
 from iec104.store import RETRY_MAX
 from iec104.types import TypeID
@@ -62,6 +62,17 @@ log = logging.getLogger("iec104.cluster")
 
 def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def _records(raw: Any) -> list[DoubtRecord] | None:
+    """A worker's doubt records as DoubtRecords, or None if one is not (a wrong or foreign
+    worker: its word is not taken, the driver keeps what it holds)."""
+    try:
+        return [(int(t), int(ca), int(ioa), str(what), bool(term),
+                 None if m is None else (float(m[0]), int(m[1])))
+                for t, ca, ioa, what, term, m in raw]
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _frame(table: Any) -> pl.DataFrame:
@@ -138,6 +149,9 @@ class Cluster:
         self._outages: list[dict[str, Any]] = []
         # RTU -> its objects in doubt -> (record, when learned, monotonic): one per object
         self._doubts: dict[str, dict[tuple[int, int, int], tuple[DoubtRecord, float]]] = {}
+        # RTU not back -> the (ca, ioa) of each clear_doubt since: its worker may get back what
+        # was cleared (a connect try in flight took it), so they are cleared there once back
+        self._cleared: dict[str, set[tuple[int | None, int | None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started_ray = False
 
@@ -272,9 +286,12 @@ class Cluster:
     def _note(self, name: str, ca: int, ioa: int, type: Any) -> None:
         try:
             t = int(TypeID.parse(type))
-        except ValueError:
+        except (ValueError, TypeError):
             return                              # no command type: never built, never sent
-        key = _object((t, ca, ioa))
+        key = object_of((t, ca, ioa))
+        cleared = self._cleared.get(name)
+        if cleared:                             # a doubt newer than a clear: not cleared
+            cleared -= {f for f in cleared if f[0] in (None, ca) and f[1] in (None, ioa)}
         mine = self._doubts.setdefault(name, {})
         record = mine[key][0] if key in mine else (
             t, ca, ioa, f"{TypeID(t).name} command CA {ca} IOA {ioa}", False, None)
@@ -286,17 +303,27 @@ class Cluster:
         keeps of it (a worker that restarts gets back what is still in doubt here). Look at
         the RTU before a retry."""
         rtu = self.rtus[name]
-        mine = self._doubts.get(name, {})
-        gone = [o for o in mine if (ca is None or o[1] == ca) and (ioa is None or o[2] == ioa)]
-        cleared = [mine.pop(o)[0][3] for o in gone]
+        cleared = self._forget(name, ca, ioa)
         if name in self._missing:
-            return cleared                      # not on its worker yet: it gets what is here
+            # not on its worker yet: it gets what is here, or what a connect try in flight
+            # took before this clear (cleared there when it is back, see _back)
+            self._cleared.setdefault(name, set()).add((ca, ioa))
+            return cleared
         try:
             out: list[str] = await self._call(rtu.worker, "clear_doubt", rtu.station, ca, ioa,
                                               what=f"clear_doubt of {name}")
         except ConnectionLostError:
             return cleared                      # its worker died: the same
         return out or cleared                   # (a restart not seen yet: it has not the RTU)
+
+    def _forget(self, name: str, ca: int | None, ioa: int | None) -> list[str]:
+        """Drop the driver's records of ``name`` that match; returns what they were."""
+        mine = self._doubts.get(name, {})
+        gone = [o for o in mine if (ca is None or o[1] == ca) and (ioa is None or o[2] == ioa)]
+        cleared = [mine.pop(o)[0][3] for o in gone]
+        if not mine:
+            self._doubts.pop(name, None)        # (thousands of RTUs: none kept empty)
+        return cleared
 
     def _why_down(self, r: RTU) -> str | None:
         """Why an RTU is down because of its worker (None: it is not)."""
@@ -311,7 +338,9 @@ class Cluster:
     def status(self) -> list[dict[str, Any]]:
         """Every session's status (as of the last heartbeat) with its ``worker``; RTUs of a
         worker that is down, or not yet back on it after its restart, are shown down, why
-        and since when, in ``last_error``."""
+        and since when, in ``last_error``, and their ``in_doubt`` is what the driver holds
+        (the worker's last word, with what awaited an answer there and what failed here
+        since), not the count of a session that is gone."""
         out = []
         for r in self.sessions:
             s = dict(self._status.get(r.name) or {"name": r.name, "station": r.station,
@@ -319,7 +348,7 @@ class Cluster:
             why = self._why_down(r)
             if why or not s.get("tcp_state"):
                 s.update(tcp_state="down", data_transfer="-", last_testfr_con=None, rtt=None,
-                         last_error=why)
+                         last_error=why, in_doubt=len(self._doubts.get(r.name, ())))
                 for k in ("devices", "points", "frames_in", "bad_frames", "reconnects"):
                     s.setdefault(k, 0)
             out.append(s)
@@ -473,13 +502,27 @@ class Cluster:
         """A heartbeat's answer (``asked``: when it left, monotonic)."""
         self._incarnation[worker] = hello["incarnation"]
         self._rows[worker] = hello["rows"]
+        # by fleet station, for the RTUs placed there only: a session the driver did not
+        # place (a connect whose caller gave up) never speaks for an RTU of its name
+        mine = {r.station: r.name for r in self.rtus.values() if r.worker == worker}
         for s in hello["status"]:
-            self._status[s["name"]] = s
-        # the worker's word for its RTUs (not those not back yet: their records are here
-        # only), but not over what a command learnt here after this heartbeat was asked
-        for name, records in hello["doubts"].items():
+            name = mine.get(s["station"])
+            if name is None:
+                continue
+            self._status[name] = s
+            # the worker's word for its RTUs (not those not back yet: their records are here
+            # only), but not over what a command learnt here after this heartbeat was asked
+            records = _records(hello["doubts"].get(s["station"], ()))
+            if records is None:
+                log.warning("worker %d: what %s has in doubt is not readable: the driver "
+                            "keeps its own", worker, name)
+                continue
             later = {o: v for o, v in self._doubts.get(name, {}).items() if v[1] > asked}
-            self._doubts[name] = {**later, **{_object(r[:3]): (r, asked) for r in records}}
+            held = {**later, **{object_of(r[:3]): (r, asked) for r in records}}
+            if held:
+                self._doubts[name] = held
+            else:
+                self._doubts.pop(name, None)
 
     async def _watch(self, worker: int) -> None:
         """The heartbeat of one worker, until close(): an error of any kind in one beat is
@@ -550,10 +593,18 @@ class Cluster:
                 doubts = [rec for rec, _ in self._doubts.get(r.name, {}).values()]
                 await self._call(r.worker, "connect", r.station, r.host, r.port, r.name,
                                  r.given, doubts)
+                # cleared while that try was in flight: cleared there too, still refused here
+                while cleared := self._cleared.get(r.name):
+                    ca, ioa = next(iter(cleared))
+                    self._forget(r.name, ca, ioa)   # (a heartbeat may have brought it back)
+                    await self._call(r.worker, "clear_doubt", r.station, ca, ioa)
+                    cleared.discard((ca, ioa))
+                self._cleared.pop(r.name, None)
                 break
             except ConnectionLostError:
                 return                          # the worker died again: the heartbeat sees it
-            except (IEC104Error, OSError) as e:
+            except Exception as e:              # any kind (a Ray task error): a task that
+                # ended here would leave the RTU missing for good
                 log.warning("%s: not back yet on worker %d (%s)", r.name, r.worker, e)
                 await asyncio.sleep(delay)
                 delay = min(r.settings.backoff_max, delay * 2)

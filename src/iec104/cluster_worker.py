@@ -21,10 +21,10 @@ from typing import Any, Callable, Coroutine, TypeVar
 import polars as pl
 import pyarrow as pa
 
-from iec104.errors import IEC104Error
+from iec104.errors import IEC104Error, NotConnected
 from iec104.master import Master
 from iec104.redundancy import RedundancyGroup
-from iec104.requests import DoubtRecord
+from iec104.requests import DoubtRecord, object_of
 from iec104.session import Session
 from iec104.store import EventStream
 
@@ -47,6 +47,12 @@ class Raised:
 
 def _members(s: Session | RedundancyGroup) -> list[Session]:
     return s.members if isinstance(s, RedundancyGroup) else [s]
+
+
+def _doubt_records(s: Session | RedundancyGroup) -> list[DoubtRecord]:
+    # a group's members share what is in doubt (each has its own requests awaiting an
+    # answer): one record per object, not one per member
+    return list({object_of(r[:3]): r for m in _members(s) for r in m.doubt_records()}.values())
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -95,15 +101,14 @@ class Worker:
 
     async def hello(self) -> dict[str, Any] | Raised:
         """The heartbeat: who this incarnation is, every session's status, the row count and
-        what each RTU has in doubt (Session.doubt_records), by name."""
+        what each RTU has in doubt (Session.doubt_records), by fleet station: only those
+        with something in doubt (thousands of RTUs, few in doubt)."""
         return await self._do(self._hello)
 
     def _hello(self) -> dict[str, Any]:
         return {"incarnation": self.incarnation, "rows": len(self.master),
                 "status": [self._status(st, s) for st, s in self.sessions.items()],
-                # a group's members share what is in doubt: the driver keeps one per object
-                "doubts": {s.name: [r for m in _members(s) for r in m.doubt_records()]
-                           for s in self.sessions.values()}}
+                "doubts": {st: d for st, s in self.sessions.items() if (d := _doubt_records(s))}}
 
     def _status(self, station: int, s: Session | RedundancyGroup) -> dict[str, Any]:
         return {**s.status(), "station": station, "worker": self.index}
@@ -132,7 +137,7 @@ class Worker:
 
     async def _interrogate(self, stations: list[int],
                            timeout: float | None) -> dict[str, int | Raised]:
-        chosen = [self.sessions[st] for st in stations]
+        chosen = [self._session(st) for st in stations]
         res = await asyncio.gather(*(s.interrogate(timeout=timeout) for s in chosen),
                                    return_exceptions=True)
         return {s.name: Raised(r) if isinstance(r, BaseException) else r
@@ -142,7 +147,14 @@ class Worker:
         return await self._run(self._command(station, args, options))
 
     async def _command(self, station: int, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        return await self.sessions[station].command(*args, **options)
+        return await self._session(station).command(*args, **options)
+
+    def _session(self, station: int) -> Session | RedundancyGroup:
+        s = self.sessions.get(station)
+        if s is None:       # a restart the driver has not seen yet: the RTU is not back here
+            raise NotConnected(f"station {station} is not on worker {self.index} "
+                               f"(incarnation {self.incarnation[:8]}): not sent")
+        return s
 
     async def clear_doubt(self, station: int, ca: int | None, ioa: int | None) -> Any:
         s = self.sessions.get(station)          # none: a restart whose RTU is not back yet

@@ -48,7 +48,7 @@ _PROCESS_COMMANDS = frozenset((*range(45, 52), *range(58, 65)))
 _HARMLESS_TWICE = frozenset((TypeID.C_CS_NA_1, TypeID.C_TS_TA_1))  # never in doubt
 
 
-def _object(key: _Key) -> _Key:
+def object_of(key: _Key) -> _Key:
     """What a request acts on: every process command type to one (CA, IOA) is one object."""
     t, ca, ioa = key
     return (0, ca, ioa) if t in _PROCESS_COMMANDS else key
@@ -161,11 +161,11 @@ class Requests:
 
     def __init__(self, name: str, broadcast: int) -> None:
         self.name, self.broadcast = name, broadcast
-        self.pending: dict[_Key, Pending] = {}              # _object((type, ca, ioa)) -> it
+        self.pending: dict[_Key, Pending] = {}              # object_of((type, ca, ioa)) -> it
         # (ca, ioa) -> the reads awaiting that object's answer, oldest first
         self.reads: dict[tuple[int, int], deque[asyncio.Future[np.void]]] = {}
         self.interrogations: dict[tuple[int, int], Interrogation] = {}  # (type, ca)
-        self.in_doubt: dict[_Key, _Doubt] = {}              # _object((type, ca, ioa)) -> it
+        self.in_doubt: dict[_Key, _Doubt] = {}              # object_of((type, ca, ioa)) -> it
         # confirmed requests whose ActTerm may still come (their callers did not wait for it)
         self.answered: dict[_Key, tuple[int, tuple[float, int] | None]] = {}
         self.late = 0
@@ -180,7 +180,7 @@ class Requests:
               mirror: tuple[float, int] | None = None) -> Pending:
         """Register a request to (type, ca, ioa); refused while one to the same object is
         open or in doubt. ``mirror``: the (value, quality) its answers must echo."""
-        obj = _object(key)
+        obj = object_of(key)
         if obj in self.in_doubt:
             d = self.in_doubt[obj]
             raise CommandInDoubt(
@@ -200,7 +200,7 @@ class Requests:
             lost: bool = False) -> None:
         """The caller stopped waiting: done, or gave up (sent: the RTU may act on it; lost:
         with its connection, so no answer can come)."""
-        obj = _object(key)
+        obj = object_of(key)
         if self.pending.get(obj) is p:
             del self.pending[obj]
         if not gave_up and _confirmed(p.con) and not p.term.done():
@@ -232,7 +232,7 @@ class Requests:
             if err is not None and waiting:     # a read is answered by data, or refused
                 waiting.popleft().set_exception(err)
             return None
-        obj = _object((t, ca, ioa))
+        obj = object_of((t, ca, ioa))
         if obj not in self.pending and obj not in self.in_doubt and \
                 t not in _PROCESS_COMMANDS and ca != self.broadcast:
             # a system request sent to the global address (a clock sync): RTUs answer it
@@ -293,7 +293,7 @@ class Requests:
         answer can come over this connection, so only ``clear_doubt`` ends them. An object
         in doubt here already keeps its own record."""
         for t, ca, ioa, what, until_term, mirror in records:
-            obj = _object((t, ca, ioa))
+            obj = object_of((t, ca, ioa))
             if obj not in self.in_doubt:
                 self.in_doubt[obj] = _Doubt(t, what, until_term, mirror, lost=True)
                 log.warning("%s: %s in doubt, carried over from a session that is gone: "
