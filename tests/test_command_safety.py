@@ -1,6 +1,8 @@
 """Nothing operates that the user did not mean: a command with an address that does not fit
 its field, a value outside its type's range or the point list's limits, or a wrong type is
-refused before anything is encoded or sent."""
+refused before anything is encoded or sent; a select the RTU may hold is broken when no
+execute follows it."""
+import asyncio
 import datetime as dt
 import math
 import socket
@@ -10,16 +12,19 @@ import numpy as np
 import pytest
 
 import iec104
-from iec104 import decode
+from iec104 import decode, decode_frames
 from iec104._encode import encode_asdu, encode_points, i_frame
 from iec104.cli import main, sample_points
 from iec104.commands import build_command, check_address
-from iec104.errors import InvalidRequestError
+from iec104.errors import (
+    CommandInDoubt, ConfirmationTimeout, ConnectionLostError, InvalidRequestError,
+)
 from iec104.metadata import Catalog, CommandNotAllowed, CommandOutOfLimits
 from iec104.types import POINT_DTYPE, TypeID
 
-from scripted_peer import ScriptedPeer
-from waiting import round_trips
+from scripted_peer import ScriptedPeer, i_frame as raw_i_frame, s_frame
+from test_confirmations import sc
+from waiting import round_trips, wait_for
 
 STD = {"cot_size": 2, "ca_size": 2, "ioa_size": 3}
 SMALL = {"cot_size": 1, "ca_size": 1, "ioa_size": 2}
@@ -382,3 +387,154 @@ async def test_a_timeout_that_is_not_a_positive_number_is_refused_before_sending
                 await request
         await round_trips(rtu)
         assert [f for f, _ in peer.received(fmt=0)] == []
+
+
+# ---- 5. select before operate: no armed select left behind -----------------------------------
+
+def sbo_frames(peer, conn=None):
+    """The C_SC_NA_1 I-frames the peer received: (COT, S/E set, state on)."""
+    return [(int(f["cot"]), bool(raw[-1] & 0x80), bool(raw[-1] & 1))
+            for f, raw in peer.received(conn, fmt=0, type_id=45)]
+
+
+def breaks_logged(caplog):
+    return [r.getMessage() for r in caplog.records if "break" in r.getMessage()]
+
+
+@pytest.mark.parametrize("give_up", ["timeout", "cancel", "lost"])
+async def test_a_confirmed_select_whose_execute_never_left_is_broken(give_up, caplog):
+    """The k window is full (a read and the select unacknowledged): the execute waits in the
+    queue and is withdrawn when the caller gives up, and the select the RTU confirmed is
+    broken (the same command, COT 8) once the window opens; with the link lost nothing can
+    be sent, on that connection or the next."""
+    async with ScriptedPeer() as peer, \
+            iec104.Master(k=2, w=1, backoff_min=0.05, backoff_max=0.1) as master:
+        rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
+        blocker = asyncio.ensure_future(rtu.read(1, 5, timeout=5))
+        await wait_for(lambda: len(peer.received(fmt=0)) == 1)
+        t0 = time.monotonic()
+        task = asyncio.ensure_future(rtu.command(1, 100, "C_SC_NA_1", 1, select=True,
+                                                 timeout=0.3))
+        await wait_for(lambda: len(sbo_frames(peer)) == 1)
+        c = peer.conn
+        peer.send(raw_i_frame(sc(7, select=True), c["vs"], 0))   # its ActCon, acking nothing
+        c["vs"] += 1
+        await round_trips(rtu)                                      # the execute is queued
+        if give_up == "cancel":
+            task.cancel()
+        elif give_up == "lost":
+            c["writer"].close()
+        error = {"timeout": ConfirmationTimeout, "cancel": asyncio.CancelledError,
+                 "lost": ConnectionLostError}[give_up]
+        with pytest.raises(error):
+            await task
+        assert time.monotonic() - t0 < 0.3 + 0.5                  # the break made it no longer
+        if give_up == "lost":
+            await wait_for(lambda: len(peer.connections) == 2 and rtu.data_transfer == "started")
+            await round_trips(rtu)
+            assert sbo_frames(peer, c) == [(6, True, True)] and sbo_frames(peer) == []
+        else:
+            peer.send(s_frame(2))                                   # the window opens
+            await wait_for(lambda: len(sbo_frames(peer)) == 2)
+            assert sbo_frames(peer) == [(6, True, True), (8, True, True)]   # the break only
+            peer.send_i(sc(9, select=True))                         # its DeactCon
+            await round_trips(rtu)
+            assert sbo_frames(peer) == [(6, True, True), (8, True, True)]
+            assert rtu.status()["unmatched_answers"] == 0 and rtu.status()["in_doubt"] == 0
+            assert breaks_logged(caplog) == []
+        blocker.cancel()
+
+
+async def test_a_select_whose_execute_left_is_not_broken():
+    """The execute left: it is in doubt (the RTU may have run it), and nothing follows it."""
+    async with ScriptedPeer() as peer, iec104.Master() as master:
+        rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
+        task = asyncio.ensure_future(rtu.command(1, 100, "C_SC_NA_1", 1, select=True,
+                                                 timeout=0.3))
+        await wait_for(lambda: len(sbo_frames(peer)) == 1)
+        peer.send_i(sc(7, select=True))
+        with pytest.raises(ConfirmationTimeout):
+            await task
+        await round_trips(rtu)
+        assert sbo_frames(peer) == [(6, True, True), (6, False, True)]
+        assert rtu.status()["in_doubt"] == 1
+
+
+@pytest.mark.parametrize("answer", ["positive", "negative", "none"])
+async def test_a_select_whose_actcon_timed_out_is_broken_and_stays_in_doubt(answer, caplog):
+    """The RTU may have armed a select whose ActCon did not come in time: it is broken at
+    once, in the background; the select stays in doubt until its own late answer. A break
+    refused or unanswered within the session's request_timeout is logged."""
+    async with ScriptedPeer() as peer, iec104.Master(request_timeout=0.5) as master:
+        rtu = await master.connect("127.0.0.1", peer.port, gi_on_start=False)
+        with pytest.raises(ConfirmationTimeout):
+            await rtu.command(1, 100, "C_SC_NA_1", 1, select=True, timeout=0.2)
+        await wait_for(lambda: len(sbo_frames(peer)) == 2)
+        assert sbo_frames(peer) == [(6, True, True), (8, True, True)]
+        with pytest.raises(CommandInDoubt):
+            await rtu.command(1, 100, "C_SC_NA_1", 1, select=True, timeout=0.2)
+        peer.send_i(sc(7, select=True))                             # the select's, late
+        if answer != "none":
+            peer.send_i(sc(9, select=True, negative=answer == "negative"))
+        await wait_for(lambda: rtu.status()["late_answers"] == 1)
+        await round_trips(rtu)
+        assert rtu.status()["unmatched_answers"] == 0 and rtu.status()["in_doubt"] == 0
+        if answer == "positive":
+            assert breaks_logged(caplog) == []
+        else:
+            await wait_for(lambda: breaks_logged(caplog), 2)
+            assert ("refused" if answer == "negative" else "not answered") in breaks_logged(caplog)[0]
+        assert sbo_frames(peer) == [(6, True, True), (8, True, True)]   # never an execute
+
+
+def cancel_at_select_actcon(rtu, task):
+    """Cancel ``task`` (a command) when its select's ActCon arrives, before its execute can
+    leave: the receive hooks run before the answers are matched."""
+    def hook(data):
+        f = decode_frames(data)
+        if ((f["format"] == 0) & (f["cot"] == 7)).any():
+            task().cancel()
+    rtu.on_receive.append(hook)
+
+
+async def test_the_simulator_breaks_the_select_of_a_command_cancelled_at_its_actcon(caplog):
+    async with iec104.Outstation(stations=1, points=20) as out, \
+            iec104.Master(gi_on_start=False) as m:                # IOA 2: a single command
+        rtu = await m.connect("127.0.0.1", out.port)
+        task = asyncio.ensure_future(rtu.command(1, 2, "C_SC_NA_1", 1, select=True, timeout=2))
+        cancel_at_select_actcon(rtu, lambda: task)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: len(out.commands) == 2)
+        await round_trips(rtu)
+        assert [(c["cot"], c["result"]) for c in out.commands] == [(6, "selected"),
+                                                                   (8, "select broken")]
+        assert rtu.status()["unmatched_answers"] == 0 and breaks_logged(caplog) == []
+
+
+@pytest.mark.interop
+async def test_c104_takes_a_break_for_a_select_and_gets_no_more_breaks(caplog):
+    """c104 (2.2.1) answers a select sent with COT 8 with an ActCon: it selects again (and
+    restarts its select timeout) rather than breaking. The break executes nothing there;
+    the session learns it and breaks no later select of that RTU."""
+    from c104_peer import C104Outstation
+    with C104Outstation(stations=1, points=1) as c104_out:
+        async with iec104.Master(gi_on_start=False) as m:
+            rtu = await m.connect("127.0.0.1", c104_out.port)
+            for n in (1, 2):                                      # IOA 5002: select first
+                sent = []
+                rtu.on_send.append(sent.append)
+                task = asyncio.ensure_future(rtu.command(1, 5002, "C_SC_NA_1", 1, select=True,
+                                                         timeout=5))
+                cancel_at_select_actcon(rtu, lambda: task)
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await round_trips(rtu)
+                rtu.on_receive.clear()
+                rtu.on_send.clear()
+                cots = [int(f["cot"]) for f in decode_frames(b"".join(sent)) if f["format"] == 0]
+                assert cots == ([6, 8] if n == 1 else [6])
+            assert "answered as a new select" in breaks_logged(caplog)[0]
+            assert len(breaks_logged(caplog)) == 1
+            assert c104_out.received == []                        # nothing executed
+            assert (await rtu.command(1, 5002, "C_SC_NA_1", 1, select=True, timeout=5)).ioa == 5002

@@ -12,6 +12,7 @@ from iec104.outstation import GENERATED_TYPES, Outstation
 from iec104.types import FrameFormat, family_of
 
 from scripted_peer import asdu, i_frame, s_frame, u_frame
+from test_outstation_safety import Raw, close_raw_clients, command_asdu  # noqa: F401 (autouse)
 from waiting import round_trips, wait_for
 from waiting import quick_broadcast_settle  # noqa: F401 (autouse: 0.02 s settle)
 
@@ -222,3 +223,49 @@ async def test_session_point_list_gates_commands_and_devices_can_be_forced(tmp_p
         params = m.parameters()
         assert params.filter(params["status"] == "ok").height == 1   # only CA 2 interrogated
         assert params.filter(params["status"] == "missing").height == 4
+
+
+# ---- select before operate: a deactivation breaks the select (IEC 60870-5-5) ------------------
+
+async def test_a_deactivation_of_the_select_held_breaks_it(tmp_path):
+    path = tmp_path / "points.csv"
+    path.write_text(POINTS_CSV)                         # IOA 2: a double command, select first
+    async with Outstation(point_list=path) as out:
+        c = await Raw.connect(out.port)
+        before = out.image.copy()
+        for cot, select in ((6, True), (8, True), (6, False)):  # select, its break, execute
+            c.send(command_asdu(c, 46, 2, 2.0, select=select, cot=cot))
+        await c.until(lambda: len(c.answers(46)) == 3)
+        assert [a[1:3] for a in c.answers(46)] == [(7, False), (9, False), (7, True)]
+        assert [r["result"] for r in out.commands] == ["selected", "select broken",
+                                                       "refused: not selected"]
+        np.testing.assert_array_equal(out.image, before)        # nothing operated
+
+
+@pytest.mark.parametrize("held", ["none", "timed out", "other value", "execute"])
+async def test_a_deactivation_without_the_select_it_mirrors_is_refused(tmp_path, held):
+    """A negative DeactCon: no select held (never, or past the select timeout), one of
+    another value, or the deactivation of an execute (it ran: nothing to break)."""
+    path = tmp_path / "points.csv"
+    path.write_text(POINTS_CSV)
+    async with Outstation(point_list=path, select_timeout=0.05) as out:
+        c = await Raw.connect(out.port)
+        if held != "none":
+            c.send(command_asdu(c, 46, 2, 2.0, select=True))
+            await c.until(lambda: len(c.answers(46)) == 1)
+            if held == "timed out":
+                await asyncio.sleep(0.1)
+        c.send(command_asdu(c, 46, 2, 1.0 if held == "other value" else 2.0,
+                            select=held != "execute", cot=8))
+        await c.until(lambda: any(a[1] == 9 for a in c.answers(46)))
+        assert c.answers(46)[-1][1:3] == (9, True)
+        assert out.commands[-1]["result"].startswith("refused")
+
+
+async def test_a_parameter_activation_may_be_deactivated():
+    async with Outstation(stations=1, points=5) as out:
+        c = await Raw.connect(out.port)
+        c.send(c.asdu(113, 1, 3, 2, cot=6))                     # QPA 2: this object's parameter
+        c.send(c.asdu(113, 1, 3, 2, cot=8))
+        await c.until(lambda: len(c.answers(113)) == 2)
+        assert [a[1:3] for a in c.answers(113)] == [(7, False), (9, False)]

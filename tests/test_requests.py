@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from iec104 import POINT_DTYPE
-from iec104.errors import CommandInDoubt, ConnectionLostError, UnknownCommonAddressError
+from iec104.errors import (
+    CommandInDoubt, ConnectionLostError, NegativeConfirmation, UnknownCommonAddressError,
+)
 from iec104.requests import Interrogation, Requests
 from iec104.types import Cot, TypeID
 
@@ -140,3 +142,76 @@ async def test_a_group_interrogation_counts_only_its_cause():
     gi.count(rows(1, 20, 7))
     gi.count(rows(2, 22, 9))                                       # another station
     assert gi.objects == 4
+
+
+# ---- the break of a select (COT 8): its DeactCon (COT 9) is its answer -----------------------
+
+SELECT_ON = (1.0, 0x80)                 # (value, qualifier with S/E) a select's answers mirror
+
+
+async def test_a_break_takes_the_deactcon_that_mirrors_it():
+    req = Requests("rtu", BROADCAST)
+    b = req.begin_break((SC, 1, 100), "break", SELECT_ON)
+    req.confirmation(SC, 1, 100, Cot.DEACTIVATION_CON, False, 0.0, 0x80)     # another value
+    assert not b.done.done() and req.unmatched == 1
+    req.confirmation(SC, 1, 100, Cot.DEACTIVATION_CON, False, *SELECT_ON)
+    assert b.done.result() == Cot.DEACTIVATION_CON and req.unmatched == 1
+    req.end_break(b)
+    req.confirmation(SC, 1, 100, Cot.DEACTIVATION_CON, False, *SELECT_ON)   # a second one
+    assert req.unmatched == 2
+
+
+async def test_a_break_refused_or_lost_fails_its_answer():
+    req = Requests("rtu", BROADCAST)
+    b = req.begin_break((SC, 1, 100), "break", SELECT_ON)
+    req.confirmation(SC, 1, 100, Cot.DEACTIVATION_CON, True, *SELECT_ON)    # nothing held
+    assert isinstance(b.done.exception(), NegativeConfirmation) and req.unmatched == 0
+    b2 = req.begin_break((SC, 1, 101), "break", SELECT_ON)
+    req.fail_all(ConnectionLostError("gone"))
+    assert isinstance(b2.done.exception(), ConnectionLostError) and not req.breaks
+
+
+async def test_a_select_in_doubt_takes_its_late_actcon_and_its_break_the_deactcon():
+    """Answers come in the order of their requests: a late ActCon is the select's (late, its
+    doubt ends), the DeactCon after it the break's."""
+    req = Requests("rtu", BROADCAST)
+    key = (SC, 1, 100)
+    p = req.begin(key, "select", False, SELECT_ON)
+    req.end(key, p, gave_up=True, sent=True, what="select")
+    b = req.begin_break(key, "break", SELECT_ON)
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False, *SELECT_ON)
+    assert req.late == 1 and not req.in_doubt and not b.done.done()
+    req.confirmation(SC, 1, 100, Cot.DEACTIVATION_CON, False, *SELECT_ON)
+    assert b.done.result() == Cot.DEACTIVATION_CON and req.unmatched == 0
+
+
+async def test_a_break_answered_as_a_select_takes_that_actcon():
+    """lib60870 (c104) takes a deactivated select for a new select: its ActCon (COT 7) is the
+    break's answer, not an unmatched one."""
+    req = Requests("rtu", BROADCAST)
+    b = req.begin_break((SC, 1, 100), "break", SELECT_ON)
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False, *SELECT_ON)
+    assert b.done.result() == Cot.ACTIVATION_CON and req.unmatched == 0
+
+
+async def test_a_negative_deactcon_of_a_break_does_not_refuse_a_new_select_after_it():
+    req = Requests("rtu", BROADCAST)
+    key = (SC, 1, 100)
+    b = req.begin_break(key, "break", SELECT_ON)
+    p = req.begin(key, "select again", False, SELECT_ON)
+    req.confirmation(SC, 1, 100, Cot.DEACTIVATION_CON, True, *SELECT_ON)
+    assert b.done.exception() is not None and not p.refused and not p.con.done()
+    req.confirmation(SC, 1, 100, Cot.ACTIVATION_CON, False, *SELECT_ON)
+    assert p.con.result() == Cot.ACTIVATION_CON
+
+
+async def test_a_negative_deactcon_neither_refuses_an_activation_nor_ends_its_doubt():
+    """A DeactCon answers a deactivation only: negative, it says nothing of an execute."""
+    req = Requests("rtu", BROADCAST)
+    key = (SC, 1, 100)
+    p = req.begin(key, "execute", False, (1.0, 0))
+    req.confirmation(SC, 1, 100, Cot.DEACTIVATION_CON, True, 1.0, 0)
+    assert not p.refused and not p.con.done()
+    req.end(key, p, gave_up=True, sent=True, what="execute")
+    req.confirmation(SC, 1, 100, Cot.DEACTIVATION_CON, True, 1.0, 0)
+    assert list(req.in_doubt) == [(0, 1, 100)] and req.late == 0 and req.unmatched == 2

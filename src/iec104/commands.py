@@ -244,10 +244,13 @@ class Pending:
     term: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     _refusal: asyncio.TimerHandle | None = None
     refused: bool = False           # a negative answer or COT 44-47 came: never a success
+    left: bool = False              # it was sent (not withdrawn): the RTU has it
 
     def confirm(self, cot: int, negative: bool, ca: int) -> bool:
         """Feed one answer that mirrors this request (its cause, P/N bit and CA); False if
         it answers nothing of it."""
+        if cot == Cot.DEACTIVATION_CON:         # a deactivation's answer, even a negative one
+            return False
         err = refusal(self.type_id, ca, self.ioa, cot, negative)
         if self.refused:
             if err is not None and cot in BY_COT:   # the precise cause after the negative
@@ -267,8 +270,8 @@ class Pending:
         elif cot == Cot.ACTIVATION_TERMINATION and self.con.done() and not self.term.done():
             self.term.set_result(ca)            # (before its ActCon it is not this one's)
         else:
-            # another cause (the request echoed with COT 6, a DeactCon, spontaneous data)
-            # or a second ActCon: it confirms no activation
+            # another cause (the request echoed with COT 6, spontaneous data) or a second
+            # ActCon: it confirms no activation
             return False
         return True
 

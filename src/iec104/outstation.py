@@ -19,7 +19,9 @@ Rules the simulator follows, for tests and users to rely on:
   ``sbo``) refuse an execute that was not selected first (negative ActCon). An execute must
   be the command selected: same type, value and qualifier (QU/QL), or it is refused (negative
   ActCon) and the selection is gone; any command to a selected point other than a new select
-  ends the selection.
+  ends the selection. A deactivation (COT 8) of the command selected (S/E set) breaks the
+  selection (IEC 60870-5-5): positive DeactCon (COT 9); any other deactivation (no selection
+  held, past ``select_timeout``, another command, an execute's) gets a negative one.
 - Requests are acted on only from frames the link core accepted: an I-frame while data
   transfer is stopped (before STARTDT act) closes the connection, and nothing in a batch
   with a frame the link refuses (a wrong N(S)) is done.
@@ -30,7 +32,8 @@ Rules the simulator follows, for tests and users to rely on:
   20..36, a QCC request outside 1..5, a QRP of 0, a DCS or RCS of 0 or 3 ("not permitted").
   A counter interrogation's QCC FRZ bits are honoured: 1 freeze, 2 freeze and reset, 3 reset
   (ActCon and ActTerm, no totals sent), 0 read: the totals at the last freeze, or the running
-  ones if never frozen. System commands (104..113) are accepted with COT 6 only (45 else).
+  ones if never frozen. System commands (104..113) are accepted with COT 6 only (45 else), and
+  a parameter activation (P_AC_NA_1) with COT 8 too (a positive COT 9).
 - A clock synchronisation with an invalid time (CP56 IV, or no valid date) gets a negative
   ActCon and leaves the clock alone.
 - The broadcast common address is that of the CA field size: 255 (1 octet) or 65535.
@@ -658,10 +661,14 @@ class Outstation:
         elif 45 <= t <= 64:
             self._command(conn, raw, t, ca, cot, rows[0])
         elif t in (104, 105, 106, 107, 110, 111, 112, 113):
-            # only an activation is a request (COT 45 otherwise, as for the other commands);
-            # a reset process qualifier (QRP) of 0 is "not used": refused
-            if cot != Cot.ACTIVATION:
+            # only an activation is a request (COT 45 otherwise, as for the other commands),
+            # or the deactivation of a parameter activation (IEC 60870-5-101 7.3.5.4); a reset
+            # process qualifier (QRP) of 0 is "not used": refused
+            deactivation = t == TypeID.P_AC_NA_1 and cot == Cot.DEACTIVATION
+            if cot != Cot.ACTIVATION and not deactivation:
                 conn.enqueue_asdu(self._mirror(raw, Cot.UNKNOWN_CAUSE, True))
+            elif deactivation:                  # (no parameters here to act on)
+                conn.enqueue_asdu(self._mirror(raw, Cot.DEACTIVATION_CON))
             else:
                 refused = t == TypeID.C_RP_NA_1 and int(rows["value"][0]) == 0
                 conn.enqueue_asdu(self._mirror(raw, Cot.ACTIVATION_CON, refused))
@@ -757,7 +764,9 @@ class Outstation:
         elif key not in self.command_points:
             answer, result = (Cot.UNKNOWN_IOA, True), "unknown IOA"
         elif cot == Cot.DEACTIVATION:
-            answer, result = (Cot.DEACTIVATION_CON, False), "deactivated"
+            broken = select and held is not None and held[1:] == (t, value, qualifier)
+            answer = (Cot.DEACTIVATION_CON, not broken)
+            result = "select broken" if broken else "refused: no such selection to break"
         elif fam in (46, 47) and value not in (1, 2):
             # DCS / RCS 0 and 3 are "not permitted" (IEC 60870-5-101 7.2.6.16/17): neither
             # selected nor executed, or a double point would go indeterminate

@@ -22,6 +22,13 @@ Safety rules kept here (ARCHITECTURE, rule 10):
   caller has looked at the RTU's state and says so (``Session.clear_doubt``). So a retry
   never executes twice blindly. Clock sync and the test command are not tracked: sent twice,
   they do no harm;
+- a select the RTU may hold (confirmed, or in doubt) with no execute sent after it is broken
+  (the same command with COT 8, IEC 60870-5-5): the break's answer is its DeactCon (COT 9),
+  which never answers an activation (a negative one neither refuses a request nor ends its
+  doubt), or a refusal, or an ActCon from RTUs that take the break for a new select; one
+  after the answer of a select in doubt (answers come in the order sent). A break ends no
+  doubt: the select's own answer does. An RTU that answers a break with an ActCon took it
+  for a new select (c104 does): it gets no more breaks, which would only prolong a select;
 - devices are what answered positively: a refused interrogation leaves no device;
 - a broadcast interrogation completes when every known station terminated it, or when the
   RTU terminated it with the broadcast address.
@@ -31,18 +38,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from iec104.commands import Pending, refusal
-from iec104.errors import CommandInDoubt
+from iec104.errors import BY_COT, CommandInDoubt
 from iec104.types import Cot, TypeID
 
 __all__ = ["Interrogation", "Requests", "BROADCAST_SETTLE"]
 
 log = logging.getLogger("iec104.requests")
 BROADCAST_SETTLE = 0.2   # s without a new station's answer that ends a broadcast request
+_T = TypeVar("_T")
 _Key = tuple[int, int, int]   # (type, ca, ioa) of a command or system request
 _PROCESS_COMMANDS = frozenset((*range(45, 52), *range(58, 65)))
 _HARMLESS_TWICE = frozenset((TypeID.C_CS_NA_1, TypeID.C_TS_TA_1))  # never in doubt
@@ -63,6 +72,18 @@ class _Doubt:
     until_term: bool                # only its ActTerm (or a refusal) clears it
     mirror: tuple[float, int] | None
     lost: bool = False              # its connection is gone: no answer can come any more
+
+
+@dataclass
+class Break:
+    """The break (COT 8) of a select of ours that the RTU may hold, awaiting its answer."""
+
+    obj: _Key
+    type_id: int
+    what: str
+    mirror: tuple[float, int] | None
+    done: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Interrogation:
@@ -168,6 +189,10 @@ class Requests:
         self.in_doubt: dict[_Key, _Doubt] = {}              # object_of((type, ca, ioa)) -> it
         # confirmed requests whose ActTerm may still come (their callers did not wait for it)
         self.answered: dict[_Key, tuple[int, tuple[float, int] | None]] = {}
+        self.breaks: list[Break] = []           # sent, awaiting their answer, oldest first
+        # the RTU answered a break with an ActCon: it takes one for a new select (c104 does,
+        # and restarts its select timeout), so a break would only prolong a select
+        self.breaks_reselect = False
         self.late = 0
         self.unmatched = 0              # answers that mirror no request of ours
 
@@ -214,6 +239,33 @@ class Requests:
                         "termination" if confirmed else "confirmation",
                         "clear_doubt() (its connection was lost)" if lost else "its answer")
 
+    def begin_break(self, key: _Key, what: str, mirror: tuple[float, int] | None) -> Break:
+        """Track the break of a select to (type, ca, ioa); its answer resolves ``done``."""
+        b = Break(object_of(key), key[0], what, mirror)
+        self.breaks.append(b)
+        return b
+
+    def end_break(self, b: Break) -> None:
+        if b in self.breaks:
+            self.breaks.remove(b)
+
+    def _break_answer(self, obj: _Key, t: int, ca: int, ioa: int, cot: int, negative: bool,
+                      value: float | None, quality: int | None) -> bool:
+        """Whether the answer is that of a break awaiting one (see the module's rules)."""
+        if cot not in (Cot.DEACTIVATION_CON, Cot.ACTIVATION_CON) and cot not in BY_COT:
+            return False
+        b = next((b for b in self.breaks if b.obj == obj and b.type_id == t and
+                  not b.done.done() and _mirrors(b.mirror, value, quality)), None)
+        if b is None:
+            return False
+        err = refusal(t, ca, ioa, cot, negative)
+        if err is None:
+            self.breaks_reselect |= cot == Cot.ACTIVATION_CON
+            b.done.set_result(cot)
+        else:
+            _fail(b.done, err)
+        return True
+
     def confirmation(self, t: int, ca: int, ioa: int, cot: int, negative: bool,
                      value: float | None = None, quality: int | None = None) -> int | None:
         """Feed one answering object of a control-direction ASDU (``value`` and ``quality``
@@ -233,6 +285,9 @@ class Requests:
                 waiting.popleft().set_exception(err)
             return None
         obj = object_of((t, ca, ioa))
+        if cot == Cot.DEACTIVATION_CON and \
+                self._break_answer(obj, t, ca, ioa, cot, negative, value, quality):
+            return None                         # (before a new request's: it answers none)
         if obj not in self.pending and obj not in self.in_doubt and \
                 t not in _PROCESS_COMMANDS and ca != self.broadcast:
             # a system request sent to the global address (a clock sync): RTUs answer it
@@ -243,7 +298,8 @@ class Requests:
                 p.confirm(cot, negative, ca):
             return None
         d = self.in_doubt.get(obj)
-        if d is not None and d.type_id == t and _mirrors(d.mirror, value, quality):
+        if d is not None and d.type_id == t and cot != Cot.DEACTIVATION_CON and \
+                _mirrors(d.mirror, value, quality):
             refused = refusal(t, ca, ioa, cot, negative) is not None
             if refused or cot in (Cot.ACTIVATION_CON, Cot.ACTIVATION_TERMINATION):
                 self.late += 1
@@ -254,6 +310,8 @@ class Requests:
                             "counted as late, not as success%s", self.name,
                             "refused" if refused else "confirmed", cot, d.what,
                             "" if ends else "; in doubt until its termination")
+            return None
+        if self._break_answer(obj, t, ca, ioa, cot, negative, value, quality):
             return None
         a = self.answered.get(obj)
         if a is not None and a[0] == t and _mirrors(a[1], value, quality) and \
@@ -318,10 +376,12 @@ class Requests:
             p.fail(exc)
         for waiting in self.reads.values():
             for f in waiting:
-                f.set_exception(exc)
-                f.exception()
+                _fail(f, exc)
         for gi in self.interrogations.values():
             gi.fail(exc)
+        for b in self.breaks:
+            _fail(b.done, exc)
+        self.breaks.clear()
         self.pending.clear()
         self.answered.clear()
         self.reads.clear()
@@ -334,6 +394,13 @@ def _mirrors(mirror: tuple[float, int] | None, value: float | None,
              quality: int | None) -> bool:
     """Whether an answer's (value, quality) echo a request's (None: nothing to compare)."""
     return mirror is None or (value is not None and (value, quality) == mirror)
+
+
+def _fail(fut: asyncio.Future[_T], exc: BaseException) -> None:
+    """Fail a future whose waiter may be gone (closed): retrieved, so never warned of."""
+    if not fut.done():
+        fut.set_exception(exc)
+        fut.exception()
 
 
 def _confirmed(fut: asyncio.Future[int]) -> bool:

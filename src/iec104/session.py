@@ -27,12 +27,12 @@ from iec104.commands import (
     CommandResult, Pending, build_command, check_address, is_int, mirror_of, to_ms,
 )
 from iec104.errors import (
-    ConfirmationTimeout, ConnectError, ConnectionLostError, InvalidRequestError, NotConnected,
-    SettingsError,
+    CommandError, ConfirmationTimeout, ConnectError, ConnectionLostError, InvalidRequestError,
+    NotConnected, SettingsError,
 )
 from iec104.link import Batch, Channel, Link, LinkEvent
 from iec104.protocol import LinkProtocol, shared_buffers
-from iec104.requests import DoubtRecord, Interrogation, Requests
+from iec104.requests import Break, DoubtRecord, Interrogation, Requests
 from iec104.settings import SessionSettings
 from iec104 import tls as _tls
 from iec104.types import Cot, FrameFormat, TypeID, broadcast_ca
@@ -669,7 +669,11 @@ class Session:
         A negative ActCon or COT 44-47 raises the matching :class:`CommandError`; a timeout
         raises :class:`ConfirmationTimeout`, withdraws the command if it has not left, and
         nothing is re-sent; a command whose caller gave up after it left is in doubt
-        (:class:`CommandInDoubt` for a new command to that object until its answer).
+        (:class:`CommandInDoubt` for a new command to that object until its answer). A
+        select that the RTU confirmed or may have (its ActCon late) with no execute sent
+        after it (given up, cancelled) is broken while the link is up: the same command
+        with COT 8, whose DeactCon is awaited in the background (logged if refused or
+        missing); an execute that left is never followed by anything.
         """
         # everything is checked before the select leaves: the execute cannot fail later
         type_id, _ = build_command(type, ca, ioa, value, select=False, qualifier=qualifier,
@@ -678,10 +682,17 @@ class Session:
             self._catalog.check_command(self.station, ca, ioa, type_id, value=value,
                                         allow_unlisted=allow_unlisted)
         t0 = self._loop.time()
-        if select:
-            await self._confirm(type_id, ca, ioa, value, True, qualifier, time, timeout, False)
-        t, term = await self._confirm(type_id, ca, ioa, value, False, qualifier, time, timeout,
-                                      wait_term)
+        ends: list[Pending] = []                # the select's and the execute's, as they end
+        try:
+            if select:
+                await self._confirm(type_id, ca, ioa, value, True, qualifier, time, timeout,
+                                    False, ends)
+            t, term = await self._confirm(type_id, ca, ioa, value, False, qualifier, time,
+                                          timeout, wait_term, ends)
+        except BaseException:
+            if select:
+                self._break_select(ends, type_id, ca, ioa, value, qualifier, time)
+            raise
         result = CommandResult(t, ca, ioa, float(value), con_cot=Cot.ACTIVATION_CON,
                                terminated=term, rtt=self._loop.time() - t0)
         self.learned_commands[(self.station, ca, ioa, t)] = {"last_result": "confirmed",
@@ -690,21 +701,66 @@ class Session:
 
     async def _confirm(self, type: int | str, ca: int, ioa: int, value: float, select: bool,
                        qualifier: int, time_: datetime | int | None, timeout: float | None,
-                       wait_term: bool) -> tuple[int, bool]:
+                       wait_term: bool, ends: list[Pending]) -> tuple[int, bool]:
         t, asdu = build_command(type, ca, ioa, value, select=select, qualifier=qualifier,
                                 time=time_, sizes=self._sizes)
         what = f"{TypeID(t).name} {'select' if select else 'execute'} CA {ca} IOA {ioa}"
         p = await self._request(t, ca, ioa, asdu, what, timeout, wait_term,
-                                mirror_of(asdu, self._sizes))
+                                mirror_of(asdu, self._sizes), ends)
         return t, p.term.done() and not p.term.cancelled() and p.term.exception() is None
+
+    def _break_select(self, ends: list[Pending], type_id: int, ca: int, ioa: int,
+                      value: float, qualifier: int, time_: datetime | int | None) -> None:
+        """A select that left and was not refused, with no execute that left after it: the
+        RTU may hold it, and the next execute (anyone's) would operate. Break it (the same
+        command, COT 8) if the link is up: queued now, before anything sent after it, and
+        its answer awaited in the background (the caller does not wait for it)."""
+        if not ends or not ends[0].left or ends[0].refused or any(p.left for p in ends[1:]) \
+                or self._requests.breaks_reselect:
+            return
+        t, asdu = build_command(type_id, ca, ioa, value, select=True, qualifier=qualifier,
+                                time=time_, cot=Cot.DEACTIVATION, sizes=self._sizes)
+        b = self._requests.begin_break((t, ca, ioa), f"break of the {ends[0].what}",
+                                       mirror_of(asdu, self._sizes))
+        try:
+            sent = self._send(asdu)
+        except NotConnected:                    # no link: the RTU's select timeout ends it
+            self._requests.end_break(b)
+            return
+        self._background(self._await_break(b, sent))
+
+    async def _await_break(self, b: Break, sent: tuple[Link, int]) -> None:
+        """A break's answer, within ``request_timeout``; one refused or not answered is
+        logged (the RTU may hold the select until its own select timeout)."""
+        timeout = self.settings.request_timeout
+        why = None
+        try:
+            if await self._await(b.done, b.what, timeout) == Cot.ACTIVATION_CON:
+                why = ("answered as a new select (ActCon, no DeactCon; no later select "
+                       "of this session is broken, that would only prolong it)")
+        except CommandError as e:
+            why = f"refused ({e})"
+        except ConnectionLostError:
+            why = "not answered: the connection was lost"
+        except ConfirmationTimeout:
+            why = (f"not answered within {timeout:g} s" if self._withdraw(sent)
+                   else "withdrawn: it did not leave in time")
+        finally:
+            self._requests.end_break(b)
+        if why is not None:
+            log.warning("%s: %s %s: the RTU may keep it selected until its select timeout",
+                        self.name, b.what, why)
 
     async def _request(self, t: int, ca: int, ioa: int, asdu: bytes, what: str,
                        timeout: float | None, wait_term: bool = False,
-                       mirror: tuple[float, int] | None = None) -> Pending:
+                       mirror: tuple[float, int] | None = None,
+                       ends: list[Pending] | None = None) -> Pending:
         timeout = self._timeout(timeout)
         key = (t, ca, ioa)
         req = self._requests
         p = req.begin(key, what, wait_term, mirror)
+        if ends is not None:
+            ends.append(p)
         sent = None
         gave_up = lost = False
         try:
@@ -721,8 +777,8 @@ class Session:
                 self.learned_commands[(self.station, ca, ioa, t)] = {"last_result": str(e)}
             raise
         finally:
-            left = self._withdraw(sent) if gave_up else sent is not None
-            req.end(key, p, gave_up=gave_up, sent=left, what=what, lost=lost)
+            p.left = self._withdraw(sent) if gave_up else sent is not None
+            req.end(key, p, gave_up=gave_up, sent=p.left, what=what, lost=lost)
 
     def clear_doubt(self, ca: int | None = None, ioa: int | None = None) -> list[str]:
         """Accept a new request to what is in doubt (to ``ca``, its ``ioa``; None: all):
