@@ -84,3 +84,15 @@ def test_csv_text_cells_cannot_become_formulas(tmp_path):
     assert back["name"].to_list() == ["'" + n for n in names[:6]] + ["ok", "-5"]
     assert back["value"].to_list() == [-1.5] * len(names)
     assert pl.read_csv(write_table(df, tmp_path / "u.csv", csv_safe=False))["name"].to_list() == names
+
+
+def test_csv_safe_quotes_what_could_run_and_only_that(tmp_path):
+    """A lone "-" or "+" (a unit or an empty description, as lists write them) is no formula:
+    it stays; " =1" is one to a program that trims cells on import: quoted; a column name
+    (a list's extra column, named by the list's author) is quoted like a cell; Parquet keeps
+    every text as it is."""
+    df = pl.DataFrame({"unit": ["-", "+", " =1", "\u00a0@x", " -5", "＝1"], "=cmd|'/C calc'!A0": [1] * 6})
+    back = pl.read_csv(write_table(df, tmp_path / "t.csv"))
+    assert back.columns == ["unit", "'=cmd|'/C calc'!A0"]
+    assert back["unit"].to_list() == ["-", "+", "' =1", "'\u00a0@x", " -5", "＝1"]
+    assert pl.read_parquet(write_table(df, tmp_path / "t.parquet")).equals(df)

@@ -1,6 +1,7 @@
 """Point lists: reading, validation with precise errors, the joined tables, command table."""
 import asyncio
 import datetime as dt
+import re
 
 import numpy as np
 import polars as pl
@@ -358,7 +359,6 @@ def test_a_list_column_named_like_the_renamed_one_keeps_both():
 def uncomputed_xlsx(path, keep_placeholder):
     """A sheet whose formulas were never calculated: xlsxwriter's placeholder ``<v>0</v>`` (a
     workbook flagged for a full calculation on load), or no ``<v>`` at all (openpyxl's)."""
-    import zipfile
     wb = xlsxwriter.Workbook(path)
     ws = wb.add_worksheet("Points")
     ws.write_row(0, 0, ["ioa", "name", "scale", "max", "command_type"])
@@ -368,13 +368,19 @@ def uncomputed_xlsx(path, keep_placeholder):
     ws.write_formula(2, 3, "=D2*2")
     wb.close()
     if not keep_placeholder:
-        with zipfile.ZipFile(path) as z:
-            parts = {i.filename: z.read(i) for i in z.infolist()}
-        parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"].replace(
-            b"</f><v>0</v>", b"</f>")
-        with zipfile.ZipFile(path, "w") as z:
-            for name, data in parts.items():
-                z.writestr(name, data)
+        rezip(path, lambda x: x.replace(b"</f><v>0</v>", b"</f>"))
+    return path
+
+
+def rezip(path, edit, member="xl/worksheets/sheet1.xml"):
+    """The workbook at ``path`` with ``member``'s XML passed through ``edit``."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        parts = {i.filename: z.read(i) for i in z.infolist()}
+    parts[member] = edit(parts[member])
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
     return path
 
 
@@ -437,3 +443,73 @@ def test_a_min_above_max_is_refused(tmp_path):
     with pytest.raises(PointListError, match="min 10 above max 5") as ei:
         read_point_list(p)
     assert ei.value.row == 2 and ei.value.column == "min"
+
+
+ROWS = [["ioa", "name", "scale", "max"], [1, "a", 2, 5], [2, 7, 3, 6]]
+
+
+@pytest.mark.parametrize("cell", [b'<c r="C3" t="e"><f>1/0</f><v>#DIV/0!</v></c>',
+                                  b'<c r="C3" t="e"><v>#REF!</v></c>'])
+def test_an_error_value_in_a_scaling_column_is_refused(tmp_path, cell):
+    """An error cell (#DIV/0!, #REF!: computed or pasted as a value) was read as empty: a
+    scale of 1, a missing limit. Refused naming the cell and its error in a column that drives
+    addresses, scaling or limits; in a text column it is a missing value."""
+    p = rezip(write_xlsx(tmp_path / "p.xlsx", {"Points": ROWS}),
+              lambda x: x.replace(b'<c r="C3"><v>3</v></c>', cell))
+    with pytest.raises(PointListError, match="cell C3: the error value #") as ei:
+        read_point_list(p)
+    assert ei.value.row == 2 and ei.value.column == "scale"
+    q = rezip(write_xlsx(tmp_path / "q.xlsx", {"Points": ROWS}),
+              lambda x: x.replace(b'<c r="B3"><v>7</v></c>', b'<c r="B3" t="e"><v>#N/A</v></c>'))
+    assert read_point_list(q)["name"].to_list() == ["a", None]
+
+
+def prefixed(xml):
+    """The sheet as some generators write it: every element with an x: prefix."""
+    xml = xml.replace(b'xmlns="http://schemas', b'xmlns:x="http://schemas')
+    return re.sub(rb"<(/?)(?=[a-zA-Z])", rb"<\1x:", xml)
+
+
+@pytest.mark.parametrize("edit", [prefixed, lambda x: x.replace(b"<c r=", b"<c\n r="),
+                                  lambda x: x.replace(b"</f></c>", b"</f><v></v></c>")],
+                         ids=["x-prefix", "newline", "empty-v"])
+def test_an_uncomputed_formula_is_found_however_the_xml_is_spelled(tmp_path, edit):
+    """A namespace prefix (<x:c>, <x:f>), a line break inside a tag or an empty <v></v>
+    (openpyxl's) hid an uncomputed formula from the scan, and the max was read as missing:
+    no limit."""
+    p = rezip(write_xlsx(tmp_path / "p.xlsx", {"Points": ROWS}),
+              lambda x: edit(x.replace(b'<c r="D3"><v>6</v></c>', b'<c r="D3"><f>D2+1</f></c>')))
+    with pytest.raises(PointListError, match="cell D3: a formula") as ei:
+        read_point_list(p)
+    assert ei.value.column == "max"
+
+
+@pytest.mark.parametrize("member", ["xl/worksheets/sheet1.xml", "xl/worksheets/sheet2.xml"])
+def test_a_workbook_that_inflates_is_scanned_in_bounded_memory(tmp_path, member):
+    """64 MiB of sheet XML from a small file (a sheet padded, in the one read or in another):
+    the scan read every sheet whole, as bytes, and wrote the workbook again in memory."""
+    import tracemalloc
+    p = write_xlsx(tmp_path / "p.xlsx", {"Points": ROWS, "Other": [["x"]]})
+    rezip(p, lambda x: x.replace(b"<sheetData>", b"<sheetData>" + b" " * (64 << 20)), member)
+    tracemalloc.start()
+    try:
+        assert read_point_list(p)["ioa"].to_list() == [1, 2]
+        assert tracemalloc.get_traced_memory()[1] < 16 << 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_csv_that_is_utf8_in_part_is_refused(tmp_path):
+    """A UTF-8 BOM, or UTF-8 characters, in a file that is not UTF-8 throughout (rows pasted
+    from two sources): read as Windows-1252 it gave a header "ï»¿name" (the names lost) or
+    units "Â°C"; refused, naming the row; encoding= reads it as the caller says."""
+    p = write(tmp_path, "")
+    p.write_bytes(b"\xef\xbb\xbfname,ioa\nPump \x96 1,1\n")
+    with pytest.raises(PointListError, match="UTF-8") as ei:
+        read_point_list(p)
+    assert ei.value.row == 1
+    p.write_bytes("ioa,name,unit\n1,a,°C\n".encode() + b"2,caf\xe9,V\n")
+    with pytest.raises(PointListError, match="UTF-8") as ei:
+        read_point_list(p)
+    assert ei.value.row == 2
+    assert read_point_list(p, encoding="cp1252")["unit"].to_list() == ["Â°C", "V"]

@@ -20,19 +20,25 @@ def _for_text(df: pl.DataFrame) -> pl.DataFrame:
                       else pl.col(c) for c, t in df.schema.items()])
 
 
-# a text cell a spreadsheet runs as a formula when it starts so (OWASP's CSV injection), and
-# a number written as text ("-5", "+1e3"), which is no formula: it stays as it is
-_FORMULA_START = r"^[=+\-@\t\r]"
-_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# a text cell a spreadsheet runs as a formula when it starts so (OWASP's CSV injection), also
+# after spaces (an import that trims them); a number written as text ("-5", "+1e3") and a lone
+# "-" or "+" (a unit, an empty description) are no formula: they stay as they are
+_FORMULA_START = r"^\s*[=+\-@]|^[\t\r]"
+_NOT_FORMULA = r"^\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)?\s*$"
+
+
+def _quoted(s: pl.Expr) -> pl.Expr:
+    return pl.when(s.str.contains(_FORMULA_START) & ~s.str.contains(_NOT_FORMULA)) \
+        .then(pl.lit("'") + s).otherwise(s)
 
 
 def _csv_safe(df: pl.DataFrame) -> pl.DataFrame:
-    # point names come from the RTU's list, maybe a hostile one: a leading ' keeps them text
+    # point names come from the RTU's list, maybe a hostile one: a leading ' keeps them text;
+    # so do the column names (a list's extra columns are named by its author)
     text = [c for c, t in df.schema.items() if isinstance(t, (pl.String, pl.Categorical, pl.Enum))]
-    cells = {c: pl.col(c).cast(pl.String) for c in text}
-    return df.with_columns(
-        pl.when(s.str.contains(_FORMULA_START) & ~s.str.contains(_NUMBER))
-        .then(pl.lit("'") + s).otherwise(s).alias(c) for c, s in cells.items())
+    names = pl.select(_quoted(pl.lit(pl.Series(df.columns, dtype=pl.String)))).to_series()
+    return df.with_columns(_quoted(pl.col(c).cast(pl.String)).alias(c) for c in text) \
+        .rename(dict(zip(df.columns, names)))
 
 
 def file_mode() -> int:
@@ -46,9 +52,10 @@ def file_mode() -> int:
 def write_table(df: pl.DataFrame, path: str | Path, *, csv_safe: bool = True) -> Path:
     """Write ``df`` to ``path`` in the format its extension names (.parquet, .csv,
     .arrow/.ipc/.feather, .jsonl/.ndjson): to a temporary file beside it, then renamed, so a
-    reader never sees half a file. In a CSV, a text cell starting with ``=``, ``+``, ``-``,
-    ``@``, tab or CR (a formula to a spreadsheet) gets a leading ``'``, unless it is a
-    plain number; ``csv_safe=False`` writes text as it is."""
+    reader never sees half a file. In a CSV, a text cell or column name starting with ``=``,
+    ``+``, ``-`` or ``@`` (after any spaces), tab or CR (a formula to a spreadsheet) gets a
+    leading ``'``, unless it is a plain number or a lone ``-``/``+``; ``csv_safe=False``
+    writes text as it is."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:

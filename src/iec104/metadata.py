@@ -18,17 +18,25 @@ row's ``station`` (empty: every station) restricts it to that session.
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 import io
 import math
 import numbers
 import os
+import posixpath
 import re
+import shutil
+import tempfile
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import ParseError, XMLPullParser
+from xml.parsers import expat
+from xml.sax.saxutils import escape
 
 import polars as pl
 
@@ -59,8 +67,6 @@ ALIASES = {
 _LOOKUP = {alias: canon for canon, names in ALIASES.items() for alias in names}
 # free text: a formula there without a computed value is a missing value, not a refusal
 _TEXT = ("name", "description", "unit")
-# the text an uncomputed formula cell is read as (a private-use character, then its reference)
-_UNCOMPUTED = "\ue104formula "
 # what read_point_list reads: a file (CSV or workbook) or a DataFrame
 PointListSource = str | os.PathLike[str] | pl.DataFrame
 _KIND = {"digital": 1, "binary": 1, "analog": 13, "analogue": 13, "counter": 15}
@@ -80,66 +86,219 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-./()]+", "", str(name).lower())
 
 
-def _mark_uncomputed(path: Path) -> bytes | None:
-    """An .xlsx/.xlsm with formula cells the writing program never calculated (no ``<v>``, as
-    openpyxl writes them, or xlsxwriter's placeholder 0 in a workbook flagged to calculate on
-    load) as a copy whose every such cell is the text ``_UNCOMPUTED`` + its reference: the
-    reader would give 0 or nothing. None when there is no such cell (.xls and .ods hold a
-    computed value with every formula)."""
-    if path.suffix.lower() not in (".xlsx", ".xlsm"):
-        return None
+# the text a marked cell is read as: a private-use character, its reference, a tab, then its
+# error value (empty: a formula without a computed value)
+_MARK = "\ue104"
+_CHUNK = 1 << 20
+# a character in UTF-8 (a lead byte and its continuation bytes): in Windows-1252 text, a pair
+# like "Â°" that nobody types
+_UTF8_CHAR = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+# bytes a sheet that needs the XML parser has somewhere: a formula element (any namespace
+# prefix: <f, <x:f), an attribute "e" (an error cell, t="e"), or NUL (UTF-16 XML, which these
+# byte patterns cannot read); a superset, checked by bytes.find first (most sheets: none)
+_SUSPECT = re.compile(rb"""[<:]f[\s/>]|["']e["']|\x00""")
+# one tag, to its > outside quoted attribute values
+_TAG = re.compile(rb"""<[^>"']*(?:"[^"]*"[^>"']*|'[^']*'[^>"']*)*>""")
+_EMPTY_SHEET = (b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+                b"<sheetData/></worksheet>")
+
+
+def _is_sheet(name: str) -> bool:
+    return name.startswith("xl/worksheets/") and name.endswith(".xml")
+
+
+def _local(name: str) -> str:
+    return name.rpartition("}")[2]
+
+
+def _chunks(z: zipfile.ZipFile, name: str) -> Iterable[bytes]:
+    with z.open(name) as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
+def _elements(z: zipfile.ZipFile, name: str,
+              wanted: tuple[str, ...]) -> Iterable[tuple[str, dict[str, str]]]:
+    """The wanted elements of a part (local name, attributes by local name), streamed."""
+    parser = XMLPullParser(("end",))
+    for chunk in _chunks(z, name):
+        parser.feed(chunk)
+        for _, el in parser.read_events():
+            if (local := _local(el.tag)) in wanted:
+                yield local, {_local(k): v for k, v in el.attrib.items()}
+            el.clear()
+
+
+def _sheet_part(z: zipfile.ZipFile, sheet: str | int | None) -> tuple[str | None, str | None, bool]:
+    """The name and part of the sheet read (None: not resolved, every sheet is scanned), and
+    whether the workbook is flagged to calculate on load (xlsxwriter's: its <v>0</v> is a
+    placeholder)."""
+    sheets, placeholder = [], False
+    for local, attrs in _elements(z, "xl/workbook.xml", ("sheet", "calcPr")):
+        if local == "sheet":
+            sheets.append(attrs)
+        else:
+            placeholder = attrs.get("fullCalcOnLoad") in ("1", "true")
+    picked = ([a for a in sheets if a.get("name") == sheet] if isinstance(sheet, str)
+              else sheets[sheet or 0:(sheet or 0) + 1])
+    rels = "xl/_rels/workbook.xml.rels"
+    if not picked or rels not in z.namelist():
+        return None, None, placeholder
+    target = next((a.get("Target", "") for _, a in _elements(z, rels, ("Relationship",))
+                   if a.get("Id") == picked[0].get("id")), "")
+    part = target[1:] if target.startswith("/") else posixpath.normpath("xl/" + target)
+    if not target or part not in z.namelist():
+        return None, None, placeholder
+    return picked[0].get("name"), part, placeholder
+
+
+def _marks(z: zipfile.ZipFile, name: str, placeholder: bool) -> list[tuple[int, int, str]]:
+    """The cells of a sheet the reader would read wrong, as (offset of the cell, offset where
+    its element ends or its end tag starts, its text when marked): an error value (read as
+    empty: a scale of 1, no limit) and a formula without a computed value (no or an empty
+    <v>, or the placeholder 0). Bytes are scanned first; the XML parser (expat: namespace
+    prefixes, whitespace, comments as XML has them) only reads sheets that may hold one."""
+    marks: list[tuple[int, int, str]] = []
+    # qualified names as they come (x:c), the prefix dropped once per spelling: this runs for
+    # every element of a sheet with formulas
+    locals_: dict[str, str] = {}
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    at, ref, kind, formula, value = -1, "", None, False, None
+    text: list[str] = []
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal at, ref, kind, formula, value
+        local = locals_.get(name) or locals_.setdefault(name, name.rpartition(":")[2])
+        if local == "c":
+            at, ref, kind, formula, value = (parser.CurrentByteIndex, attrs.get("r", "?"),
+                                             attrs.get("t"), False, None)
+        elif at < 0:
+            pass
+        elif local == "f":
+            formula = True
+        elif local == "v":
+            text.clear()
+            parser.CharacterDataHandler = text.append
+
+    def end(name: str) -> None:
+        nonlocal at, value
+        local = locals_[name]
+        if at < 0:
+            pass
+        elif local == "v":
+            parser.CharacterDataHandler = None
+            value = "".join(text)
+        elif local == "c":
+            if kind == "e":
+                marks.append((at, parser.CurrentByteIndex, f"{ref}\t{value or '#?'}"))
+            elif formula and (value is None or value == "" and kind != "str"
+                              or placeholder and value == "0"):
+                marks.append((at, parser.CurrentByteIndex, f"{ref}\t"))
+            at = -1
+
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    tail = b""
+    for chunk in _chunks(z, name):          # bytes first: most sheets end here
+        buf, tail = tail + chunk, chunk[-2:]
+        if (b"f" in buf or b'"e"' in buf or b"'e'" in buf or b"\x00" in buf) and \
+                _SUSPECT.search(buf):
+            break
+    else:
+        return marks
+    for chunk in _chunks(z, name):
+        parser.Parse(chunk, False)
+    parser.Parse(b"", True)
+    return marks
+
+
+def _splice(src: Any, out: Any, marks: list[tuple[int, int, str]]) -> None:
+    """``src``'s bytes to ``out``, streamed, each marked cell replaced by an inline string of
+    ``_MARK`` and its text."""
+    buf, at, pos = b"", 0, 0                # buf holds src from offset at, written up to pos
+
+    def more() -> None:
+        nonlocal buf, at, pos
+        if not (chunk := src.read(_CHUNK)):
+            raise zipfile.BadZipFile("a sheet shorter than its XML")
+        buf, at, pos = buf[pos:] + chunk, at + pos, 0
+
+    for start, close, text in marks:
+        while at + len(buf) <= start:
+            out.write(memoryview(buf)[pos:])
+            pos = len(buf)
+            more()
+        out.write(memoryview(buf)[pos:start - at])
+        pos = start - at
+        # an empty element <c .../> ends where its tag does; else at its end tag </c>
+        while (tag := _TAG.match(buf, pos)) is None or not tag[0].endswith(b"/>") and \
+                (tag := _TAG.match(buf, close - at)) is None:
+            more()
+        out.write(('<c r="%s" t="inlineStr"><is><t>%s</t></is></c>' % (
+            escape(text.partition("\t")[0], {'"': "&quot;"}), escape(_MARK + text))).encode())
+        pos = tag.end()
+    out.write(memoryview(buf)[pos:])
+    shutil.copyfileobj(src, out, _CHUNK)
+
+
+@contextlib.contextmanager
+def _marked(path: Path, sheet: str | int | None) -> Iterator[tuple[Path, bool, str | None]]:
+    """The workbook to read: ``path`` itself, or (when the sheet read has cells _marks finds)
+    a copy in a temporary file whose such cells are marked text, its other sheets emptied
+    (never read; a sheet that inflates to gigabytes is not copied); and the name of the
+    sheet scanned, to read that very sheet (None: every sheet was scanned). Streamed: the
+    memory is a chunk, a cell and the marks, whatever the sheet's size. .xls and .ods hold a
+    computed value with every formula; XML the scan cannot parse is refused, not read
+    unscanned."""
     try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            book = z.read("xl/workbook.xml") if "xl/workbook.xml" in names else b""
-            placeholder = re.search(rb'fullCalcOnLoad="(1|true)"', book) is not None
-            marked = {n: x for n in names if n.startswith("xl/worksheets/") and n.endswith(".xml")
-                      if (x := _mark_sheet(z.read(n), placeholder)) is not None}
-            if not marked:
-                return None
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w") as out:
+        z = zipfile.ZipFile(path) if path.suffix.lower() in (".xlsx", ".xlsm") else None
+    except zipfile.BadZipFile:              # not a zip: the reader says what it is
+        z = None
+    if z is None:
+        yield path, False, None
+        return
+    with z:
+        name, part, placeholder = _sheet_part(z, sheet)
+        marked = {n: m for n in ([part] if part else [n for n in z.namelist() if _is_sheet(n)])
+                  if (m := _marks(z, n, placeholder))}
+        if not marked:
+            yield path, False, name
+            return
+        fd, tmp = tempfile.mkstemp(suffix=path.suffix)
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(tmp, "w") as out:
                 for info in z.infolist():
-                    out.writestr(info, marked.get(info.filename) or z.read(info))
-            return buf.getvalue()
-    except (zipfile.BadZipFile, OSError):
-        return None                         # the workbook reader says what is wrong with it
+                    with z.open(info) as src, out.open(info.filename, "w",
+                                                       force_zip64=True) as dst:
+                        if info.filename in marked:
+                            _splice(src, dst, marked[info.filename])
+                        elif part and _is_sheet(info.filename):
+                            dst.write(_EMPTY_SHEET)
+                        else:
+                            shutil.copyfileobj(src, dst, _CHUNK)
+            yield Path(tmp), True, name
+        finally:
+            os.unlink(tmp)
 
 
-def _mark_sheet(xml: bytes, placeholder: bool) -> bytes | None:
-    pieces, last = [], 0
-    for f in re.finditer(rb"<f[\s>/]", xml):
-        start, end = xml.rfind(b"<c ", last, f.start()), xml.find(b"</c>", f.end())
-        if start < 0 or end < 0:
-            continue
-        cell = xml[start:end + 4]
-        value = re.search(rb"<v>([^<]*)</v>|<v/>", cell)
-        if value is not None and not (placeholder and value[1] == b"0"):
-            continue
-        ref = re.search(rb'\sr="([A-Z]+[0-9]+)"', cell)
-        at, name = (b' r="%s"' % ref[1], ref[1]) if ref else (b"", b"?")
-        pieces += [xml[last:start],
-                   b'<c%s t="inlineStr"><is><t>%s%s</t></is></c>' % (at, _UNCOMPUTED.encode(), name)]
-        last = end + 4
-    return b"".join([*pieces, xml[last:]]) if pieces else None
-
-
-def _uncomputed_as_missing(df: pl.DataFrame, path: str) -> pl.DataFrame:
-    """The cells _mark_uncomputed marked: refused in a column that drives addresses, types,
-    scaling or limits (a 0 there is silently wrong), missing in free text and extras."""
+def _marked_as_missing(df: pl.DataFrame, path: str) -> pl.DataFrame:
+    """The cells _marked marked: refused in a column that drives addresses, types, scaling or
+    limits (a 0 or an empty cell there is silently wrong), missing in free text and extras."""
     for col in df.columns:
-        hit = df[col].str.starts_with(_UNCOMPUTED).fill_null(False)
-        if not hit.any() and not col.startswith(_UNCOMPUTED):
+        hit = df[col].str.starts_with(_MARK).fill_null(False)
+        if not hit.any() and not col.startswith(_MARK):
             continue
         canon = _LOOKUP.get(_norm(col))
-        if col.startswith(_UNCOMPUTED) or canon is not None and canon not in _TEXT:
+        if col.startswith(_MARK) or canon is not None and canon not in _TEXT:
             i = int(hit.arg_true()[0]) if hit.any() else -1
-            ref = (col if i < 0 else df[col][i]).removeprefix(_UNCOMPUTED)
-            raise PointListError(
-                f"cell {ref}: a formula without a computed value (the program that wrote the "
-                "file did not calculate it): type the value, or open and save the file in a "
-                "spreadsheet program", path=path, row=i + 1 or None,
-                column=None if i < 0 else col)
+            ref, _, error = (col if i < 0 else df[col][i]).removeprefix(_MARK).partition("\t")
+            what = (f"the error value {error}: correct the cell or its formula" if error else
+                    "a formula without a computed value (the program that wrote the file did "
+                    "not calculate it): type the value, or open and save the file in a "
+                    "spreadsheet program")
+            raise PointListError(f"cell {ref}: {what}", path=path, row=i + 1 or None,
+                                 column=None if i < 0 else col)
         df = df.with_columns(pl.when(hit).then(None).otherwise(pl.col(col)).alias(col))
     return df
 
@@ -178,21 +337,23 @@ def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: st
                 or isinstance(sheet, int) and not isinstance(sheet, bool) and sheet >= 0):
             raise PointListError(f"sheet {sheet!r}: a sheet name or an index >= 0", path=path)
         try:
-            kw: dict[str, Any] = ({"sheet_name": sheet} if isinstance(sheet, str)
-                                  else {"sheet_id": (sheet or 0) + 1})
-            marked = _mark_uncomputed(path)
-            df = pl.read_excel(path if marked is None else marked, engine="calamine",
-                               infer_schema_length=0, has_header=False, **kw)
+            with _marked(path, sheet) as (readable, marked, name):
+                kw: dict[str, Any] = ({"sheet_name": name or sheet}
+                                      if isinstance(name or sheet, str)
+                                      else {"sheet_id": (sheet or 0) + 1})
+                df = pl.read_excel(readable, engine="calamine", infer_schema_length=0,
+                                   has_header=False, **kw)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise PointListError(f"cannot read the workbook ({msg})", path=path,
                                  column=None) from None
         df = _with_header(df, str(path))
-        return (df if marked is None else _uncomputed_as_missing(df, str(path))), str(path)
+        return (_marked_as_missing(df, str(path)) if marked else df), str(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise PointListError(f"unreadable ({e.strerror})", path=path) from None
+    mixed = False
     try:
         if encoding is not None:
             text = raw.decode(encoding)
@@ -200,12 +361,18 @@ def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: st
             try:
                 text = raw.decode("utf-8-sig")
             except UnicodeDecodeError:
+                # a BOM or UTF-8 characters elsewhere: UTF-8 in part (rows pasted from two
+                # sources), which 1252 would read as "ï»¿" or "Â°C": refused
+                if raw.startswith(codecs.BOM_UTF8) or _UTF8_CHAR.search(raw):
+                    mixed = True
+                    raise
                 # not UTF-8: Windows' Western code page, a superset of latin-1's printable
                 # characters (0x80..0x9F: – € ‰ “ ”, where latin-1 has control characters);
                 # a byte it leaves undefined (0x81, 0x8D...) is another code page: refused
                 text = raw.decode("cp1252")
     except UnicodeDecodeError as e:
-        what = encoding or "UTF-8 nor Windows-1252"
+        what = ("UTF-8 throughout, though UTF-8 in part" if mixed
+                else encoding or "UTF-8 nor Windows-1252")
         hint = "" if encoding else ": save it as UTF-8, or give its encoding="
         raise PointListError(f"not {what} text ({e.reason} at byte {e.start}){hint}", path=path,
                              row=raw[:e.start].count(b"\n") or None) from None
