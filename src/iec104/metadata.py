@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree.ElementTree import ParseError, XMLPullParser
+from xml.etree.ElementTree import XMLPullParser
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
