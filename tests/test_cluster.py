@@ -532,3 +532,25 @@ async def test_a_command_to_a_restarted_worker_not_seen_yet_is_not_connected():
         with pytest.raises(NotConnected, match="not on worker 0"):
             await c.interrogate("silent")
         assert c._doubts == {}
+
+
+async def test_what_is_in_doubt_survives_a_worker_that_dies_again_while_restoring():
+    # (passed on the old code too: the driver keeps the records until a session holds them)
+    async with silent_fleet(backoff_min=0.05) as (f, c, _):
+        with pytest.raises(ConfirmationTimeout):
+            await c.command("silent", 1, 5002, "C_SC_NA_1", 1, timeout=0.2)
+        await c._beat(0)
+        f.dead.add(0)
+        await f.restart(0)
+
+        async def dies():
+            f.dead.add(0)
+            raise ConnectionLostError("connect: worker 0 died; not re-sent")
+        patch_connect(f, 0, dies)
+        await f.restored(0)                                 # its try ends with the worker
+        assert "silent" in c._missing and set(c._doubts["silent"]) == {(0, 1, 5002)}
+        await f.restart(0)
+        await f.restored(0)
+        assert "silent" not in c._missing
+        with pytest.raises(CommandInDoubt, match="connection was lost.*ioa=5002"):
+            await c.command("silent", 1, 5002, "C_SC_NA_1", 1, timeout=0.2)
