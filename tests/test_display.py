@@ -94,3 +94,22 @@ def test_a_big_number_has_one_digit_before_the_point(x, text):
     assert one(display.number(pl.col("v")), v=[x]) == [text]
     mantissa, _, _ = text.partition("e")
     assert 1 <= abs(float(mantissa)) < 10
+
+
+def test_stale_values_read_as_stale():
+    """A row flagged ``stale`` (its link lost, or not refreshed since the link came back)
+    reads STALE before its own flags; a row without a value has nothing to be stale."""
+    out = display.readable(_params(stale=[True, True, True]))
+    assert out["quality"].to_list() == ["STALE", "", "STALE IV OV"]
+    assert display.readable(_params(stale=[False] * 3))["quality"].to_list() == ["", "", "IV OV"]
+
+
+def test_hostile_text_is_shown_not_acted_on():
+    """Names and units come from point lists and RTUs: what a terminal acts on (ESC sequences,
+    CR, BEL, bidi overrides) is replaced by a visible mark, and a very long cell is cut."""
+    mark = display.SHOWN_FOR_CONTROL
+    assert display.printable_text("a\x1b[2J\rb\x07\u202ec\nd") == f"a{mark}[2J{mark}b{mark}{mark}c\nd"
+    cells = one(display.printable(pl.col("s")), s=["x\x1b]8;;http://e\x07y\nz", "n" * 1000, None])
+    assert cells[0] == f"x{mark}]8;;http://e{mark}y{mark}z"
+    assert len(cells[1]) == display.MAX_CELL and cells[1].endswith("\N{HORIZONTAL ELLIPSIS}")
+    assert cells[2] is None

@@ -81,14 +81,14 @@ async def test_the_live_table_of_a_fleet_lists_the_unwell_first_and_sums_up_the_
     last = capsys.readouterr().out
     assert "1001 RTUs: 998 started, 998 healthy, 1 down" in last.replace("\n", " ")
     assert "rtu500" in last and "rtu999" not in last and f"{1001 - console.LIVE_ROWS} more" in last
-    names = list(t.columns[0].cells)
+    names = [str(c) for c in t.columns[0].cells]          # (Text: shown as written)
     assert len(names) == console.LIVE_ROWS + 1
     assert names[:3] == ["rtu-x", "rtu500", "rtu900"]          # down, then unwell
     assert names[-1] == f"... {1001 - console.LIVE_ROWS} more"
     assert "1001 RTUs: 998 started, 998 healthy, 1 down" in str(t.title)
     small = console.Live(_Fleet(3))
     try:
-        assert [*small._render().columns[0].cells] == ["rtu0", "rtu1", "rtu2"]   # all, as before
+        assert [str(c) for c in small._render().columns[0].cells] == ["rtu0", "rtu1", "rtu2"]
     finally:
         small.stop()
 
@@ -111,3 +111,20 @@ async def test_the_live_display_waits_longer_when_a_refresh_is_slow(monkeypatch)
     with pytest.raises(asyncio.CancelledError):
         await live.task
     assert waits[0] == 1.0 and waits[1] >= 9 * 0.05 and fleet.calls == 2
+
+
+def test_the_session_table_shows_names_and_errors_as_text(capsys):
+    """A session's name, a certificate subject and an error carry whatever the RTU or the
+    target file put there: Rich markup is shown as written, control characters never reach
+    the terminal."""
+    row = {**_Fleet(1).status()[0], "name": "[bold red]rtu[/]", "last_error":
+           "\x1b[2Jrefused [link=http://evil]here[/link]",
+           "tls": {"version": "TLSv1.3", "peer_subject": "CN=\x1b]0;pwned\x07x"}}
+    t = console.status_table([row], down={"[i]down[/i]": "\x1b[31mno"})
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\x07" not in shown and "pwned" in shown
+    cells = [str(c) for col in t.columns for c in col.cells]
+    assert "[bold red]rtu[/]" in cells and "[i]down[/i]" in cells
+    assert "\N{REPLACEMENT CHARACTER}[2Jrefused [link=http://evil]here[/link]" in cells
+    console.say("wrote 3 rows to [x].csv\x1b[2J")
+    assert capsys.readouterr().out.startswith("wrote 3 rows to [x].csv\N{REPLACEMENT CHARACTER}")

@@ -476,3 +476,127 @@ async def test_a_redundancy_group_shows_its_active_address_and_health():
             app.refresh_pages()
             await settle(pilot, lambda: app.query_one("#frames", FrameTable).row_count > 0)
             assert "frames, following the newest" in text(app, "#frames_state") and app.is_running
+
+
+# ---- what an operator's mistake or a hostile RTU / point list could do ----------------------
+
+async def send(app, pilot, line: str, said: str) -> None:
+    """Types ``line`` in the command line and presses Send; waits until the status says ``said``."""
+    app._show("#command_status", "")                  # not the line before's
+    app.query_one("#command_input", Input).value = line
+    app.query_one("#send", Button).press()
+    await settle(pilot, lambda: said in text(app, "#command_status"))
+
+
+async def test_the_confirmation_says_exactly_what_operates(rtu):
+    out, app, pilot = rtu
+    await page(app, pilot, "commands")
+    await send(app, pilot, "1 2 C_DC_NA_1 1 select", "Press Confirm")
+    said = text(app, "#command_status")
+    # the session and its address, the point's name, what the value means, select/execute
+    assert f"[[rtu]] (127.0.0.1:{out.port})" in said and "'CB2 position'" in said
+    assert "value 1 (OFF)" in said and "select, then execute" in said
+    await send(app, pilot, "1 2 C_DC_NA_1 2", "Press Confirm")
+    assert "value 2 (ON)" in text(app, "#command_status")
+    assert "direct execute" in text(app, "#command_status")
+    await send(app, pilot, "1 200 C_SE_NC_1 110.123456789", "Press Confirm")   # as it is sent,
+    assert "C_SE_NC_1 value 110.123456789, direct" in text(app, "#command_status")   # not 110.123
+    for line, why in (("1 2 C_DC_NA_1 1 selct", "select"), ("1 2 C_DC_NA_1 1 select 5", "select"),
+                      ("1 2 C_SE_NC_1 nan", "finite"), ("1 2 C_SE_NC_1 inf", "finite")):
+        await send(app, pilot, line, why)               # refused, nothing to confirm
+        assert app.query_one("#confirm", Button).disabled and app.pending_command is None
+
+
+async def test_editing_the_command_line_withdraws_the_command_awaiting_confirmation(rtu):
+    out, app, pilot = rtu
+    await page(app, pilot, "commands")
+    await send(app, pilot, "1 2 C_DC_NA_1 1", "Press Confirm")
+    sent = len(out.commands)
+    app.query_one("#command_input", Input).value = "1 2 C_DC_NA_1 2"   # not what was shown
+    await settle(pilot, lambda: "withdrawn" in text(app, "#command_status"))
+    assert app.query_one("#confirm", Button).disabled and app.pending_command is None
+    app.query_one("#confirm", Button).press()
+    await pilot.pause(0.1)
+    assert len(out.commands) == sent                    # nothing went out
+
+
+async def test_a_command_is_refused_before_the_rtu_is_reached_not_crashing():
+    app = watch(Target("127.0.0.1", _free_port()), settings={"reconnect": False, "t0": 1})
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(pilot, lambda: "127.0.0.1" in text(app, "#state"))
+        await page(app, pilot, "commands")
+        await send(app, pilot, "1 2 45 1", "not connected")
+        assert app.query_one("#confirm", Button).disabled
+        app.query_one("#confirm", Button).press()       # AssertionError: the app crashed
+        await pilot.pause(0.1)
+        assert app.is_running
+
+
+async def test_a_command_in_flight_can_be_cancelled_and_its_doubt_cleared_from_the_page(rtu, monkeypatch):
+    """The command runs beside the UI (the page refreshed, a lost link shown, Cancel): the
+    library withdraws what has not left; what left is in doubt, said so, and cleared here
+    ("clear CA IOA", confirmed) once the operator has seen the RTU's state."""
+    out, app, pilot = rtu
+    await page(app, pilot, "commands")
+    monkeypatch.setattr(out, "_command", lambda *a: None)      # the RTU never answers
+    await send(app, pilot, "1 2 C_DC_NA_1 2", "Press Confirm")
+    app.query_one("#confirm", Button).press()
+    await settle(pilot, lambda: "sending" in text(app, "#command_status"))
+    cancel = app.query_one("#cancel", Button)
+    assert not cancel.disabled                          # the UI answers while it waits
+    await send(app, pilot, "1 3 C_SC_NA_1 1", "in flight")   # one command at a time
+    cancel.press()
+    await settle(pilot, lambda: "IN DOUBT" in text(app, "#command_status"))
+    assert "clear 1 2" in text(app, "#command_status") and cancel.disabled
+    await send(app, pilot, "1 2 C_DC_NA_1 2", "IN DOUBT")       # the library refuses it
+    said = text(app, "#command_status")
+    assert "clear 1 2" in said and "clear_doubt(" not in said
+    assert app.query_one("#confirm", Button).disabled
+    monkeypatch.undo()                                  # the RTU answers again
+    app.query_one("#command_input", Input).value = "clear 1 2"
+    app.query_one("#send", Button).press()
+    assert "CA 1 IOA 2" in await answer(app, pilot, yes=False)   # No: still in doubt
+    await send(app, pilot, "1 2 C_DC_NA_1 2", "IN DOUBT")
+    app.query_one("#command_input", Input).value = "clear 1 2"
+    app.query_one("#send", Button).press()
+    assert "seen the RTU's state" in await answer(app, pilot, yes=True)
+    await settle(pilot, lambda: "no longer in doubt" in text(app, "#command_status"))
+    await send(app, pilot, "1 2 C_DC_NA_1 2 select", "Press Confirm")
+    app.query_one("#confirm", Button).press()
+    await settle(pilot, lambda: "confirmed" in text(app, "#command_status"))
+
+
+async def test_hostile_names_and_units_are_shown_as_written_and_never_reach_the_terminal(rtu):
+    out, app, pilot = rtu
+    esc = "\x1b]8;;http://evil\x07click\x1b]8;;\x07\x1b[2J\r"
+    app.master.import_points(pl.DataFrame({
+        "ca": [1, 1], "ioa": [1, 2], "type": ["M_SP_NA_1", "M_DP_NA_1"],
+        "name": ["[bold red]CB1[/] [link=http://evil]x[/link]" + esc, "n" * 5000],
+        "unit": ["[blink]u[/]", "u\x07"]}))
+    await page(app, pilot, "general")
+    app.query_one("#parameters", FrameTable).move_cursor(0)
+    await pilot.pause()
+    shown = "\n".join(lines(app, "#parameters"))
+    assert "[bold red]CB1[/] [link=http://evil]x[/link]" in shown and "[blink]u[/]" in shown
+    assert not set(shown) & {"\x1b", "\x07", "\r"}
+    assert "n" * 5000 not in shown and "\N{HORIZONTAL ELLIPSIS}" in shown   # cut, not 5000 wide
+    app._show("#status", "from the RTU: ", (esc + "[b]x[/b]", "red"))
+    assert not set(text(app, "#status")) & {"\x1b", "\x07", "\r"}
+    assert "[b]x[/b]" in text(app, "#status")
+
+
+async def test_a_lost_link_marks_every_value_stale_at_once():
+    out = Outstation(stations=1, points=5)
+    await out.__aenter__()
+    app = watch(Target("127.0.0.1", out.port), settings={"reconnect": False}, refresh_every=None)
+    async with app.run_test(size=(160, 16)) as pilot:
+        await connected(app, pilot, 5)
+        await page(app, pilot, "general")
+        assert "STALE" not in "\n".join(lines(app, "#parameters"))
+        await out.__aexit__(None, None, None)
+        await settle(pilot, lambda: app.session.data_transfer != "started")
+        app.refresh_pages()
+        await pilot.pause()
+        rows = lines(app, "#parameters")[1:]
+        assert rows[0] and all("STALE" in r for r in rows if r)
+        assert "LINK DOWN" in text(app, "#state")

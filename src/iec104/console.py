@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 from rich.console import Console
 from rich.live import Live as RichLive
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+from iec104.display import printable_text
 
 if TYPE_CHECKING:
     from iec104.master import Master
@@ -28,13 +30,18 @@ _COLUMNS = ["station", "ca", "ioa", "name", "type", "value", "eng_value", "unit"
 LIVE_ROWS = 30          # RTUs the poll's live table lists; a fleet's others are summed up
 
 
+def shown(text: str) -> Text:
+    """Text as written, never markup (names, addresses, errors carry brackets: "[[rtu]]",
+    "iec104[tui]", or an RTU's "[link=...]"), and never a control character for the terminal."""
+    return Text(printable_text(text))
+
+
 def say(text: str) -> None:
-    out.print(text, soft_wrap=True)
+    out.print(shown(text), soft_wrap=True)
 
 
 def error(text: str) -> None:
-    # escaped: an error's own brackets ("iec104[tui]", "[5001]") are text, not rich markup
-    err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), " ", shown(text)), soft_wrap=True)
 
 
 def fmt(v: object) -> str:
@@ -51,11 +58,11 @@ def fmt(v: object) -> str:
 def table_of(df: pl.DataFrame, title: str, *, rows: int = 40,
              columns: Iterable[str] | None = None) -> None:
     cols = [c for c in (columns or _COLUMNS) if c in df.columns]
-    t = Table(title=f"{title}: {len(df)} rows" + (f", first {rows}" if len(df) > rows else ""))
+    t = Table(title=shown(f"{title}: {len(df)} rows" + (f", first {rows}" if len(df) > rows else "")))
     for c in cols:
         t.add_column(c, justify="right" if df.schema[c].is_numeric() else "left")
     for r in df.head(rows).select(cols).iter_rows():
-        t.add_row(*(fmt(v) for v in r))
+        t.add_row(*(shown(fmt(v)) for v in r))
     out.print(t)
 
 
@@ -113,7 +120,7 @@ def status_table(status: list[dict[str, Any]], down: dict[str, str] | None = Non
     for h in _STATUS_HEAD:
         t.add_column(h)
     for row in (*_status_rows(status), *_down_rows(down)):
-        t.add_row(*row)
+        t.add_row(*map(shown, row))
     out.print(t)
     return t
 
@@ -153,7 +160,7 @@ class Live:
         for h in _STATUS_HEAD:
             t.add_column(h)
         for row in rows:
-            t.add_row(*row)
+            t.add_row(*map(shown, row))
         return t
 
     def _up(self) -> list[dict[str, Any]]:

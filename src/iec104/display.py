@@ -7,12 +7,24 @@ their raw columns (``value``, ``quality``, ``time``) for pipelines; these are fo
 """
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from iec104.types import TypeID
 
 __all__ = ["number", "hex32", "value_text", "quality_text", "time_text", "age_text",
-           "readable", "PARAMETER_COLUMNS"]
+           "readable", "printable", "printable_text", "PARAMETER_COLUMNS"]
+
+# what a terminal acts on rather than shows (C0 but the newline, DEL, C1: ESC sequences move
+# the cursor, retitle the window, make links; CR overwrites the line) and the invisible
+# characters that reorder or hide text (bidi overrides, zero-width): names, units, messages
+# and certificate subjects come from point lists and RTUs, and must read as what they are
+_CONTROL = "\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069"
+_CONTROL_LINE = re.compile(f"[{_CONTROL}]")
+_CONTROL_CELL = f"[\n{_CONTROL}]"             # a cell is one line: its newline too
+SHOWN_FOR_CONTROL = "\N{REPLACEMENT CHARACTER}"
+MAX_CELL = 64                                   # a cell's characters shown, then an ellipsis
 
 # families (the plain type id of a point and its time-tagged variants; see types.family_of)
 _SINGLE = (1, 45)                               # M_SP, C_SC
@@ -33,6 +45,20 @@ PARAMETER_COLUMNS = ["ca", "ioa", "name", "type", "value", "unit", "quality", "t
                      "age", "status"]
 """The parameter table's columns as :func:`readable` makes them (``status`` only with a point
 list in force)."""
+
+
+def printable_text(text: str) -> str:
+    """``text`` with what a terminal would act on replaced by a visible mark (lines kept)."""
+    return _CONTROL_LINE.sub(SHOWN_FOR_CONTROL, text)
+
+
+def printable(cell: pl.Expr) -> pl.Expr:
+    """A text column as table cells: control characters and newlines replaced by a visible
+    mark, and a cell longer than MAX_CELL cut with an ellipsis (a name of thousands of
+    characters would push every other column off the screen)."""
+    text = cell.str.replace_all(_CONTROL_CELL, SHOWN_FOR_CONTROL)
+    return pl.when(text.str.len_chars() > MAX_CELL).then(
+        text.str.slice(0, MAX_CELL - 1) + "\N{HORIZONTAL ELLIPSIS}").otherwise(text)
 
 
 def number(x: pl.Expr) -> pl.Expr:
@@ -124,8 +150,14 @@ def readable(params: pl.DataFrame, *, listed: bool = True) -> pl.DataFrame:
     tag; empty when the type has none), received (the receive time), age, and, when a point
     list is in force (``listed``), status: "not in list" or "no value yet" ("" when both
     agree). A point without a value yet has an empty value; a time tag flagged invalid
-    (``time_invalid``) reads with " (IV)" after it."""
+    (``time_invalid``) reads with " (IV)" after it; a value flagged ``stale`` (its link lost,
+    or not refreshed since it came back) has STALE first in its quality."""
     fam = pl.col("family")
+    quality = quality_text(pl.col("quality"), fam).fill_null("")
+    if "stale" in params.columns:               # the master's mark, before the RTU's flags
+        stale = pl.col("stale").fill_null(False) & pl.col("value").is_not_null()
+        quality = pl.when(stale).then(pl.concat_str([pl.lit("STALE"), quality], separator=" ")
+                                      .str.strip_chars_end()).otherwise(quality)
     scaled = pl.col("scale").is_not_null() | pl.col("offset").is_not_null()
     value = pl.when(scaled & ~fam.is_in((*_SINGLE, *_DOUBLE, *_BITS))).then(
         number(pl.col("eng_value"))).otherwise(value_text(pl.col("value"), fam))
@@ -137,7 +169,7 @@ def readable(params: pl.DataFrame, *, listed: bool = True) -> pl.DataFrame:
         .fill_null(""),                         # a point not received yet: its list's type
         pl.when(pl.col("value").is_null()).then(pl.lit("")).otherwise(value).alias("value"),
         pl.col("unit").fill_null(""),
-        quality_text(pl.col("quality"), fam).fill_null("").alias("quality"),
+        quality.alias("quality"),
         (pl.when(pl.col("time_invalid").fill_null(False))
          .then(pl.concat_str([time_text(pl.col("time")), pl.lit(" (IV)")]))
          .otherwise(time_text(pl.col("time"))) if "time_invalid" in params.columns

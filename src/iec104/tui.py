@@ -11,6 +11,8 @@ on screen is refreshed. Whatever goes wrong is said in a status line, never a tr
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -24,6 +26,7 @@ try:
     from textual.screen import ModalScreen, Screen
     from textual.widgets import (Button, Footer, Header, Input, Label, Select, Static, Switch,
                                  TabbedContent, TabPane)
+    from textual.worker import Worker
 except ModuleNotFoundError as e:                # Textual is the optional extra "tui"
     if (e.name or "").partition(".")[0] != "textual":
         raise
@@ -33,13 +36,13 @@ except ModuleNotFoundError as e:                # Textual is the optional extra 
 import polars as pl
 
 from iec104 import console, display
-from iec104.errors import CommandNotAllowed
+from iec104.errors import CommandInDoubt, CommandNotAllowed
 from iec104.importhooks import Secret
 from iec104.master import Master
 from iec104.settings import SessionSettings
 from iec104.targets import Target
 from iec104.tui_table import FrameTable, as_text
-from iec104.types import TypeID
+from iec104.types import TypeID, family_of
 
 if TYPE_CHECKING:
     from iec104.redundancy import RedundancyGroup
@@ -155,6 +158,9 @@ class _Footer(Footer):
         super().bindings_changed(screen)
 
 
+_NAMED_VALUES = (45, 46, 47, 51)                # commands whose value is a state (ON, LOWER, hex)
+
+
 class _Command(TypedDict):
     """A command the Commands page asks to confirm."""
 
@@ -163,6 +169,7 @@ class _Command(TypedDict):
     type: str
     value: float
     select: bool
+    line: str                                   # the command line it was read from
 
 
 class WatchApp(App[None]):
@@ -202,6 +209,7 @@ class WatchApp(App[None]):
         self.master: Master | None = None       # made on mount
         self.session: Session | RedundancyGroup | None = None   # once connected
         self.pending_command: _Command | None = None
+        self._in_flight: Worker[None] | None = None     # the command sent, until its answer
         self.down: str | None = None            # why the RTU is not reached yet (launch)
         self.paused = False                     # the Debug page's frames held for reading
         self._retry_now = asyncio.Event()
@@ -257,9 +265,10 @@ class WatchApp(App[None]):
                 yield FrameTable(_command_text, id="command_table")
                 with Horizontal(classes="row"):
                     yield Input(placeholder="CA IOA TYPE VALUE [select]   (Enter on a row fills "
-                                            "CA IOA TYPE)", id="command_input")
+                                            "CA IOA TYPE; clear CA IOA: a doubt)", id="command_input")
                     yield Button("Send", id="send")
                     yield Button("Confirm", id="confirm", disabled=True)
+                    yield Button("Cancel", id="cancel", disabled=True)
                 yield Static(id="command_status")
             with TabPane("Devices", id="devices"):
                 yield FrameTable(id="device_table")
@@ -322,9 +331,11 @@ class WatchApp(App[None]):
 
     def _show(self, selector: str, *parts: str | tuple[str, str]) -> None:
         """Text, or (text, style), never markup: names and messages carry brackets
-        ("[[rtu]]", "[select]") that markup would take for tags."""
+        ("[[rtu]]", "[select]") that markup would take for tags; and no control character
+        (an RTU's or a point list's ESC sequence) reaches the terminal."""
         from textual.css.query import NoMatches
-        content = Content.assemble(*parts)
+        content = Content.assemble(*(display.printable_text(p) if isinstance(p, str) else
+                                     (display.printable_text(p[0]), p[1]) for p in parts))
         if self._shown.get(selector) == content:
             return                              # unchanged: no layout pass twice a second
         self._shown[selector] = content
@@ -380,18 +391,20 @@ class WatchApp(App[None]):
         assert m is not None                    # connected: made on mount
         st = s.status()
         where = f"{s.host}:{s.port}"
-        self._show("#state", f"{s.name if s.name == where else s.name + ' ' + where}   TCP: ", (st["tcp_state"], "bold"),
+        down = (("LINK DOWN (values stale) ", "bold red"),) if st["data_transfer"] != "started" else ()
+        self._show("#state", *down, f"{s.name if s.name == where else s.name + ' ' + where}   TCP: ", (st["tcp_state"], "bold"),
                    "   data transfer: ", (st["data_transfer"], "bold"), f"   health: {st['health']}   "
                    "parameters: ", (str(len(m)), "bold"), f"   frames {st['frames_in']}, bad "
                    f"{st['bad_frames']}, reconnects {st['reconnects']}\n{console.link_text(st)}")
         if page == "general":
             table = self.query_one("#parameters", FrameTable)
             listed = bool(m.catalog.lists)
+            params = _with_stale(m.parameters(), st, s.settings.gi_interval)
             if listed != self._listed:          # the status column comes and goes with a list
                 self._listed, table.formatter = listed, _readable(listed)
-                table.update(m.parameters())
+                table.update(params)
             else:
-                _update(table, m.parameters())
+                _update(table, params)
         elif page == "configuration":
             self._refresh_configuration()
         elif page == "commands":
@@ -515,11 +528,20 @@ class WatchApp(App[None]):
         elif bid == "send":
             self._prepare_command()
         elif bid == "confirm":
-            await self._send_command()
+            self._send_command()
+        elif bid == "cancel" and self._in_flight is not None:
+            self._in_flight.cancel()
         elif bid == "force_gi":
             await self._force_gi()
         elif bid == "refresh_hooks":
             self._list_hooks(refresh=True)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        cmd = self.pending_command
+        if event.input.id == "command_input" and cmd and event.value.strip() != cmd["line"]:
+            self._withdraw_command()            # Confirm sends only what the page showed
+            self._show("#command_status", ("withdrawn", "yellow"), ": the command line "
+                       "changed; Send shows the new one to confirm")
 
     def on_frame_table_selected(self, event: FrameTable.Selected) -> None:
         if event.table.id == "command_table":   # the command line, but for the value
@@ -632,45 +654,118 @@ class WatchApp(App[None]):
 
     # ---- Commands ----------------------------------------------------------------------------
 
+    _COMMAND_HINT = "enter: CA IOA TYPE VALUE [select], or clear CA IOA"
+
+    def _withdraw_command(self) -> None:
+        self.pending_command = None
+        self.query_one("#confirm", Button).disabled = True
+
     def _prepare_command(self) -> None:
-        parts = self._value("#command_input").split()
+        """The command line read, checked and shown as what will operate; Confirm sends it."""
+        self._withdraw_command()
+        line = self._value("#command_input")
+        parts = line.split()
+        where = "#command_status"
+        if self._in_flight is not None:         # one at a time: each answer read before the next
+            return self._say("a command is in flight: wait for its answer, or Cancel it", where=where)
+        if self.session is None:
+            return self._say("not connected: nothing can be sent yet", where=where)
+        if parts[:1] == ["clear"]:
+            return self._prepare_clear(parts[1:])
         try:
+            if len(parts) not in (4, 5) or parts[4:] not in ([], ["select"]):
+                raise ValueError(self._COMMAND_HINT)
             ca, ioa, typ, value = int(parts[0]), int(parts[1]), parts[2], float(parts[3])
             typ = TypeID.parse(int(typ) if typ.isdigit() else typ).name    # 45 or C_SC_NA_1
         except (IndexError, ValueError) as e:
-            hint = str(e) if "type" in str(e) else "enter: CA IOA TYPE VALUE [select]"
-            self._say(hint, where="#command_status")
-            return
-        if self.session is not None:            # refused by the point list: say so now
-            assert self.master is not None      # connected: made on mount
-            try:
-                self.master.catalog.check_command(self.session.station, ca, ioa, TypeID[typ],
-                                                  value=value)
-            except Exception as e:
-                self._say(_command_error(e), where="#command_status")
-                return
-        self.pending_command = _Command(ca=ca, ioa=ioa, type=typ, value=value,
-                                    select=len(parts) > 4 and parts[4].lower().startswith("s"))
+            hint = str(e) if "type" in str(e) else self._COMMAND_HINT
+            return self._say(hint, where=where)
+        if not math.isfinite(value):            # NaN passes every limit check (comparisons false)
+            return self._say(f"value {parts[3]}: a finite number", where=where)
+        s, m = self.session, self.master
+        assert m is not None                    # connected: made on mount
+        try:                                    # refused by the point list: say so now
+            m.catalog.check_command(s.station, ca, ioa, TypeID[typ], value=value)
+        except Exception as e:
+            return self._say(_command_error(e, ca, ioa), where=where)
+        if doubt := _in_doubt(s, ca, ioa):      # the library would refuse it: say so now
+            return self._say(_doubt_text(f"{doubt[0]} is in doubt", ca, ioa), where=where)
+        select = len(parts) == 5
+        self.pending_command = _Command(ca=ca, ioa=ioa, type=typ, value=value, select=select,
+                                        line=line)
         self.query_one("#confirm", Button).disabled = False
-        self._show("#command_status", f"send {typ} CA {ca} IOA {ioa} value {value:g}"
-                   f"{' with select' if self.pending_command['select'] else ''}? Press Confirm.")
+        row = command_rows(m.command_points(), m.points(), s.station).filter(
+            (pl.col("ca") == ca) & (pl.col("ioa") == ioa))
+        name = row["name"][0] if len(row) and row["name"][0] else None
+        family = family_of(TypeID[typ])
+        meaning = (" (", (pl.select(display.value_text(pl.lit(value), pl.lit(family))).item(),
+                          "bold"), ")") if family in _NAMED_VALUES else ()
+        # the value as it is sent, every digit (":g" showed 110.123456789 as 110.123)
+        exact = str(int(value)) if value.is_integer() else repr(value)
+        self._show(where, "operate ", (_session_text(s), "bold"), f" CA {ca} IOA {ioa}",
+                   *((" ", (repr(name), "bold")) if name else ()), f": {typ} value {exact}",
+                   *meaning,
+                   ", ", ("select, then execute" if select else "direct execute", "bold"),
+                   "? Press Confirm (a change of the command line withdraws it).")
 
-    async def _send_command(self) -> None:
-        cmd, self.pending_command = self.pending_command, None
-        self.query_one("#confirm", Button).disabled = True
-        if cmd is None:
+    def _send_command(self) -> None:
+        cmd = self.pending_command
+        self._withdraw_command()
+        if cmd is None or self._in_flight is not None:
             return
-        assert self.session is not None         # pending_command is made connected only
+        # beside the UI, not in its message handler: the pages (a lost link) stay live and
+        # Cancel can reach it while it waits up to request_timeout for the RTU's answer
+        self._in_flight = self.run_worker(self._run_command(cmd), group="command")
+        self.query_one("#cancel", Button).disabled = False
+        self._show("#command_status", ("sending", "bold"), f" {cmd['type']} CA {cmd['ca']} IOA "
+                   f"{cmd['ioa']}... (Cancel: withdrawn if it has not left, else in doubt)")
+
+    async def _run_command(self, cmd: _Command) -> None:
+        s = self.session
+        assert s is not None                    # pending_command is made connected only
+        ca, ioa = cmd["ca"], cmd["ioa"]
         try:
             value = int(cmd["value"]) if cmd["value"] == int(cmd["value"]) else cmd["value"]
-            res = await self.session.command(cmd["ca"], cmd["ioa"], cmd["type"], value,
-                                             select=cmd["select"])
+            res = await s.command(ca, ioa, cmd["type"], value, select=cmd["select"])
             assert res.rtt is not None          # command() measures it
             self._show("#command_status", ("confirmed", "green"), f" {cmd['type']} CA {res.ca} "
                        f"IOA {res.ioa} in {res.rtt * 1000:.1f} ms")
+        except asyncio.CancelledError:
+            self._say(_doubt_text("cancelled after it left", ca, ioa) if _in_doubt(s, ca, ioa)
+                      else "cancelled: withdrawn before it left, nothing sent",
+                      where="#command_status")
+            raise
         except Exception as e:
-            self._say(_command_error(e), where="#command_status")
-        self.refresh_pages()
+            text = _command_error(e, ca, ioa)
+            if not isinstance(e, CommandInDoubt) and _in_doubt(s, ca, ioa):
+                text = _doubt_text(text, ca, ioa)   # a timeout or lost link after it left
+            self._say(text, where="#command_status")
+        finally:
+            self._in_flight = None
+            self.query_one("#cancel", Button).disabled = True
+            self.refresh_pages()
+
+    def _prepare_clear(self, args: list[str]) -> None:
+        """``clear CA IOA``: a new command to what is in doubt accepted, confirmed first."""
+        s = self.session
+        assert s is not None                    # _prepare_command: connected
+        try:
+            ca, ioa = (int(a) for a in args)
+        except ValueError:
+            return self._say("clear CA IOA: the object whose doubt to clear", where="#command_status")
+        doubt = _in_doubt(s, ca, ioa)
+        if not doubt:
+            return self._say(f"nothing is in doubt at CA {ca} IOA {ioa}", where="#command_status")
+        self._confirm(f"Clear the doubt on {_session_text(s)} CA {ca} IOA {ioa} "
+                      f"({', '.join(doubt)})? Only once you have seen the RTU's state: the "
+                      "command may have run, and the next one to it is sent.",
+                      lambda: self._clear(ca, ioa))
+
+    async def _clear(self, ca: int, ioa: int) -> None:
+        assert self.session is not None         # _prepare_clear: connected
+        gone = self.session.clear_doubt(ca, ioa)
+        self._show("#command_status", ("no longer in doubt", "green"), f": {', '.join(gone)}"
+                   if gone else f": CA {ca} IOA {ioa} (its answer came meanwhile)")
 
     # ---- Devices -----------------------------------------------------------------------------
 
@@ -695,14 +790,51 @@ def _update(table: FrameTable, frame: pl.DataFrame) -> None:
         table.update(frame)
 
 
-def _command_error(e: Exception) -> str:
-    """An error as the page says it: the library's hint for scripts (allow_unlisted=True) is
-    replaced by what the operator can do here."""
+def _with_stale(params: pl.DataFrame, status: dict[str, Any],
+                gi_interval: float | None) -> pl.DataFrame:
+    """The parameters with ``stale``: every value while the link is down, and, once it is up,
+    a value received before this connection (not refreshed since) or, with interrogations
+    scheduled, one older than two of them (IEC 104 has no flag for either: the RTU cannot
+    say that it is not heard)."""
+    since = status.get("connected_since")
+    if status["data_transfer"] != "started":
+        stale = pl.lit(True)
+    elif since is not None:
+        stale = pl.col("recv_time") < dt.datetime.fromtimestamp(since, dt.timezone.utc)
+    else:
+        stale = pl.lit(False)
+    if gi_interval:
+        stale = stale | (pl.col("age") > 2 * gi_interval)
+    return params.with_columns(stale=stale)
+
+
+def _session_text(s: Session | RedundancyGroup) -> str:
+    where = f"{s.host}:{s.port}"
+    return where if s.name == where else f"{s.name} ({where})"
+
+
+def _in_doubt(s: Session | RedundancyGroup, ca: int, ioa: int) -> list[str]:
+    """What is in doubt (or awaits its answer) at (ca, ioa): each request's description."""
+    one = s.members[0] if hasattr(s, "members") else s  # a group's members share it (clear_doubt)
+    return [r[3] for r in one.doubt_records() if r[1:3] == (ca, ioa)]
+
+
+def _doubt_text(text: str, ca: int, ioa: int) -> str:
+    return (f"IN DOUBT: {text}; the RTU may have run it, so a new command to it is refused. "
+            f"Look at the RTU's state, then type: clear {ca} {ioa}, and Send")
+
+
+def _command_error(e: Exception, ca: int, ioa: int) -> str:
+    """An error as the page says it: the library's hints for scripts (allow_unlisted=True,
+    clear_doubt(...)) replaced by what the operator can do here."""
     text = str(e)
     if isinstance(e, CommandNotAllowed):
         text = re.sub(r"\s*\(allow_unlisted=True[^)]*\)", "", text) + (
             ": choose a command point from the table (Enter fills the command line), or import "
             "a point list that lists this one (Import page)")
+    elif isinstance(e, CommandInDoubt):
+        text = _doubt_text(re.sub(r"\s*(, then )?clear_doubt\([^)]*\) to send it again", "",
+                                  text), ca, ioa)
     return text
 
 

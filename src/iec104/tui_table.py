@@ -22,6 +22,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from iec104.display import printable
+
 __all__ = ["FrameTable", "as_text"]
 
 GAP = 2                                         # spaces between columns
@@ -96,7 +98,9 @@ class FrameTable(ScrollView, can_focus=True):
             return top, self._window[2]
         if not self.frame.width:                # nothing shown yet
             return top, []
-        text = self.formatter(self.frame.slice(top, height))
+        # names and units are the point list's, strings the RTU's: cut and never a control
+        # character to the terminal (the segments below are written to it as they are)
+        text = self.formatter(self.frame.slice(top, height)).select(printable(pl.all()))
         rows = text.rows()
         if text.columns != self._columns:
             self._columns, self._widths = text.columns, [len(c) for c in text.columns]
