@@ -149,6 +149,28 @@ def test_command_honours_the_point_list_of_its_target_file(tmp_path, capsys):
         assert [c["ioa"] for c in sim.out.commands] == [5]
 
 
+def test_command_refusals_by_the_point_list_name_the_command_lines_ways(tmp_path, capsys):
+    """A point listed select before operate needs --select (not the API's select=True); a
+    value beyond the list's max is refused as such (listing the point is no remedy)."""
+    points = tmp_path / "points.csv"
+    points.write_text("ioa,ca,type,command_type,sbo,max\n5,1,M_SP_NA_1,C_SC_NA_1,yes,\n"
+                      "6,1,M_ME_NC_1,C_SE_NC_1,,10\n")
+    with Sim(stations=1, points=20) as sim:
+        toml = tmp_path / "rtu.toml"
+        toml.write_text(f'[[rtu]]\nhost = "127.0.0.1"\nport = {sim.out.port}\n'
+                        f'points = "{points}"\n')
+        base = ["command", str(toml), "--ca", "1", "--timeout", "2"]
+        assert main(base + ["--ioa", "5", "--type", "C_SC_NA_1", "--value", "1"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "select before operate" in err and "--select" in err and "select=True" not in err
+        assert main(base + ["--ioa", "6", "--type", "C_SE_NC_1", "--value", "11"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "above max 10" in err and "list it as a command point" not in err
+        assert not sim.out.commands
+        main(base + ["--ioa", "5", "--type", "C_SC_NA_1", "--value", "1", "--select"])
+        assert [c["select"] for c in sim.out.commands] == [True]     # (it has no IOA 5)
+
+
 @pytest.mark.parametrize("standby", [["127.0.0.1:1"], ["127.0.0.1:2", "127.0.0.1:2"]])
 def test_a_standby_address_given_twice_is_refused(standby, capsys):
     """Each address of a redundancy group is one more connection to the RTU: the primary's

@@ -291,6 +291,38 @@ async def test_a_setpoint_above_the_point_list_max_never_reaches_the_rtu():
         assert [c["value"] for c in out.commands] == [115.0]
 
 
+async def test_a_direct_execute_of_a_select_before_operate_point_never_reaches_the_rtu():
+    """A point the list marks ``sbo`` (the breakers of the sample list) is operated by select
+    then execute only: a direct execute is refused before it leaves, naming the point, as
+    the RTU would refuse it (or, worse, operate it when its own setting differs)."""
+    points = sample_points()
+    async with iec104.Outstation(point_list=points) as out, \
+            iec104.Master(gi_on_start=False) as m:
+        rtu = await m.connect("127.0.0.1", out.port)
+        m.import_points(points)
+        with pytest.raises(CommandNotAllowed, match=r"CB1 position.*select before operate"):
+            await rtu.command(1, 1, "C_DC_NA_1", 2, timeout=2)
+        assert out.commands == []
+        await rtu.command(1, 1, "C_DC_NA_1", 2, select=True, timeout=2)
+        assert [(c["select"], c["value"]) for c in out.commands] == [(True, 2), (False, 2)]
+
+
+def test_only_a_point_listed_sbo_needs_the_select(catalog, tmp_path):
+    catalog.check_command(0, 1, 5, 45, select=False)        # no sbo column: either way
+    path = tmp_path / "sbo.csv"
+    path.write_text("ca,ioa,name,type,command_type,sbo\n1,1,CB,M_DP_NA_1,C_DC_NA_1,yes\n"
+                    "1,2,Tap,M_ST_NA_1,C_RC_NA_1,no\n1,3,Lamp,M_SP_NA_1,C_SC_NA_1,\n")
+    cat = Catalog()
+    cat.load(path)
+    with pytest.raises(CommandNotAllowed, match="select before operate"):
+        cat.check_command(0, 1, 1, 46, select=False)
+    with pytest.raises(CommandNotAllowed, match="select before operate"):
+        cat.check_command(0, 1, 1, 59, select=False)        # its time-tagged variant too
+    cat.check_command(0, 1, 1, 46, select=True)
+    cat.check_command(0, 1, 2, 47, select=False)
+    cat.check_command(0, 1, 3, 45, select=False)
+
+
 async def test_a_command_type_other_than_the_listed_one_never_reaches_the_rtu():
     points = sample_points()
     async with iec104.Outstation(point_list=points) as out, \

@@ -539,7 +539,7 @@ async def test_a_command_in_flight_can_be_cancelled_and_its_doubt_cleared_from_t
     out, app, pilot = rtu
     await page(app, pilot, "commands")
     monkeypatch.setattr(out, "_command", lambda *a: None)      # the RTU never answers
-    await send(app, pilot, "1 2 C_DC_NA_1 2", "Press Confirm")
+    await send(app, pilot, "1 2 C_DC_NA_1 2 select", "Press Confirm")
     app.query_one("#confirm", Button).press()
     await settle(pilot, lambda: "sending" in text(app, "#command_status"))
     cancel = app.query_one("#cancel", Button)

@@ -740,10 +740,12 @@ async def _command(args: argparse.Namespace, target: Target, settings: dict[str,
                                     qualifier=args.qualifier, time=True if args.time else None,
                                     timeout=args.timeout)
         except CommandNotAllowed as e:
-            # the library's hint is an API keyword the command line has no switch for
-            text = re.sub(r"\s*\(allow_unlisted=True[^)]*\)", "", str(e))
-            raise CommandNotAllowed(f"{text}: list it as a command point in {target.points} "
-                                    "to command it") from None
+            # the library's hints name API keywords: the command line's own ways instead
+            text = str(e).replace("with select=True", "with --select")
+            if "allow_unlisted=True" in text:       # (no switch for it: list the point)
+                text = re.sub(r"\s*\(allow_unlisted=True[^)]*\)", "", text) + \
+                    f": list it as a command point in {target.points} to command it"
+            raise type(e)(text) from None
         name = TypeID(args.type).name if isinstance(args.type, int) else args.type
         assert res.rtt is not None              # command() measures it
         console.say(f"{name} CA {res.ca} IOA {res.ioa} value {value}: confirmed (ActCon) "

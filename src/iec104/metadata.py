@@ -69,6 +69,8 @@ _LOOKUP = {alias: canon for canon, names in ALIASES.items() for alias in names}
 _TEXT = ("name", "description", "unit")
 # what read_point_list reads: a file (CSV or workbook) or a DataFrame
 PointListSource = str | os.PathLike[str] | pl.DataFrame
+# the ``sbo`` cells that mark a point select before operate (the simulator reads them too)
+SBO_WORDS = ("1", "true", "yes", "sbo")
 _KIND = {"digital": 1, "binary": 1, "analog": 13, "analogue": 13, "counter": 15}
 _QUALITY_BITS = (("iv", 0x80), ("nt", 0x40), ("sb", 0x20), ("bl", 0x10), ("ov", 0x01))
 # what Catalog.parameters adds to the live values (and its join's markers)
@@ -711,11 +713,14 @@ class Catalog:
             pl.col("source").fill_null("learned"))
 
     def check_command(self, station: int, ca: int, ioa: int, type_id: int, *,
-                      allow_unlisted: bool = False, value: object = None) -> None:
+                      allow_unlisted: bool = False, value: object = None,
+                      select: bool | None = None) -> None:
         """Refuse a command that the list in force does not allow: an IOA outside its command
-        table, a type other than the listed command type (:class:`CommandNotAllowed`), and,
-        when ``value`` is given, a value outside the row's ``min``/``max``
-        (:class:`CommandOutOfLimits`). No list with command points: anything goes."""
+        table, a type other than the listed command type, a direct execute (``select``
+        False) of a point whose ``sbo`` column says select before operate
+        (:class:`CommandNotAllowed`), and, when ``value`` is given, a value outside the row's
+        ``min``/``max`` (:class:`CommandOutOfLimits`). No list with command points: anything
+        goes."""
         if allow_unlisted:
             return
         df = self.lists.get(station)
@@ -726,7 +731,10 @@ class Catalog:
         rows = df.filter((pl.col("ca") == ca) & (pl.col("ioa") == ioa)
                          & pl.col("command_type").is_not_null()
                          & (pl.col("station").is_null() | (pl.col("station") == station))
-                         ).select("command_type", "name", "min", "max").rows(named=True)
+                         ).select("command_type", "name", "min", "max",
+                                  pl.col("sbo").cast(pl.String).str.to_lowercase().is_in(SBO_WORDS)
+                                  if "sbo" in df.columns else pl.lit(False).alias("sbo")
+                                  ).rows(named=True)
         fam = family_of(type_id)
         hit = next((r for r in rows if family_of(r["command_type"]) == fam), None)
         if hit is None:
@@ -735,9 +743,12 @@ class Catalog:
                 f"station {station} CA {ca} IOA {ioa}: not a {_type_name(type_id)} command point "
                 f"of the point list in force{f' (listed: {listed})' if listed else ''}"
                 " (allow_unlisted=True to send anyway)")
+        what = f"{hit['name'] or 'the command point'} (CA {ca} IOA {ioa})"
+        if select is False and hit["sbo"]:
+            raise CommandNotAllowed(f"{what} is select before operate in the point list in "
+                                    "force (sbo): send it with select=True")
         if value is None or (hit["min"] is None and hit["max"] is None):
             return
-        what = f"{hit['name'] or 'the command point'} (CA {ca} IOA {ioa})"
         number = math.nan
         if isinstance(value, numbers.Real):
             try:

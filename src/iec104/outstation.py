@@ -390,7 +390,7 @@ class Outstation:
             cmds = {(ca, ioa, COMMAND_FOR[t]): False for ca, ioa, t in zip(
                 img["ca"].tolist(), img["ioa"].tolist(), img["type_id"].tolist()) if t in COMMAND_FOR}
         else:
-            from iec104.metadata import read_point_list
+            from iec104.metadata import SBO_WORDS, read_point_list
             df = read_point_list(point_list)
             mon = df.filter(pl.col("type_id").is_not_null() & (pl.col("type_id") <= 40))
             img = np.zeros(len(mon), POINT_DTYPE)
@@ -399,7 +399,7 @@ class Outstation:
             initial = _initial_values(img["type_id"], img["ioa"])
             img["value"] = initial if values is None else \
                 np.where(values.is_null().to_numpy(), initial, values.fill_null(0).to_numpy())
-            sbo = df["sbo"].cast(pl.String).str.to_lowercase().is_in(["1", "true", "yes", "sbo"]) \
+            sbo = df["sbo"].cast(pl.String).str.to_lowercase().is_in(SBO_WORDS) \
                 if "sbo" in df.columns else pl.Series([False] * len(df))
             cmds = {(int(ca), int(ioa), family_of(int(c))): bool(s) for ca, ioa, c, s in zip(
                 df["ca"], df["ioa"], df["command_type"], sbo) if c is not None}

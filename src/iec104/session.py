@@ -680,7 +680,7 @@ class Session:
                                    time=time, sizes=self._sizes)
         if self._catalog is not None:
             self._catalog.check_command(self.station, ca, ioa, type_id, value=value,
-                                        allow_unlisted=allow_unlisted)
+                                        select=select, allow_unlisted=allow_unlisted)
         t0 = self._loop.time()
         ends: list[Pending] = []                # the select's and the execute's, as they end
         try:
