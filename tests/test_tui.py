@@ -600,3 +600,15 @@ async def test_a_lost_link_marks_every_value_stale_at_once():
         rows = lines(app, "#parameters")[1:]
         assert rows[0] and all("STALE" in r for r in rows if r)
         assert "LINK DOWN" in text(app, "#state")
+
+
+async def test_a_direct_execute_of_a_point_listed_sbo_is_refused_at_send(rtu):
+    """CB1 of the sample list is select before operate: the page refuses the execute before
+    any confirmation, saying to add "select"; with it, the confirmation is offered."""
+    out, app, pilot = rtu
+    await page(app, pilot, "commands")
+    await send(app, pilot, "1 1 C_DC_NA_1 2", "select before operate")
+    said = text(app, "#command_status")
+    assert "with select" in said and "select=True" not in said
+    assert app.query_one("#confirm", Button).disabled and not out.commands
+    await send(app, pilot, "1 1 C_DC_NA_1 2 select", "Press Confirm")

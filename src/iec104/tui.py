@@ -684,13 +684,14 @@ class WatchApp(App[None]):
             return self._say(f"value {parts[3]}: a finite number", where=where)
         s, m = self.session, self.master
         assert m is not None                    # connected: made on mount
+        select = len(parts) == 5
         try:                                    # refused by the point list: say so now
-            m.catalog.check_command(s.station, ca, ioa, TypeID[typ], value=value)
+            m.catalog.check_command(s.station, ca, ioa, TypeID[typ], value=value, select=select)
         except Exception as e:
-            return self._say(_command_error(e, ca, ioa), where=where)
+            text = _command_error(e, ca, ioa).replace("with select=True", "with select")
+            return self._say(text, where=where)
         if doubt := _in_doubt(s, ca, ioa):      # the library would refuse it: say so now
             return self._say(_doubt_text(f"{doubt[0]} is in doubt", ca, ioa), where=where)
-        select = len(parts) == 5
         self.pending_command = _Command(ca=ca, ioa=ioa, type=typ, value=value, select=select,
                                         line=line)
         self.query_one("#confirm", Button).disabled = False
