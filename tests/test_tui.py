@@ -496,8 +496,8 @@ async def test_the_confirmation_says_exactly_what_operates(rtu):
     # the session and its address, the point's name, what the value means, select/execute
     assert f"[[rtu]] (127.0.0.1:{out.port})" in said and "'CB2 position'" in said
     assert "value 1 (OFF)" in said and "select, then execute" in said
-    await send(app, pilot, "1 2 C_DC_NA_1 2", "Press Confirm")
-    assert "value 2 (ON)" in text(app, "#command_status")
+    await send(app, pilot, "1 12 C_SC_NA_1 1", "Press Confirm")      # not select before operate
+    assert "value 1 (ON)" in text(app, "#command_status")
     assert "direct execute" in text(app, "#command_status")
     await send(app, pilot, "1 200 C_SE_NC_1 110.123456789", "Press Confirm")   # as it is sent,
     assert "C_SE_NC_1 value 110.123456789, direct" in text(app, "#command_status")   # not 110.123
@@ -510,9 +510,9 @@ async def test_the_confirmation_says_exactly_what_operates(rtu):
 async def test_editing_the_command_line_withdraws_the_command_awaiting_confirmation(rtu):
     out, app, pilot = rtu
     await page(app, pilot, "commands")
-    await send(app, pilot, "1 2 C_DC_NA_1 1", "Press Confirm")
+    await send(app, pilot, "1 12 C_SC_NA_1 1", "Press Confirm")
     sent = len(out.commands)
-    app.query_one("#command_input", Input).value = "1 2 C_DC_NA_1 2"   # not what was shown
+    app.query_one("#command_input", Input).value = "1 12 C_SC_NA_1 0"  # not what was shown
     await settle(pilot, lambda: "withdrawn" in text(app, "#command_status"))
     assert app.query_one("#confirm", Button).disabled and app.pending_command is None
     app.query_one("#confirm", Button).press()
@@ -548,7 +548,7 @@ async def test_a_command_in_flight_can_be_cancelled_and_its_doubt_cleared_from_t
     cancel.press()
     await settle(pilot, lambda: "IN DOUBT" in text(app, "#command_status"))
     assert "clear 1 2" in text(app, "#command_status") and cancel.disabled
-    await send(app, pilot, "1 2 C_DC_NA_1 2", "IN DOUBT")       # the library refuses it
+    await send(app, pilot, "1 2 C_DC_NA_1 2 select", "IN DOUBT")  # the library refuses it
     said = text(app, "#command_status")
     assert "clear 1 2" in said and "clear_doubt(" not in said
     assert app.query_one("#confirm", Button).disabled
@@ -556,7 +556,7 @@ async def test_a_command_in_flight_can_be_cancelled_and_its_doubt_cleared_from_t
     app.query_one("#command_input", Input).value = "clear 1 2"
     app.query_one("#send", Button).press()
     assert "CA 1 IOA 2" in await answer(app, pilot, yes=False)   # No: still in doubt
-    await send(app, pilot, "1 2 C_DC_NA_1 2", "IN DOUBT")
+    await send(app, pilot, "1 2 C_DC_NA_1 2 select", "IN DOUBT")
     app.query_one("#command_input", Input).value = "clear 1 2"
     app.query_one("#send", Button).press()
     assert "seen the RTU's state" in await answer(app, pilot, yes=True)
@@ -607,8 +607,9 @@ async def test_a_direct_execute_of_a_point_listed_sbo_is_refused_at_send(rtu):
     any confirmation, saying to add "select"; with it, the confirmation is offered."""
     out, app, pilot = rtu
     await page(app, pilot, "commands")
+    sent = len(out.commands)
     await send(app, pilot, "1 1 C_DC_NA_1 2", "select before operate")
     said = text(app, "#command_status")
     assert "with select" in said and "select=True" not in said
-    assert app.query_one("#confirm", Button).disabled and not out.commands
+    assert app.query_one("#confirm", Button).disabled and len(out.commands) == sent
     await send(app, pilot, "1 1 C_DC_NA_1 2 select", "Press Confirm")
