@@ -196,10 +196,10 @@ class Master:
                                           "give each RTU its own name")
             return name
         n = self._unnamed.get(address, 0)
-        while (name := address if n == 0 else f"{address} #{n + 1}") in self._by_name:
+        while (numbered := address if n == 0 else f"{address} #{n + 1}") in self._by_name:
             n += 1
         self._unnamed[address] = n + 1
-        return name
+        return numbered
 
     def session(self, name_or_station: str | int) -> Session | RedundancyGroup:
         """The session of that name, or of that station number (KeyError: none)."""

@@ -33,8 +33,8 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from xml.etree.ElementTree import XMLPullParser
+from typing import Any, cast
+from xml.etree.ElementTree import Element, XMLPullParser
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
@@ -122,10 +122,11 @@ def _chunks(z: zipfile.ZipFile, name: str) -> Iterable[bytes]:
 def _elements(z: zipfile.ZipFile, name: str,
               wanted: tuple[str, ...]) -> Iterable[tuple[str, dict[str, str]]]:
     """The wanted elements of a part (local name, attributes by local name), streamed."""
-    parser = XMLPullParser(("end",))
+    parser: XMLPullParser[Element] = XMLPullParser(("end",))
     for chunk in _chunks(z, name):
         parser.feed(chunk)
-        for _, el in parser.read_events():
+        # ("end" events only: each an element, never a namespace pair)
+        for _, el in cast("Iterable[tuple[str, Element]]", parser.read_events()):
             if (local := _local(el.tag)) in wanted:
                 yield local, {_local(k): v for k, v in el.attrib.items()}
             el.clear()
@@ -340,9 +341,9 @@ def _read_raw(source: PointListSource, *, sheet: str | int | None, separator: st
             raise PointListError(f"sheet {sheet!r}: a sheet name or an index >= 0", path=path)
         try:
             with _marked(path, sheet) as (readable, marked, name):
-                kw: dict[str, Any] = ({"sheet_name": name or sheet}
-                                      if isinstance(name or sheet, str)
-                                      else {"sheet_id": (sheet or 0) + 1})
+                chosen = name or sheet
+                kw: dict[str, Any] = ({"sheet_name": chosen} if isinstance(chosen, str)
+                                      else {"sheet_id": (chosen or 0) + 1})
                 df = pl.read_excel(readable, engine="calamine", infer_schema_length=0,
                                    has_header=False, **kw)
         except Exception as e:
