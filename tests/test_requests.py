@@ -136,6 +136,18 @@ async def test_a_refused_interrogation_names_the_cause_and_no_station():
     assert gi.stations() == set()
 
 
+async def test_a_deactivation_answer_neither_refuses_nor_confirms_an_interrogation():
+    """We never deactivate an interrogation: a (negative) DeactCon, COT 9, for one is another
+    request's answer or the RTU's error, counted as unmatched; the GI runs on to its ActTerm."""
+    req = Requests("rtu", BROADCAST)
+    gi = req.interrogations[(GI, 1)] = Interrogation(GI, 1, 20, set(), BROADCAST)
+    req.confirmation(GI, 1, 0, Cot.ACTIVATION_CON, False, 20)
+    req.confirmation(GI, 1, 0, Cot.DEACTIVATION_CON, True, 20)
+    assert not gi.done.done() and req.unmatched == 1
+    req.confirmation(GI, 1, 0, Cot.ACTIVATION_TERMINATION, False, 20)
+    assert gi.done.result() == 0
+
+
 async def test_a_group_interrogation_counts_only_its_cause():
     gi = Interrogation(GI, 1, 22, set(), BROADCAST)                 # group 2: COT 22
     gi.count(rows(1, 22, 4))

@@ -120,22 +120,26 @@ class Interrogation:
             mask &= points["ca"] == self.ca
         self.objects += int(np.count_nonzero(mask))
 
-    def answer(self, ca: int, cot: int, negative: bool, qualifier: float | None = None) -> None:
+    def answer(self, ca: int, cot: int, negative: bool, qualifier: float | None = None) -> bool:
         """One ActCon/ActTerm/refusal; ``qualifier`` the QOI/QCC it mirrors (another
-        request's answer, e.g. a late group's, is not this one's)."""
+        request's answer, e.g. a late group's, is not this one's). Whether it was this
+        request's (a DeactCon never is: an interrogation is never deactivated)."""
         if self.done.done() or (not self.is_broadcast and ca != self.ca) or (
-                qualifier is not None and qualifier != self.qualifier):
-            return
+                qualifier is not None and qualifier != self.qualifier) or (
+                cot not in (Cot.ACTIVATION_CON, Cot.ACTIVATION_TERMINATION) and cot not in BY_COT):
+            return False
+        self._take(ca, cot, negative)
+        return True
+
+    def _take(self, ca: int, cot: int, negative: bool) -> None:
         err = refusal(self.type_id, ca, 0, cot, negative)
         if err is not None:
             self.refused[ca] = err
         elif cot == Cot.ACTIVATION_CON:
             self.confirmed.add(ca)
-        elif cot == Cot.ACTIVATION_TERMINATION:
+        else:                                   # (ActCon, ActTerm or COT 44-47 only here)
             self.confirmed.add(ca)
             self.terminated.add(ca)
-        else:
-            return                              # not an answer to an activation
         if self._settle is not None:            # another station answered: not done yet
             self._settle.cancel()
             self._settle = None
@@ -274,9 +278,10 @@ class Requests:
         if t == TypeID.M_EI_NA_1:
             return ca
         if t in (TypeID.C_IC_NA_1, TypeID.C_CI_NA_1):
-            for gi in list(self.interrogations.values()):
-                if gi.type_id == t:
-                    gi.answer(ca, cot, negative, value)
+            took = [gi.answer(ca, cot, negative, value)
+                    for gi in list(self.interrogations.values()) if gi.type_id == t]
+            if not any(took) and cot == Cot.DEACTIVATION_CON:
+                self._unmatched(t, ca, ioa, cot)
             return None
         if t == TypeID.C_RD_NA_1:
             err = refusal(t, ca, ioa, cot, negative)
@@ -318,12 +323,15 @@ class Requests:
                 cot == Cot.ACTIVATION_TERMINATION:
             del self.answered[obj]              # the ActTerm its caller did not wait for
             return None
+        self._unmatched(t, ca, ioa, cot)
+        return None
+
+    def _unmatched(self, t: int, ca: int, ioa: int, cot: int) -> None:
         self.unmatched += 1
         if self.unmatched == 1 or self.unmatched % 1000 == 0:     # (a flood: not every one)
             log.warning("%s: an answer that mirrors no request of ours (%s CA %d IOA %d COT "
                         "%d; %d so far): ignored", self.name, TypeID(t).name
                         if t in TypeID._value2member_map_ else t, ca, ioa, cot, self.unmatched)
-        return None
 
     def clear_doubt(self, ca: int | None = None, ioa: int | None = None) -> list[str]:
         """Forget the requests in doubt (to ``ca``, to its ``ioa``; None: every one): the
