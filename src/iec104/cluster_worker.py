@@ -24,7 +24,7 @@ import pyarrow as pa
 from iec104.errors import IEC104Error, NotConnected
 from iec104.master import Master
 from iec104.redundancy import RedundancyGroup
-from iec104.requests import DoubtRecord, object_of
+from iec104.requests import DoubtRecord
 from iec104.session import Session
 from iec104.store import EventStream
 
@@ -43,16 +43,6 @@ class Raised:
 
     def error(self) -> BaseException:
         return self._error
-
-
-def _members(s: Session | RedundancyGroup) -> list[Session]:
-    return s.members if isinstance(s, RedundancyGroup) else [s]
-
-
-def _doubt_records(s: Session | RedundancyGroup) -> list[DoubtRecord]:
-    # a group's members share what is in doubt (each has its own requests awaiting an
-    # answer): one record per object, not one per member
-    return list({object_of(r[:3]): r for m in _members(s) for r in m.doubt_records()}.values())
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -108,7 +98,7 @@ class Worker:
     def _hello(self) -> dict[str, Any]:
         return {"incarnation": self.incarnation, "rows": len(self.master),
                 "status": [self._status(st, s) for st, s in self.sessions.items()],
-                "doubts": {st: d for st, s in self.sessions.items() if (d := _doubt_records(s))}}
+                "doubts": {st: d for st, s in self.sessions.items() if (d := s.doubt_records())}}
 
     def _status(self, station: int, s: Session | RedundancyGroup) -> dict[str, Any]:
         return {**s.status(), "station": station, "worker": self.index}
@@ -127,7 +117,7 @@ class Worker:
             self.sessions[station] = s
             self._apply_lists()
         # before this call returns: no command reaches the RTU before its records are back
-        _members(s)[0].restore_doubt(doubts)
+        s.restore_doubt(doubts)
         return self._status(station, s)
 
     async def interrogate(self, stations: list[int],

@@ -22,6 +22,7 @@ import time
 from typing import Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar
 
 from iec104.errors import ConnectError, NotConnected
+from iec104.requests import DoubtRecord, object_of
 from iec104.session import Session
 from iec104.settings import SessionSettings
 
@@ -238,6 +239,15 @@ class RedundancyGroup:
     def clear_doubt(self, ca: int | None = None, ioa: int | None = None) -> list[str]:
         """:meth:`Session.clear_doubt` (the group's connections share what is in doubt)."""
         return self.members[0].clear_doubt(ca, ioa)
+
+    def doubt_records(self) -> list[DoubtRecord]:
+        """:meth:`Session.doubt_records` of the group, one record per object (its members
+        share what is in doubt; each has its own requests awaiting an answer)."""
+        return list({object_of(r[:3]): r for m in self.members for r in m.doubt_records()}.values())
+
+    def restore_doubt(self, records: list[DoubtRecord]) -> None:
+        """:meth:`Session.restore_doubt`, for every connection of the group."""
+        self.members[0].restore_doubt(records)
 
     def import_points(self, source: Any, **options: Any) -> Any:
         return self.members[0].import_points(source, **options)

@@ -816,8 +816,7 @@ def _session_text(s: Session | RedundancyGroup) -> str:
 
 def _in_doubt(s: Session | RedundancyGroup, ca: int, ioa: int) -> list[str]:
     """What is in doubt (or awaits its answer) at (ca, ioa): each request's description."""
-    one = s.members[0] if hasattr(s, "members") else s  # a group's members share it (clear_doubt)
-    return [r[3] for r in one.doubt_records() if r[1:3] == (ca, ioa)]
+    return [r[3] for r in s.doubt_records() if r[1:3] == (ca, ioa)]
 
 
 def _doubt_text(text: str, ca: int, ioa: int) -> str:
