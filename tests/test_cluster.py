@@ -17,7 +17,7 @@ import pytest_asyncio
 import iec104
 from iec104.errors import (CommandInDoubt, ConfirmationTimeout, ConnectionLostError,
                            NotConnected, UnknownIOAError)
-from scripted_peer import ScriptedPeer
+from scripted_peer import ScriptedPeer, s_frame
 from waiting import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module", loop_factories=["uvloop"])
@@ -312,6 +312,35 @@ async def test_a_killed_worker_is_restarted_and_its_rtus_come_back(fleet):
             for c in silent.connections for _, raw in silent.received(c, type_id=45)]
     assert sent == [5002, 5001, 5002]                   # 5001 never re-sent on the new worker
     assert len(silent.connections) == 2
+
+
+@pytest.mark.xfail(strict=True, reason="known bug, not fixed yet: Ray does not cancel the worker's actor task (fix: ray.cancel(ref) in Cluster._call on CancelledError)")
+async def test_a_command_whose_driver_call_is_cancelled_never_leaves_later(fleet):
+    """Cancelling Cluster.command cancels the worker's command too (rule 10): one waiting in
+    the send queue (the k window full) is withdrawn and never leaves when the window opens;
+    before, the worker's task ran on and sent it."""
+    cluster, _, _ = fleet
+    async with ScriptedPeer() as stuck:             # it acknowledges none of our I-frames
+        await cluster.connect("127.0.0.1", stuck.port, name="stuck", k=2, w=1, t1=30)
+        sent = [asyncio.create_task(cluster.command("stuck", 1, ioa, "C_SC_NA_1", 1,
+                                                    timeout=20)) for ioa in (7001, 7002)]
+        await wait_for(lambda: len(stuck.received(type_id=45)) == 2, 5)
+        queued = asyncio.create_task(cluster.command("stuck", 1, 7003, "C_SC_NA_1", 1,
+                                                     timeout=20))
+        await asyncio.sleep(0.5)                    # on the worker, behind the full window
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        await asyncio.sleep(0.5)                    # the cancel reaches the worker
+        stuck.send(s_frame(2))                      # the window opens
+        for _, raw in stuck.received(type_id=45):
+            con = bytearray(raw[6:])
+            con[2] = 7                              # their ActCons
+            stuck.send_i(bytes(con))
+        await asyncio.gather(*sent)
+        await asyncio.sleep(0.5)
+        ioas = [int.from_bytes(raw[12:15], "little") for _, raw in stuck.received(type_id=45)]
+        assert ioas == [7001, 7002], f"sent after its caller gave up: {ioas}"
 
 
 async def test_what_is_in_doubt_pickles_into_a_new_session_as_lost():
