@@ -488,7 +488,14 @@ class Cluster:
             pending = self._pending.pop(worker, None)
             if pending is not None:
                 await pending
-            out = await getattr(self.actors[worker], method).remote(*args)
+            ref = getattr(self.actors[worker], method).remote(*args)
+            try:
+                out = await ref
+            except asyncio.CancelledError:
+                # the worker's task too (an async actor's: cancelled in its coroutine), so
+                # that what the caller gave up is withdrawn there, never sent later
+                ray.cancel(ref)
+                raise
         except RayActorError as e:
             self._down.setdefault(worker, time.time())
             raise ConnectionLostError(
