@@ -176,9 +176,7 @@ class Interrogation:
     def fail(self, exc: BaseException) -> None:
         if self._settle is not None:
             self._settle.cancel()
-        if not self.done.done():
-            self.done.set_exception(exc)
-            self.done.exception()               # the caller may have gone: do not warn
+        _fail(self.done, exc)                   # the caller may have gone: do not warn
 
 
 class Requests:
